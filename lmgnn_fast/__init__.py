@@ -1,0 +1,26 @@
+"""lmgnn_fast: stage-wise LM + R-GCN training on heterogeneous text graphs."""
+from __future__ import annotations
+
+from lmgnn_fast._loader import load_extension as _load_extension
+
+_C = _load_extension()
+
+from lmgnn_fast import ops  # noqa: E402  (registers fake kernels and autograd)
+
+__version__ = "0.1.0"
+
+
+def build_info() -> dict:
+    """How the compiled extension was built.
+
+    Returns:
+        dict with ``torch_version`` (the torch it was built against), ``cuda`` (whether CUDA
+        kernels were compiled), ``cuda_archs`` (e.g. ``"8.0 9.0+PTX"``), ``openmp`` and
+        ``num_threads`` (intra-op threads torch uses now).
+    """
+    info = dict(_C.build_info())
+    info["version"] = __version__
+    return info
+
+
+__all__ = ["build_info", "ops", "__version__"]
