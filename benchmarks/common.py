@@ -1,0 +1,111 @@
+"""Shared helpers for the side-by-side benchmarks.
+
+Every benchmark compares implementations *in one process* on the same inputs and prints a
+table with the sizes, the time per call, peak memory, the speed-up against the first
+(baseline) row and the device name. ``LMGNN_BENCH=quick`` (the default, used in CI) runs
+small sizes and few rounds; ``LMGNN_BENCH=full`` runs the sizes the issues name.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+MODE = os.environ.get("LMGNN_BENCH", "quick")
+QUICK = MODE != "full"
+
+
+def device_name(device: str | torch.device = "cpu") -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def sync(device: str | torch.device = "cpu") -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_fn(fn: Callable[[], object], device="cpu", warmup: int = 1, rounds: int | None = None,
+            min_time: float = 0.5) -> float:
+    """Median seconds per call of ``fn`` (after ``warmup`` calls)."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times: list[float] = []
+    rounds = rounds or (3 if QUICK else 10)
+    t_end = time.perf_counter() + (min_time if not QUICK else 0.0)
+    while len(times) < rounds or time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+        if len(times) >= 1000:
+            break
+    times.sort()
+    return times[len(times) // 2]
+
+
+def peak_memory(fn: Callable[[], object], device="cpu") -> int | None:
+    """Peak bytes allocated while running ``fn`` once (CUDA: allocator peak; CPU: None)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    gc.collect()
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - base
+
+
+def cpu_peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+@dataclass
+class Table:
+    """Rows of measurements printed as a Markdown table (and saved as JSON)."""
+
+    title: str
+    columns: list[str]
+    rows: list[list] = field(default_factory=list)
+
+    def add(self, *values) -> None:
+        self.rows.append(list(values))
+
+    def markdown(self) -> str:
+        def fmt(v):
+            if isinstance(v, float):
+                return f"{v:.3g}" if abs(v) < 1e4 else f"{v:,.0f}"
+            return str(v)
+
+        lines = [f"### {self.title}", "", "| " + " | ".join(self.columns) + " |",
+                 "|" + "---|" * len(self.columns)]
+        lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in self.rows]
+        return "\n".join(lines) + "\n"
+
+    def print(self) -> None:
+        print("\n" + self.markdown(), flush=True)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps({"title": self.title, "columns": self.columns, "rows": self.rows,
+                                   "mode": MODE}, indent=1, default=str))
+        os.replace(tmp, path)
+
+
+def results_dir() -> Path:
+    return Path(os.environ.get("LMGNN_BENCH_OUT", "bench-results"))
