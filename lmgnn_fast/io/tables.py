@@ -463,7 +463,14 @@ def build_graph(metadata: dict, nodes: dict, edges: dict, *, add_reverse_edges: 
             if len(parts) == 1:
                 text = parts[0]
             else:
-                text = pc.utf8_trim_whitespace(pc.binary_join_element_wise(*parts, md["text_separator"]))
+                # join the non-empty parts only (element-wise, without null-skipping joins)
+                sep = pa.scalar(str(md["text_separator"]), pa.large_string())
+                text = parts[0]
+                for p in parts[1:]:
+                    t_empty = pc.equal(pc.utf8_trim_whitespace(text), "")
+                    p_empty = pc.equal(pc.utf8_trim_whitespace(p), "")
+                    both = pc.binary_join_element_wise(text, p, sep)
+                    text = pc.if_else(p_empty, text, pc.if_else(t_empty, p, both))
             rep["empty_text"] = int(n - pc.sum(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0))
                                     .as_py() or 0) if n else 0
             g.text[t] = text.to_pylist()
