@@ -60,7 +60,7 @@ def _key_kind(col: pa.Array, src: Source, column: str, what: str) -> str:
         bad = ~np.isnan(vals) & (vals != np.round(vals))
         if bad.any():
             r = _first(bad)
-            raise src.error(f"{what} must be integers or strings, got {vals[r]!r}", r, column)
+            raise src.error(f"{what} must be integers or strings, got {float(vals[r])}", r, column)
         return "float"
     raise src.error(f"{what} must be integers or strings, got column type {t}", None, column)
 
@@ -119,7 +119,7 @@ def _node_ids(t: str, table: pa.Table, src: Source) -> tuple[_IdIndex, Any]:
     n = len(col)
     if pc.count_distinct(col).as_py() != n:
         codes = (col.cast(pa.int64()).to_numpy() if kind == "int"
-                 else _combine(pc.dictionary_encode(col)).indices.to_numpy())
+                 else pc.dictionary_encode(col).indices.to_numpy())
         order = np.argsort(codes, kind="stable")
         sc = codes[order]
         dup = np.flatnonzero(sc[1:] == sc[:-1])
@@ -234,7 +234,7 @@ def _parse_single(col: pa.Array, src: Source, names, num_classes, column: str):
         bad = (f != np.round(f)) | np.isnan(f)
         if bad.any():
             r = _first(bad)
-            raise src.error(f"labels must be integers or strings, got {f[r]!r}", r, column)
+            raise src.error(f"labels must be integers or strings, got {float(f[r])}", r, column)
         codes = f.astype(np.int64)
         labelled = codes != -1
         if (codes < -1).any():
