@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -177,7 +177,7 @@ def write_tables(path: str | os.PathLike, metadata: dict, nodes: Mapping[str, pa
     path = Path(path)
     if path.exists() and not overwrite:
         if not path.is_dir() or any(path.iterdir()):
-            raise FileExistsError(f"write_tables: {path} exists and is not empty (pass overwrite=True)")
+            raise FileExistsError(f"write_tables: {path} exists and is not empty (pass overwrite=True, or --overwrite on the command line)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
@@ -266,5 +266,38 @@ def check_tables(metadata: dict, nodes: Mapping[str, pa.Table], edges: Mapping[E
         assert et[0] in nodes and et[2] in nodes, f"edge type {et} names an unknown node type"
 
 
-def as_list(x: Iterable) -> list:
-    return list(x)
+def read_tables(path: str | os.PathLike) -> Tables:
+    """Read a dataset directory's tables as they are (no validation; for ``info``).
+
+    ``HeteroGraph.load_dir`` is the validating reader; this one only finds each node and
+    edge file (``.parquet``, ``.csv`` or ``.jsonl``) named by ``metadata.json``.
+    """
+    path = Path(path)
+    meta_file = path / "metadata.json"
+    if not meta_file.is_file():
+        raise FileNotFoundError(f"{meta_file}: missing (not a dataset directory)")
+    try:
+        metadata = json.loads(meta_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{meta_file}: invalid JSON ({exc})") from None
+    nodes = {t: _read_one(path / "nodes", t) for t in metadata["node_types"]}
+    edges = {tuple(et): _read_one(path / "edges", edge_type_file_stem(tuple(et))) for et in metadata["edge_types"]}
+    return metadata, nodes, edges
+
+
+def _read_one(folder: Path, stem: str) -> pa.Table:
+    for ext in ("parquet", "csv", "jsonl"):
+        file = folder / f"{stem}.{ext}"
+        if file.is_file():
+            if ext == "parquet":
+                import pyarrow.parquet as pq
+
+                return pq.read_table(file)
+            if ext == "csv":
+                import pyarrow.csv as pcsv
+
+                return pcsv.read_csv(file)
+            import pyarrow.json as pjson
+
+            return pjson.read_json(file)
+    raise FileNotFoundError(f"{folder / stem}.{{parquet,csv,jsonl}}: missing")
