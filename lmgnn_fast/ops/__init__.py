@@ -4,5 +4,6 @@ Each family lives in its own module with its fake kernel, autograd registration 
 pure-torch reference (``*_ref``) used by the tests and as a fallback.
 """
 from lmgnn_fast.ops.convert import coo_to_csc, coo_to_csc_ref
+from lmgnn_fast.ops.aggregate import choose_order, rgcn_aggregate, rgcn_aggregate_ref
 
 __all__ = ["coo_to_csc", "coo_to_csc_ref"]
