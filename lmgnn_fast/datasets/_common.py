@@ -314,11 +314,13 @@ def _read_one(folder: Path, stem: str) -> pa.Table:
 
 
 def finalize(metadata: dict, nodes: Mapping[str, pa.Table], edges: Mapping[EdgeType, pa.Table]) -> Tables:
-    """Drop empty edge tables (a small sample can leave some relations empty) and the tasks
-    that lose their target, with a warning; fill ``metadata["edge_types"]``."""
+    """Drop empty node and edge tables (a small sample can leave a type or relation empty:
+    the directory format has no empty tables) and the tasks that lose their target, with a
+    warning; fill ``metadata["node_types"]``, ``["edge_types"]`` and ``["label_names"]``."""
     import warnings
 
-    kept = {et: t for et, t in edges.items() if t.num_rows > 0}
+    nodes = {t: tab for t, tab in nodes.items() if tab.num_rows > 0}
+    kept = {et: t for et, t in edges.items() if t.num_rows > 0 and et[0] in nodes and et[2] in nodes}
     tasks = []
     for task in metadata.get("tasks", []):
         et = tuple(task.get("edge_type") or ())
@@ -327,11 +329,15 @@ def finalize(metadata: dict, nodes: Mapping[str, pa.Table], edges: Mapping[EdgeT
             warnings.warn(f"{metadata.get('name')}: task '{task['name']}' dropped: relation {et} has no "
                           "edges in this sample", stacklevel=3)
             continue
-        if nt and (nodes[nt].num_rows == 0 or "label" not in nodes[nt].column_names
+        if nt and (nt not in nodes or "label" not in nodes[nt].column_names
                    or nodes[nt].column("label").null_count == nodes[nt].num_rows):
             warnings.warn(f"{metadata.get('name')}: task '{task['name']}' dropped: no labelled "
                           f"'{nt}' nodes in this sample", stacklevel=3)
             continue
         tasks.append(task)
-    metadata = dict(metadata, edge_types=[list(et) for et in kept], tasks=tasks)
-    return metadata, dict(nodes), kept
+    metadata = dict(metadata, node_types=[t for t in metadata["node_types"] if t in nodes],
+                    edge_types=[list(et) for et in kept], tasks=tasks)
+    if "label_names" in metadata:
+        valid = set(nodes) | {edge_type_file_stem(et) for et in kept}
+        metadata["label_names"] = {k: v for k, v in metadata["label_names"].items() if k in valid}
+    return metadata, nodes, kept
