@@ -458,3 +458,15 @@ def test_load_and_round_trip(name, tmp_path):
     # and the graph's own writer gives the same graph back
     g.save_dir(tmp_path / "g")
     _same_graph(g, HeteroGraph.load_dir(tmp_path / "g"))
+
+
+@needs_graph
+@needs_attack
+def test_cli_info_graph(tmp_path, capsys):
+    assert cli.main(["info", "attack", "--graph"]) == 0
+    out = capsys.readouterr().out
+    assert "message-passing edges per relation:" in out and "rev-uses" in out
+    assert cli.main(["export", "synthetic", str(tmp_path / "s"), "-o", "num_nodes=90", "-o", "num_edges=300"]) == 0
+    capsys.readouterr()
+    assert cli.main(["info", str(tmp_path / "s"), "--graph"]) == 0
+    assert "[0] t0 -r0-> t1" in capsys.readouterr().out
