@@ -193,6 +193,8 @@ def test_deterministic_across_threads_and_runs():
         torch.set_num_threads(old)
     assert_same(one, two)
     assert_same(two, again)
+    assert sum(x.numel() for x in one[3]) > 16384  # large enough for the parallel dedup path
+    assert_same(one, hetero_neighbor_sample_ref(*args, seed=5))
     other = hetero_neighbor_sample(*args, seed=6)
     assert not torch.equal(one[0][0], other[0][0])
 
