@@ -164,6 +164,32 @@ def main():
     print(f"device: {device_name('cpu')}; torch {torch.__version__}")
     table.print()
     table.save(results_dir() / "sampling.json")
+    if torch.cuda.is_available():
+        cuda_table()
+
+
+def cuda_table() -> None:
+    """Ours on the GPU, graph in device memory and in pinned host memory (UVA)."""
+    table = Table(f"hetero_neighbor_sample on {device_name('cuda')}, batch {BATCH}",
+                  ["relations", "fanouts", "graph in", "ms / batch", "M edges / s"])
+    for R in RELATIONS:
+        g = _graph(R)
+        for where in ("device", "pinned"):
+            move = (lambda x: x.cuda()) if where == "device" else (lambda x: x.pin_memory())
+            args = tuple([move(x) for x in a] for a in g.args[:3]) + g.args[3:]
+            for fanouts in FANOUTS:
+                flat = [f for f in fanouts for _ in range(R)]
+
+                def run(i):
+                    seeds = [g.batches[i % len(g.batches)].cuda()] + [torch.empty(0, dtype=torch.long, device="cuda")] * 2
+                    out = hetero_neighbor_sample(*args, seeds, flat, False, i)
+                    torch.cuda.synchronize()
+                    return sum(int(x.numel()) for x in out[3])
+
+                t, e = measure(run, NUM_BATCHES * 3)
+                table.add(R, str(fanouts), where, t * 1e3, e / t / 1e6)
+    table.print()
+    table.save(results_dir() / "sampling_cuda.json")
 
 
 if __name__ == "__main__":

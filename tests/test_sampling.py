@@ -179,8 +179,8 @@ def test_subsets_drawn_uniformly():
 
 
 def test_deterministic_across_threads_and_runs():
-    graph = make_graph(num_nodes=(3000, 2000, 50), num_edges=(20000, 30000, 3000), seed=9)
-    seeds = {"paper": torch.randperm(3000, generator=torch.Generator().manual_seed(1))[:300]}
+    graph = make_graph(num_nodes=(30000, 20000, 50), num_edges=(200000, 300000, 3000), seed=9)
+    seeds = {"paper": torch.randperm(30000, generator=torch.Generator().manual_seed(1))[:2000]}
     args, _ = op_args(graph, seeds, [8, 5, 3, 6, 4] + [4] * 5 + [3] * 5)
     old = torch.get_num_threads()
     try:
@@ -193,7 +193,7 @@ def test_deterministic_across_threads_and_runs():
         torch.set_num_threads(old)
     assert_same(one, two)
     assert_same(two, again)
-    assert sum(x.numel() for x in one[3]) > 16384  # large enough for the parallel dedup path
+    assert sum(x.numel() for x in one[3]) > 2 * 131072  # large enough for the parallel dedup path
     assert_same(one, hetero_neighbor_sample_ref(*args, seed=5))
     other = hetero_neighbor_sample(*args, seed=6)
     assert not torch.equal(one[0][0], other[0][0])
@@ -390,3 +390,20 @@ def test_link_loader_explicit_edges():
     assert b.seeds["paper"][b.src].tolist() == [1, 2] and b.seeds["paper"][b.dst].tolist() == [4, 5]
     with pytest.raises(ValueError, match="negative sampler must be one of"):
         LinkLoader(graph, sampler, EDGE_TYPES[1], negative="hard")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("replace", [False, True])
+def test_cuda_matches_cpu_device_and_pinned(replace):
+    graph = make_graph(num_nodes=(3000, 2000, 50), num_edges=(20000, 30000, 3000), seed=3)
+    seeds = {"paper": torch.arange(0, 3000, 7), "author": torch.tensor([5, 9])}
+    (ip, ix, ei, st, dt, nn, sd, fan), _ = op_args(graph, seeds, [6, 4, 3, 5, 2] * 3)
+    pos = [torch.unique(torch.randint(0, e.numel(), (500,))) for e in ei]
+    want = hetero_neighbor_sample(ip, ix, ei, st, dt, nn, sd, fan, replace, 77, pos)
+    cuda = lambda xs: [x.cuda() for x in xs]  # noqa: E731
+    pinned = lambda xs: [x.pin_memory() for x in xs]  # noqa: E731
+    got = hetero_neighbor_sample(cuda(ip), cuda(ix), cuda(ei), st, dt, nn, cuda(sd), fan, replace, 77, cuda(pos))
+    assert_same(got, want)
+    got = hetero_neighbor_sample(pinned(ip), pinned(ix), pinned(ei), st, dt, nn, cuda(sd), fan, replace, 77,
+                                 pinned(pos))
+    assert_same(got, want)

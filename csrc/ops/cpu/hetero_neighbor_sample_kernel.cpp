@@ -28,9 +28,9 @@ namespace lmgnn {
 namespace {
 
 constexpr const char* kOp = "hetero_neighbor_sample";
-constexpr int64_t kGrain = 256;
+constexpr int64_t kGrain = 1024;
 // Frontiers up to this size are deduplicated by one thread (same result, less overhead).
-constexpr int64_t kSerialDedup = 1 << 14;
+constexpr int64_t kSerialDedup = 1 << 17;
 
 using Result = std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>,
                           std::vector<at::Tensor>, std::vector<at::Tensor>>;
