@@ -26,7 +26,7 @@ import pytest
 import torch
 
 import lmgnn_fast  # noqa: F401
-from common import QUICK, Table, device_name, results_dir, time_fn
+from common import QUICK, Table, device_name, results_dir
 from lmgnn_fast.cache import EmbeddingCache
 
 NUM_NODES = 50_000 if QUICK else 1_000_000
