@@ -137,7 +137,8 @@ def main():
                               "", "", "", "", "", "")
                     continue
                 slow = not QUICK and name != "ours"
-                t = time_fn(fn, device, warmup=1, rounds=1 if slow else None, min_time=0.0 if slow else 0.5)
+                t = time_fn(fn, device, warmup=0 if slow else 1, rounds=1 if slow else None,
+                            min_time=0.0 if slow else 0.5)
                 mem = peak_memory(fn, device)
                 if name == "ours":
                     t_ours = t
