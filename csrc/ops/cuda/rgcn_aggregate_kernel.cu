@@ -42,12 +42,13 @@ __device__ __forceinline__ int64_t upper_bound_dev(const int64_t* a, int64_t n, 
 // agg[p] = norm_p * sum_{e in pair p} x[col[e]]   (one block per pair)
 template <typename scalar_t, typename index_t>
 __global__ void segment_sum_kernel(const scalar_t* __restrict__ x, const index_t* __restrict__ col,
-                                   const int64_t* __restrict__ pair_ptr, int64_t P, int64_t F,
+                                   const int64_t* __restrict__ pair_ptr, int64_t P, int64_t E, int64_t F,
                                    int64_t N_src, bool mean, scalar_t* __restrict__ agg) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t p = blockIdx.x;
   if (p >= P) return;
   const int64_t b = pair_ptr[p], e = pair_ptr[p + 1];
+  CUDA_KERNEL_ASSERT(b >= 0 && b <= e && e <= E);
   const acc_t s = (mean && e > b) ? acc_t(1) / static_cast<acc_t>(e - b) : acc_t(1);
   for (int64_t f = threadIdx.x; f < F; f += blockDim.x) {
     acc_t acc = 0;
@@ -69,6 +70,7 @@ __global__ void dst_reduce_kernel(const scalar_t* __restrict__ y, const int64_t*
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t i = blockIdx.x;
   if (i >= N_dst) return;
+  CUDA_KERNEL_ASSERT(dst_ptr[i] >= 0 && dst_ptr[i] <= dst_ptr[i + 1] && dst_ptr[i + 1] <= P);
   for (int64_t f = threadIdx.x; f < F; f += blockDim.x) {
     acc_t acc = base ? static_cast<acc_t>(base[(base_is_row ? 0 : i * F) + f]) : acc_t(0);
     for (int64_t k = dst_ptr[i]; k < dst_ptr[i + 1]; ++k) {
@@ -89,6 +91,7 @@ __global__ void basis_combine_kernel(const scalar_t* __restrict__ agg, const sca
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t i = blockIdx.x;
   if (i >= N_dst) return;
+  CUDA_KERNEL_ASSERT(dst_ptr[i] >= 0 && dst_ptr[i] <= dst_ptr[i + 1] && dst_ptr[i + 1] <= P);
   for (int64_t q = threadIdx.x; q < B * F; q += blockDim.x) {
     const int64_t bb = q / F, f = q % F;
     acc_t acc = 0;
@@ -106,10 +109,12 @@ __global__ void basis_combine_kernel(const scalar_t* __restrict__ agg, const sca
 template <typename scalar_t, typename index_t>
 __global__ void src_scatter_kernel(const scalar_t* __restrict__ dagg, const int64_t* __restrict__ src_ptr,
                                    const index_t* __restrict__ src_pairs, const int64_t* __restrict__ pair_ptr,
-                                   int64_t N_src, int64_t P, int64_t F, bool mean, scalar_t* __restrict__ dx) {
+                                   int64_t N_src, int64_t P, int64_t E, int64_t F, bool mean,
+                                   scalar_t* __restrict__ dx) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t j = blockIdx.x;
   if (j >= N_src) return;
+  CUDA_KERNEL_ASSERT(src_ptr[j] >= 0 && src_ptr[j] <= src_ptr[j + 1] && src_ptr[j + 1] <= E);
   for (int64_t f = threadIdx.x; f < F; f += blockDim.x) {
     acc_t acc = 0;
     for (int64_t k = src_ptr[j]; k < src_ptr[j + 1]; ++k) {
@@ -176,11 +181,16 @@ __global__ void relation_sum_kernel(const acc_t* __restrict__ dots, const int64_
 }
 
 // tile_ptr[r] = sum_{r' < r} ceil(P_r' / kTile) — computed on the device (R is small).
-__global__ void tile_ptr_kernel(const int64_t* __restrict__ rel_ptr, int64_t R, int64_t* __restrict__ tile_ptr) {
+// Also checks rel_ptr (0, non-decreasing, ends at P) before any GEMM reads rows through it.
+__global__ void tile_ptr_kernel(const int64_t* __restrict__ rel_ptr, int64_t R, int64_t P,
+                                int64_t* __restrict__ tile_ptr) {
   if (blockIdx.x != 0 || threadIdx.x != 0) return;
+  CUDA_KERNEL_ASSERT(rel_ptr[0] == 0 && rel_ptr[R] == P);
   tile_ptr[0] = 0;
-  for (int64_t r = 0; r < R; ++r)
+  for (int64_t r = 0; r < R; ++r) {
+    CUDA_KERNEL_ASSERT(rel_ptr[r] <= rel_ptr[r + 1]);
     tile_ptr[r + 1] = tile_ptr[r] + (rel_ptr[r + 1] - rel_ptr[r] + kTile - 1) / kTile;
+  }
 }
 
 // Grouped GEMM over relation row segments: C[rows of g] = A[rows of g] @ B_g with
@@ -217,13 +227,14 @@ __global__ void grouped_gemm_rows_kernel(const scalar_t* __restrict__ A, const s
 // (A [P, M], G [P, N], C [R, M, N]); grid (N tiles, M tiles, R). Empty relations write zeros.
 template <typename scalar_t>
 __global__ void grouped_gemm_ksum_kernel(const scalar_t* __restrict__ A, const scalar_t* __restrict__ G,
-                                         const int64_t* __restrict__ rel_ptr, int64_t M, int64_t N,
-                                         scalar_t* __restrict__ C) {
+                                         const int64_t* __restrict__ rel_ptr, int64_t P, int64_t M,
+                                         int64_t N, scalar_t* __restrict__ C) {
   using acc_t = at::opmath_type<scalar_t>;
   __shared__ acc_t As[kTile][kTile + 1];  // [m][k]
   __shared__ acc_t Bs[kTile][kTile + 1];  // [k][n]
   const int64_t g = blockIdx.z;
   const int64_t lo = rel_ptr[g], hi = rel_ptr[g + 1];
+  CUDA_KERNEL_ASSERT(lo >= 0 && lo <= hi && hi <= P);
   const int64_t m0 = static_cast<int64_t>(blockIdx.y) * kTile, n0 = static_cast<int64_t>(blockIdx.x) * kTile;
   const int ty = threadIdx.y, tx = threadIdx.x;
   acc_t acc = 0;
@@ -264,7 +275,7 @@ void launch_rows_gemm(const at::Tensor& a, const at::Tensor& w, bool transpose, 
   const int64_t K = a.size(1), N = y.size(1);
   if (l.P == 0 || N == 0) return;
   auto tile_ptr = at::empty({l.R + 1}, l.rel_ptr.options());
-  tile_ptr_kernel<<<1, 1, 0, stream>>>(l.rel_ptr.const_data_ptr<int64_t>(), l.R, tile_ptr.data_ptr<int64_t>());
+  tile_ptr_kernel<<<1, 1, 0, stream>>>(l.rel_ptr.const_data_ptr<int64_t>(), l.R, l.P, tile_ptr.data_ptr<int64_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   const int64_t sbg = w.size(1) * w.size(2);
   const int64_t sbk = transpose ? 1 : N, sbn = transpose ? K : 1;
@@ -300,7 +311,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cuda(
       if (l.P > 0 && F_in > 0) {
         segment_sum_kernel<scalar_t, index_t><<<l.P, kThreads, 0, stream>>>(
             x.const_data_ptr<scalar_t>(), l.col.const_data_ptr<index_t>(), l.pair_ptr.const_data_ptr<int64_t>(),
-            l.P, F_in, l.N_src, mean, agg.data_ptr<scalar_t>());
+            l.P, l.E, F_in, l.N_src, mean, agg.data_ptr<scalar_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
       at::Tensor root;
@@ -422,7 +433,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
                         static_cast<unsigned>(l.R));
               grouped_gemm_ksum_kernel<scalar_t><<<grid, dim3(kTile, kTile), 0, stream>>>(
                   agg.const_data_ptr<scalar_t>(), gp.const_data_ptr<scalar_t>(), l.rel_ptr.const_data_ptr<int64_t>(),
-                  F_in, F_out, dw.data_ptr<scalar_t>());
+                  l.P, F_in, F_out, dw.data_ptr<scalar_t>());
               C10_CUDA_KERNEL_LAUNCH_CHECK();
             }
             if (order == kPairGemm) {
@@ -440,7 +451,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
         if (l.N_src > 0 && F_in > 0) {
           src_scatter_kernel<scalar_t, index_t><<<l.N_src, kThreads, 0, stream>>>(
               dagg.const_data_ptr<scalar_t>(), l.src_ptr.const_data_ptr<int64_t>(), l.src_pairs.const_data_ptr<index_t>(),
-              l.pair_ptr.const_data_ptr<int64_t>(), l.N_src, l.P, F_in, mean, dx.data_ptr<scalar_t>());
+              l.pair_ptr.const_data_ptr<int64_t>(), l.N_src, l.P, l.E, F_in, mean, dx.data_ptr<scalar_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
       }
