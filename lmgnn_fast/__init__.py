@@ -6,6 +6,8 @@ from lmgnn_fast._loader import load_extension as _load_extension
 _C = _load_extension()
 
 from lmgnn_fast import ops  # noqa: E402  (registers fake kernels and autograd)
+from lmgnn_fast.graph import CSC, HeteroGraph, Task  # noqa: E402
+from lmgnn_fast.io.errors import GraphFormatError  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -23,4 +25,4 @@ def build_info() -> dict:
     return info
 
 
-__all__ = ["build_info", "ops", "__version__"]
+__all__ = ["CSC", "GraphFormatError", "HeteroGraph", "Task", "build_info", "ops", "__version__"]

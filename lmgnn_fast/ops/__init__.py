@@ -3,6 +3,13 @@
 Each family lives in its own module with its fake kernel, autograd registration and a
 pure-torch reference (``*_ref``) used by the tests and as a fallback.
 """
+from lmgnn_fast.ops.cache import *  # noqa: F401,F403
 from lmgnn_fast.ops.convert import coo_to_csc, coo_to_csc_ref
+from lmgnn_fast.ops.sampling import hetero_neighbor_sample, hetero_neighbor_sample_ref
+from lmgnn_fast.ops.aggregate import choose_order, rgcn_aggregate, rgcn_aggregate_ref
 
-__all__ = ["coo_to_csc", "coo_to_csc_ref"]
+__all__ = [
+    "coo_to_csc", "coo_to_csc_ref",
+    "hetero_neighbor_sample", "hetero_neighbor_sample_ref",
+    "choose_order", "rgcn_aggregate", "rgcn_aggregate_ref",
+]

@@ -1,0 +1,421 @@
+// CPU kernels of lmgnn::rgcn_aggregate and lmgnn::rgcn_aggregate_backward (layout, orders
+// and cost model: ops/rgcn_aggregate.cpp).
+//
+// Aggregate, then transform: per-pair sums run in parallel over pairs (each pair owns its
+// output row), the per-relation GEMMs go to at::mm on contiguous row ranges of the pair
+// buffer (MKL / oneDNN), and the per-destination reduction runs in parallel over
+// destinations in relation order — deterministic for any thread count, no atomics.
+#include <ATen/Parallel.h>
+#include <ATen/OpMathType.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/sum.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "ops/rgcn_aggregate.h"
+#include "utils/check.h"
+#include "utils/dispatch.h"
+
+namespace lmgnn {
+namespace {
+
+constexpr const char* kOp = "rgcn_aggregate";
+
+// A pointer [n + 1] must start at 0, never decrease and end at `total`.
+void check_ptr(const char* op, const char* name, const at::Tensor& ptr, int64_t total,
+               const char* total_name) {
+  const int64_t* p = ptr.const_data_ptr<int64_t>();
+  const int64_t n = ptr.numel() - 1;
+  TORCH_CHECK(p[0] == 0, op, ": ", name, "[0] must be 0, got ", p[0]);
+  TORCH_CHECK(p[n] == total, op, ": ", name, "[-1] must equal ", total_name, " = ", total, ", got ",
+              p[n]);
+  for (int64_t i = 0; i < n; ++i) {
+    TORCH_CHECK(p[i] <= p[i + 1], op, ": ", name, " decreases at ", i, " (", p[i], " > ", p[i + 1], ")");
+  }
+}
+
+template <typename index_t>
+void check_ids(const char* op, const char* name, const at::Tensor& t, int64_t count,
+               const char* what) {
+  const index_t* d = t.const_data_ptr<index_t>();
+  const int64_t n = t.numel();
+  if (n == 0) return;
+  int64_t lo = d[0], hi = d[0];
+  for (int64_t i = 1; i < n; ++i) {
+    lo = std::min<int64_t>(lo, d[i]);
+    hi = std::max<int64_t>(hi, d[i]);
+  }
+  check_id_range(op, name, lo, hi, count, what);
+}
+
+struct Layout {
+  at::Tensor col, pair_ptr, pair_dst, rel_ptr, dst_ptr, dst_pairs, src_ptr, src_pairs;
+  int64_t E, P, R, N_dst, N_src;
+};
+
+Layout make_layout(const char* op, const at::Tensor& x, const at::Tensor& col,
+                   const at::Tensor& pair_ptr, const at::Tensor& pair_dst, const at::Tensor& rel_ptr,
+                   const at::Tensor& dst_ptr, const at::Tensor& dst_pairs, const at::Tensor& src_ptr,
+                   const at::Tensor& src_pairs, bool need_src) {
+  Layout l{col.contiguous(),     pair_ptr.contiguous(), pair_dst.contiguous(),
+           rel_ptr.contiguous(), dst_ptr.contiguous(),  dst_pairs.contiguous(),
+           src_ptr.contiguous(), src_pairs.contiguous(), col.numel(), pair_dst.numel(),
+           rel_ptr.numel() - 1,  dst_ptr.numel() - 1,   x.size(0)};
+  check_ptr(op, "pair_ptr", l.pair_ptr, l.E, "E (col.numel())");
+  check_ptr(op, "rel_ptr", l.rel_ptr, l.P, "P (pair_dst.numel())");
+  check_ptr(op, "dst_ptr", l.dst_ptr, l.P, "P (pair_dst.numel())");
+  if (need_src) check_ptr(op, "src_ptr", l.src_ptr, l.E, "E (col.numel())");
+  LMGNN_DISPATCH_INDEX(col.scalar_type(), "rgcn_check_ids", [&] {
+    check_ids<index_t>(op, "col", l.col, l.N_src, "x rows (N_src)");
+    check_ids<index_t>(op, "pair_dst", l.pair_dst, l.N_dst, "N_dst (dst_ptr.numel() - 1)");
+    check_ids<index_t>(op, "dst_pairs", l.dst_pairs, l.P, "P pairs");
+    if (need_src) check_ids<index_t>(op, "src_pairs", l.src_pairs, l.P, "P pairs");
+  });
+  return l;
+}
+
+inline int64_t grain_for(int64_t work_per_item) {
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, work_per_item));
+}
+
+// agg[p] = norm_p * sum_{e in pair p} x[col[e]]
+template <typename scalar_t, typename index_t>
+void segment_sum(const at::Tensor& x, const Layout& l, bool mean, at::Tensor& agg) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t F = x.size(1);
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  const index_t* col = l.col.const_data_ptr<index_t>();
+  const int64_t* ptr = l.pair_ptr.const_data_ptr<int64_t>();
+  scalar_t* out = agg.data_ptr<scalar_t>();
+  const int64_t avg = l.P > 0 ? std::max<int64_t>(1, l.E / l.P) : 1;
+  at::parallel_for(0, l.P, grain_for(avg * F), [&](int64_t b, int64_t e) {
+    std::vector<acc_t> acc(F);
+    for (int64_t p = b; p < e; ++p) {
+      std::fill(acc.begin(), acc.end(), acc_t(0));
+      for (int64_t k = ptr[p]; k < ptr[p + 1]; ++k) {
+        const scalar_t* row = xp + static_cast<int64_t>(col[k]) * F;
+        for (int64_t f = 0; f < F; ++f) acc[f] += static_cast<acc_t>(row[f]);
+      }
+      const int64_t cnt = ptr[p + 1] - ptr[p];
+      const acc_t s = (mean && cnt > 0) ? acc_t(1) / static_cast<acc_t>(cnt) : acc_t(1);
+      scalar_t* o = out + p * F;
+      for (int64_t f = 0; f < F; ++f) o[f] = static_cast<scalar_t>(acc[f] * s);
+    }
+  });
+}
+
+// out[i] = base[i] + sum_{p in pairs of i} y[p] (base optional [N_dst, F] or bias [F]).
+template <typename scalar_t, typename index_t>
+void dst_reduce(const at::Tensor& y, const Layout& l, const at::Tensor& base, bool base_is_row,
+                at::Tensor& out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t F = out.size(1);
+  const scalar_t* yp = y.const_data_ptr<scalar_t>();
+  const scalar_t* bp = base.defined() ? base.const_data_ptr<scalar_t>() : nullptr;
+  const int64_t* dptr = l.dst_ptr.const_data_ptr<int64_t>();
+  const index_t* dpairs = l.dst_pairs.const_data_ptr<index_t>();
+  scalar_t* op = out.data_ptr<scalar_t>();
+  at::parallel_for(0, l.N_dst, grain_for(F * 4), [&](int64_t b, int64_t e) {
+    std::vector<acc_t> acc(F);
+    for (int64_t i = b; i < e; ++i) {
+      if (bp) {
+        const scalar_t* br = base_is_row ? bp : bp + i * F;
+        for (int64_t f = 0; f < F; ++f) acc[f] = static_cast<acc_t>(br[f]);
+      } else {
+        std::fill(acc.begin(), acc.end(), acc_t(0));
+      }
+      for (int64_t k = dptr[i]; k < dptr[i + 1]; ++k) {
+        const scalar_t* row = yp + static_cast<int64_t>(dpairs[k]) * F;
+        for (int64_t f = 0; f < F; ++f) acc[f] += static_cast<acc_t>(row[f]);
+      }
+      scalar_t* o = op + i * F;
+      for (int64_t f = 0; f < F; ++f) o[f] = static_cast<scalar_t>(acc[f]);
+    }
+  });
+}
+
+inline int64_t relation_of(const int64_t* rel_ptr, int64_t R, int64_t p) {
+  // last r with rel_ptr[r] <= p (skips empty relations)
+  return (std::upper_bound(rel_ptr, rel_ptr + R + 1, p) - rel_ptr) - 1;
+}
+
+// z[i, b, :] = sum_{p in pairs of i} comp[r_p, b] * agg[p]
+template <typename scalar_t, typename index_t>
+void basis_combine(const at::Tensor& agg, const at::Tensor& comp, const Layout& l, at::Tensor& z) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t F = agg.size(1), B = comp.size(1);
+  const scalar_t* ap = agg.const_data_ptr<scalar_t>();
+  const scalar_t* cp = comp.const_data_ptr<scalar_t>();
+  const int64_t* rptr = l.rel_ptr.const_data_ptr<int64_t>();
+  const int64_t* dptr = l.dst_ptr.const_data_ptr<int64_t>();
+  const index_t* dpairs = l.dst_pairs.const_data_ptr<index_t>();
+  scalar_t* zp = z.data_ptr<scalar_t>();
+  at::parallel_for(0, l.N_dst, grain_for(F * B * 2), [&](int64_t b0, int64_t e0) {
+    std::vector<acc_t> acc(B * F);
+    for (int64_t i = b0; i < e0; ++i) {
+      std::fill(acc.begin(), acc.end(), acc_t(0));
+      for (int64_t k = dptr[i]; k < dptr[i + 1]; ++k) {
+        const int64_t p = dpairs[k];
+        const int64_t r = relation_of(rptr, l.R, p);
+        const scalar_t* row = ap + p * F;
+        for (int64_t bb = 0; bb < B; ++bb) {
+          const acc_t c = static_cast<acc_t>(cp[r * B + bb]);
+          acc_t* a = acc.data() + bb * F;
+          for (int64_t f = 0; f < F; ++f) a[f] += c * static_cast<acc_t>(row[f]);
+        }
+      }
+      scalar_t* o = zp + i * B * F;
+      for (int64_t f = 0; f < B * F; ++f) o[f] = static_cast<scalar_t>(acc[f]);
+    }
+  });
+}
+
+// dx[j] = sum over edges of source j (pair p) of norm_p * dagg[p]
+template <typename scalar_t, typename index_t>
+void src_scatter(const at::Tensor& dagg, const Layout& l, bool mean, at::Tensor& dx) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t F = dx.size(1);
+  const scalar_t* gp = dagg.const_data_ptr<scalar_t>();
+  const int64_t* sptr = l.src_ptr.const_data_ptr<int64_t>();
+  const index_t* spairs = l.src_pairs.const_data_ptr<index_t>();
+  const int64_t* pptr = l.pair_ptr.const_data_ptr<int64_t>();
+  scalar_t* out = dx.data_ptr<scalar_t>();
+  at::parallel_for(0, l.N_src, grain_for(F * 4), [&](int64_t b, int64_t e) {
+    std::vector<acc_t> acc(F);
+    for (int64_t j = b; j < e; ++j) {
+      std::fill(acc.begin(), acc.end(), acc_t(0));
+      for (int64_t k = sptr[j]; k < sptr[j + 1]; ++k) {
+        const int64_t p = spairs[k];
+        const int64_t cnt = pptr[p + 1] - pptr[p];
+        const acc_t s = (mean && cnt > 0) ? acc_t(1) / static_cast<acc_t>(cnt) : acc_t(1);
+        const scalar_t* row = gp + p * F;
+        for (int64_t f = 0; f < F; ++f) acc[f] += s * static_cast<acc_t>(row[f]);
+      }
+      scalar_t* o = out + j * F;
+      for (int64_t f = 0; f < F; ++f) o[f] = static_cast<scalar_t>(acc[f]);
+    }
+  });
+}
+
+// Order 2 backward per pair: dagg[p] = sum_b comp[r,b] dz[i_p,b];  dots[p,b] = <agg[p], dz[i_p,b]>
+template <typename scalar_t, typename index_t>
+void basis_pair_grads(const at::Tensor& dz, const at::Tensor& agg, const at::Tensor& comp,
+                      const Layout& l, at::Tensor& dagg, at::Tensor& dots) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t F = agg.size(1), B = comp.size(1);
+  const scalar_t* zp = dz.const_data_ptr<scalar_t>();
+  const scalar_t* ap = agg.const_data_ptr<scalar_t>();
+  const scalar_t* cp = comp.const_data_ptr<scalar_t>();
+  const int64_t* rptr = l.rel_ptr.const_data_ptr<int64_t>();
+  const index_t* pdst = l.pair_dst.const_data_ptr<index_t>();
+  scalar_t* gp = dagg.defined() ? dagg.data_ptr<scalar_t>() : nullptr;
+  acc_t* dp = dots.defined() ? dots.data_ptr<acc_t>() : nullptr;
+  at::parallel_for(0, l.P, grain_for(F * B * 2), [&](int64_t b0, int64_t e0) {
+    std::vector<acc_t> acc(F);
+    for (int64_t p = b0; p < e0; ++p) {
+      const int64_t r = relation_of(rptr, l.R, p);
+      const scalar_t* zrow = zp + static_cast<int64_t>(pdst[p]) * B * F;
+      std::fill(acc.begin(), acc.end(), acc_t(0));
+      for (int64_t bb = 0; bb < B; ++bb) {
+        const scalar_t* zb = zrow + bb * F;
+        if (gp) {
+          const acc_t c = static_cast<acc_t>(cp[r * B + bb]);
+          for (int64_t f = 0; f < F; ++f) acc[f] += c * static_cast<acc_t>(zb[f]);
+        }
+        if (dp) {
+          const scalar_t* arow = ap + p * F;
+          acc_t d = 0;
+          for (int64_t f = 0; f < F; ++f) d += static_cast<acc_t>(arow[f]) * static_cast<acc_t>(zb[f]);
+          dp[p * B + bb] = d;
+        }
+      }
+      if (gp) {
+        for (int64_t f = 0; f < F; ++f) gp[p * F + f] = static_cast<scalar_t>(acc[f]);
+      }
+    }
+  });
+}
+
+// W = comp @ V  ->  [R, F_in, F_out]
+at::Tensor form_weight(const at::Tensor& comp, const at::Tensor& v) {
+  const int64_t B = v.size(0), F_in = v.size(1), F_out = v.size(2);
+  return at::mm(comp, v.reshape({B, F_in * F_out})).view({comp.size(0), F_in, F_out});
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cpu(
+    const at::Tensor& x_in, const at::Tensor& col, const at::Tensor& pair_ptr,
+    const at::Tensor& pair_dst, const at::Tensor& rel_ptr, const at::Tensor& dst_ptr,
+    const at::Tensor& dst_pairs, const at::Tensor& src_ptr, const at::Tensor& src_pairs,
+    const at::Tensor& weight_in, const std::optional<at::Tensor>& comp_in,
+    const std::optional<at::Tensor>& x_root, const std::optional<at::Tensor>& root_weight,
+    const std::optional<at::Tensor>& bias, bool mean, int64_t order) {
+  check_rgcn_aggregate_args(kOp, x_in, col, pair_ptr, pair_dst, rel_ptr, dst_ptr, dst_pairs,
+                            src_ptr, src_pairs, weight_in, comp_in, x_root, root_weight, bias, order);
+  check_device_type(kOp, x_in, "x", c10::DeviceType::CPU);
+  const Layout l = make_layout(kOp, x_in, col, pair_ptr, pair_dst, rel_ptr, dst_ptr, dst_pairs,
+                               src_ptr, src_pairs, /*need_src=*/false);
+  const auto x = x_in.contiguous();
+  const auto weight = weight_in.contiguous();
+  const int64_t F_in = x.size(1), F_out = weight.size(2);
+  const int64_t B = order == kPairGemm ? 1 : weight.size(0);
+
+  auto agg = at::empty({l.P, F_in}, x.options());
+  auto out = at::empty({l.N_dst, F_out}, x.options());
+  at::Tensor basis_in;
+  LMGNN_DISPATCH_FLOATING(x.scalar_type(), "rgcn_aggregate_cpu", [&] {
+    LMGNN_DISPATCH_INDEX(col.scalar_type(), "rgcn_aggregate_cpu", [&] {
+      segment_sum<scalar_t, index_t>(x, l, mean, agg);
+      at::Tensor root;  // [N_dst, F_out] or bias [F_out] or undefined
+      bool root_is_row = false;
+      if (x_root.has_value()) {
+        root = bias.has_value() ? at::addmm(*bias, *x_root, *root_weight) : at::mm(*x_root, *root_weight);
+      } else if (bias.has_value()) {
+        root = bias->contiguous();
+        root_is_row = true;
+      }
+      if (order == kBasisCombine) {
+        const auto comp = comp_in->contiguous();
+        basis_in = at::empty({l.N_dst, B * F_in}, x.options());
+        basis_combine<scalar_t, index_t>(agg, comp, l, basis_in);
+        auto vflat = weight.view({B * F_in, F_out});
+        if (root.defined()) {
+          out = at::addmm(root_is_row ? root.expand({l.N_dst, F_out}) : root, basis_in, vflat);
+        } else {
+          out = at::mm(basis_in, vflat);
+        }
+      } else {
+        basis_in = at::empty({0, B * F_in}, x.options());
+        const auto w = order == kPairGemm ? weight : form_weight(comp_in->contiguous(), weight);
+        auto y = at::empty({l.P, F_out}, x.options());
+        const int64_t* rp = l.rel_ptr.const_data_ptr<int64_t>();
+        for (int64_t r = 0; r < l.R; ++r) {
+          const int64_t lo = rp[r], n = rp[r + 1] - rp[r];
+          if (n == 0) continue;
+          auto y_r = y.narrow(0, lo, n);
+          at::mm_out(y_r, agg.narrow(0, lo, n), w.select(0, r));
+        }
+        dst_reduce<scalar_t, index_t>(y, l, root.defined() ? root.contiguous() : root, root_is_row, out);
+      }
+    });
+  });
+  return {out, agg, basis_in};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_in,
+                            const at::Tensor& col, const at::Tensor& pair_ptr,
+                            const at::Tensor& pair_dst, const at::Tensor& rel_ptr,
+                            const at::Tensor& dst_ptr, const at::Tensor& dst_pairs,
+                            const at::Tensor& src_ptr, const at::Tensor& src_pairs,
+                            const at::Tensor& weight_in, const std::optional<at::Tensor>& comp_in,
+                            const std::optional<at::Tensor>& x_root,
+                            const std::optional<at::Tensor>& root_weight, const at::Tensor& agg_in,
+                            const at::Tensor& basis_in, bool mean, int64_t order,
+                            std::array<bool, 6> needs) {
+  constexpr const char* op = "rgcn_aggregate_backward";
+  check_rgcn_aggregate_args(op, x_in, col, pair_ptr, pair_dst, rel_ptr, dst_ptr, dst_pairs, src_ptr,
+                            src_pairs, weight_in, comp_in, x_root, root_weight, std::nullopt, order);
+  check_device_type(op, x_in, "x", c10::DeviceType::CPU);
+  const Layout l = make_layout(op, x_in, col, pair_ptr, pair_dst, rel_ptr, dst_ptr, dst_pairs,
+                               src_ptr, src_pairs, /*need_src=*/needs[0]);
+  const auto weight = weight_in.contiguous();
+  const int64_t F_in = x_in.size(1), F_out = weight.size(2);
+  const int64_t B = order == kPairGemm ? 1 : weight.size(0);
+  TORCH_CHECK(grad_out_in.dim() == 2 && grad_out_in.size(0) == l.N_dst && grad_out_in.size(1) == F_out,
+              op, ": grad_out must be [N_dst = ", l.N_dst, ", F_out = ", F_out, "], got ",
+              grad_out_in.sizes());
+  check_same_dtype(op, grad_out_in, "grad_out", x_in, "x");
+  TORCH_CHECK(agg_in.dim() == 2 && agg_in.size(0) == l.P && agg_in.size(1) == F_in, op,
+              ": agg must be [P = ", l.P, ", F_in = ", F_in, "], got ", agg_in.sizes());
+  if (order == kBasisCombine && (needs[1])) {
+    TORCH_CHECK(basis_in.dim() == 2 && basis_in.size(0) == l.N_dst && basis_in.size(1) == B * F_in,
+                op, ": basis_in must be [N_dst = ", l.N_dst, ", B * F_in = ", B * F_in, "], got ",
+                basis_in.sizes());
+  }
+  TORCH_CHECK(!(needs[3] || needs[4]) || x_root.has_value(), op,
+              ": gradients of x_root / root_weight asked for without x_root");
+  const auto g = grad_out_in.contiguous();
+  const auto agg = agg_in.contiguous();
+  auto none = [&] { return at::empty({0}, x_in.options()); };
+  at::Tensor dx = none(), dweight = none(), dcomp = none(), dxr = none(), dwr = none(), db = none();
+
+  LMGNN_DISPATCH_FLOATING(x_in.scalar_type(), "rgcn_aggregate_backward_cpu", [&] {
+    LMGNN_DISPATCH_INDEX(col.scalar_type(), "rgcn_aggregate_backward_cpu", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      at::Tensor dagg;
+      if (order == kBasisCombine) {
+        const auto comp = comp_in->contiguous();
+        const auto vflat = weight.view({B * F_in, F_out});
+        if (needs[1]) dweight = at::mm(basis_in.t(), g).view({B, F_in, F_out});
+        if (needs[0] || needs[2]) {
+          const auto dz = at::mm(g, vflat.t());  // [N_dst, B * F_in]
+          if (needs[0]) dagg = at::empty({l.P, F_in}, x_in.options());
+          at::Tensor dots;
+          if (needs[2]) dots = at::empty({l.P, B}, x_in.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+          basis_pair_grads<scalar_t, index_t>(dz, agg, comp, l, dagg, dots);
+          if (needs[2]) {
+            auto dc = at::zeros({l.R, B}, dots.options());
+            const int64_t* rp = l.rel_ptr.const_data_ptr<int64_t>();
+            for (int64_t r = 0; r < l.R; ++r) {
+              if (rp[r + 1] > rp[r]) dc[r].copy_(dots.narrow(0, rp[r], rp[r + 1] - rp[r]).sum(0));
+            }
+            dcomp = dc.to(x_in.scalar_type());
+          }
+        }
+      } else {
+        const bool need_dw = order == kPairGemm ? needs[1] : (needs[1] || needs[2]);
+        if (needs[0] || need_dw) {
+          const auto w = order == kPairGemm ? weight : form_weight(comp_in->contiguous(), weight);
+          const auto gp = g.index_select(0, l.pair_dst);  // [P, F_out]
+          at::Tensor dw;
+          if (needs[0]) dagg = at::empty({l.P, F_in}, x_in.options());
+          if (need_dw) dw = at::zeros({l.R, F_in, F_out}, x_in.options());
+          const int64_t* rp = l.rel_ptr.const_data_ptr<int64_t>();
+          for (int64_t r = 0; r < l.R; ++r) {
+            const int64_t lo = rp[r], n = rp[r + 1] - rp[r];
+            if (n == 0) continue;
+            const auto g_r = gp.narrow(0, lo, n);
+            if (needs[0]) {
+              auto d_r = dagg.narrow(0, lo, n);
+              at::mm_out(d_r, g_r, w.select(0, r).t());
+            }
+            if (need_dw) {
+              auto dw_r = dw.select(0, r);
+              at::mm_out(dw_r, agg.narrow(0, lo, n).t(), g_r);
+            }
+          }
+          if (order == kPairGemm) {
+            if (needs[1]) dweight = dw;
+          } else {
+            const auto dwf = dw.view({l.R, F_in * F_out});
+            if (needs[1]) dweight = at::mm(comp_in->t(), dwf).view({B, F_in, F_out});
+            if (needs[2]) dcomp = at::mm(dwf, weight.view({B, F_in * F_out}).t());
+          }
+        }
+      }
+      if (needs[0]) {
+        dx = at::empty({l.N_src, F_in}, x_in.options());
+        src_scatter<scalar_t, index_t>(dagg, l, mean, dx);
+      }
+      if (needs[3]) dxr = at::mm(g, root_weight->t());
+      if (needs[4]) dwr = at::mm(x_root->t(), g);
+      if (needs[5]) db = at::sum(g, {0}, false, c10::CppTypeToScalarType<acc_t>::value).to(x_in.scalar_type());
+    });
+  });
+  return {dx, dweight, dcomp, dxr, dwr, db};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(lmgnn, CPU, m) {
+  m.impl("rgcn_aggregate", &rgcn_aggregate_cpu);
+  m.impl("rgcn_aggregate_backward", &rgcn_aggregate_backward_cpu);
+}
+
+}  // namespace lmgnn

@@ -1,0 +1,29 @@
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+
+namespace lmgnn {
+
+// Evaluation orders of lmgnn::rgcn_aggregate (see rgcn_aggregate.cpp for the cost model).
+enum RgcnOrder : int64_t {
+  kPairGemm = 0,       // full W [R, F_in, F_out]: aggregate per pair, one GEMM per relation segment
+  kPairGemmBases = 1,  // bases: form W = a @ V once, then as kPairGemm
+  kBasisCombine = 2,   // bases: combine pair aggregates into [N_dst, B*F_in], one GEMM with V
+};
+
+// Shape, dtype and device checks shared by the CPU and CUDA kernels of rgcn_aggregate and
+// rgcn_aggregate_backward. Data-dependent checks (id ranges, monotone pointers) are done by
+// each kernel where the data lives.
+void check_rgcn_aggregate_args(const char* op, const at::Tensor& x, const at::Tensor& col,
+                               const at::Tensor& pair_ptr, const at::Tensor& pair_dst,
+                               const at::Tensor& rel_ptr, const at::Tensor& dst_ptr,
+                               const at::Tensor& dst_pairs, const at::Tensor& src_ptr,
+                               const at::Tensor& src_pairs, const at::Tensor& weight,
+                               const std::optional<at::Tensor>& comp,
+                               const std::optional<at::Tensor>& x_root,
+                               const std::optional<at::Tensor>& root_weight,
+                               const std::optional<at::Tensor>& bias, int64_t order);
+
+}  // namespace lmgnn

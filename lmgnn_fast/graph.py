@@ -1,0 +1,432 @@
+"""HeteroGraph: a heterogeneous, text-attributed graph stored as per-relation CSC.
+
+The data model every other part of lmgnn_fast reads (see ``docs/interfaces.md``):
+
+* node types in a fixed order, each with a count, its raw ids (to map results back) and
+  optional text, labels and ``train``/``val``/``test`` masks;
+* canonical edge types ``(src_type, relation, dst_type)``; relation id ``r`` is the index in
+  :attr:`HeteroGraph.edge_types` — the metadata's relations in metadata order, then the
+  reverse relations ``(dst, "rev-" + relation, src)`` in the same order when they are added;
+* per relation a CSC over the destination nodes (:class:`CSC`), edges numbered
+  ``0..E_r-1`` in the order of the relation's edge table; a reverse edge carries the eid of
+  its forward edge.
+
+Build one with :meth:`HeteroGraph.from_tables` (in-memory pyarrow tables) or
+:meth:`HeteroGraph.load_dir` (the on-disk directory format), and reload it quickly with
+:meth:`HeteroGraph.save_binary` / :meth:`HeteroGraph.load_binary`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+EdgeType = tuple[str, str, str]
+
+TASK_TYPES = ("node_classification", "edge_classification", "link_prediction")
+SPLITS = ("train", "val", "test")
+REVERSE_PREFIX = "rev-"
+
+
+class CSC(NamedTuple):
+    """One relation's edges, compressed over destination nodes.
+
+    Attributes:
+        indptr: Tensor  # [num_nodes[dst] + 1] int64; edges of node v are indptr[v]:indptr[v+1]
+        indices: Tensor  # [E] source node ids, int32 when every id of the source type fits
+            (and the graph was built with ``index_dtype="auto"``), else int64
+        eid: Tensor  # [E] int64 edge ids (positions in the relation's edge table)
+    """
+
+    indptr: Tensor
+    indices: Tensor
+    eid: Tensor
+
+
+@dataclass
+class Task:
+    """A learning task on the graph.
+
+    Attributes:
+        name: unique task name (keys ``lp_edges`` for link prediction).
+        type: ``node_classification``, ``edge_classification`` or ``link_prediction``.
+        node_type: target node type (node classification).
+        edge_type: target relation (edge classification, link prediction).
+        multilabel: labels are multi-hot ``[N, C]`` instead of class ids ``[N]``.
+        num_classes: number of classes (classification tasks).
+    """
+
+    name: str
+    type: str
+    node_type: str | None = None
+    edge_type: EdgeType | None = None
+    multilabel: bool = False
+    num_classes: int | None = None
+
+    def to_dict(self) -> dict:
+        d: dict[str, Any] = {"name": self.name, "type": self.type}
+        if self.node_type is not None:
+            d["node_type"] = self.node_type
+        if self.edge_type is not None:
+            d["edge_type"] = list(self.edge_type)
+        if self.type != "link_prediction":
+            d["multilabel"] = bool(self.multilabel)
+        if self.num_classes is not None:
+            d["num_classes"] = int(self.num_classes)
+        return d
+
+
+def edge_type_str(et: EdgeType) -> str:
+    """``(src, rel, dst)`` -> ``"src__rel__dst"`` (the edge file's stem)."""
+    return "__".join(et)
+
+
+@dataclass(repr=False, eq=False)
+class HeteroGraph:
+    """A heterogeneous text-attributed graph (see the module docstring and
+    ``docs/interfaces.md``).
+
+    Attributes:
+        node_types: node types in a fixed order.
+        edge_types: canonical relations; relation id ``r`` is the index here.
+        num_nodes: nodes per type.
+        csc: per relation, the message-passing graph as :class:`CSC`. For a link-prediction
+            target, only edges outside its val/test split are here (and in its reverse).
+        reverse_of: relation -> its reverse, in both directions, for relations with one.
+        num_eids: per forward relation, the number of edge ids ``E_r`` (all edges of its
+            table after de-duplication, held-out link-prediction edges included); a reverse
+            relation has the count of its forward relation.
+        raw_ids: per node type, the original ids: ``np.ndarray`` int64 for integer ids, or a
+            ``list[str]``; ``raw_ids[t][i]`` is the id of node ``i``.
+        text: per node type, ``list[str]`` (``""`` where empty) or None.
+        labels: per node type, int64 ``[N]`` class ids (``-1`` = unlabelled) or float
+            ``[N, C]`` multi-hot, or None.
+        label_names: per node type, the class names (index = class id), or None.
+        masks: per node type, ``{"train"|"val"|"test": bool[N]}`` (absent: no split).
+        edge_labels: per forward relation, int64 ``[E_r]`` or float ``[E_r, C]``, or None.
+        edge_label_names: per forward relation, the class names, or None.
+        edge_masks: per forward relation, ``{"train"|"val"|"test": bool[E_r]}`` over eids.
+        tasks: the graph's tasks.
+        lp_edges: per link-prediction task, ``{"train"|"val"|"test": (src, dst)}`` int64
+            node ids, each split in eid order. ``train`` edges are in the message-passing
+            graph, ``val``/``test`` edges are not.
+        report: what loading found and did: per node type ``rows`` and ``empty_text``, per
+            relation (key ``"src__rel__dst"``) ``rows``, ``duplicates``, ``self_loops``,
+            ``removed`` and ``edges``; the policies used and which splits were drawn.
+        name: the dataset's name.
+    """
+
+    node_types: list[str]
+    edge_types: list[EdgeType]
+    num_nodes: dict[str, int]
+    csc: dict[EdgeType, CSC]
+    reverse_of: dict[EdgeType, EdgeType] = field(default_factory=dict)
+    num_eids: dict[EdgeType, int] = field(default_factory=dict)
+    raw_ids: dict[str, Any] = field(default_factory=dict)
+    text: dict[str, list[str] | None] = field(default_factory=dict)
+    labels: dict[str, Tensor | None] = field(default_factory=dict)
+    label_names: dict[str, list[str] | None] = field(default_factory=dict)
+    masks: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+    edge_labels: dict[EdgeType, Tensor | None] = field(default_factory=dict)
+    edge_label_names: dict[EdgeType, list[str] | None] = field(default_factory=dict)
+    edge_masks: dict[EdgeType, dict[str, Tensor]] = field(default_factory=dict)
+    tasks: list[Task] = field(default_factory=list)
+    lp_edges: dict[str, dict[str, tuple[Tensor, Tensor]]] = field(default_factory=dict)
+    report: dict = field(default_factory=dict)
+    name: str = "graph"
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_tables(cls, metadata: dict, nodes: dict, edges: dict, **options) -> "HeteroGraph":
+        """Build a graph from tables in the directory format.
+
+        Args:
+            metadata: the ``metadata.json`` content (``node_types``, ``edge_types``,
+                ``add_reverse_edges``, ``tasks``, optional ``text_columns``,
+                ``text_separator``, ``label_names``, ``name``).
+            nodes: node type -> ``pyarrow.Table`` with ``id`` and optional ``text``,
+                ``label``, ``split`` columns.
+            edges: ``(src, rel, dst)`` -> ``pyarrow.Table`` with ``src``, ``dst`` and
+                optional ``label``, ``split``.
+            **options: ``add_reverse_edges`` (bool, overrides the metadata; default True),
+                ``dedup_edges`` and ``self_loops`` (``"keep"`` | ``"remove"``, default
+                ``"keep"``), ``seed`` (int, for drawn splits, default 0), ``split_ratios``
+                (default ``(0.8, 0.1, 0.1)``), ``index_dtype`` (``"auto"``: int32 indices
+                where ids fit; ``"int64"``), ``sources`` (table -> file name, for
+                messages).
+
+        Raises:
+            GraphFormatError: the tables break the format (the message names the file,
+                row and column).
+        """
+        from lmgnn_fast.io.tables import build_graph
+
+        return build_graph(metadata, nodes, edges, **options)
+
+    @classmethod
+    def load_dir(cls, path, cache: bool | str = False, **options) -> "HeteroGraph":
+        """Read a graph in the directory format (``metadata.json``, ``nodes/``, ``edges/``).
+
+        Args:
+            path: the dataset directory.
+            cache: ``True`` keeps a binary cache in ``<path>/.lmgnn_cache/`` keyed by the
+                files' sizes and mtimes and the options; a string names another cache
+                folder. A valid cache is loaded instead of parsing the tables.
+            **options: as :meth:`from_tables`.
+        """
+        from lmgnn_fast.io.directory import read_dir
+
+        return read_dir(path, cache=cache, **options)
+
+    def save_dir(self, path, format: str = "parquet") -> None:
+        """Write the graph in the directory format (``parquet``, ``csv`` or ``jsonl``).
+
+        Splits are written out (drawn ones too), so reloading gives an identical graph;
+        held-out link-prediction edges are written back into their relation's table.
+        """
+        from lmgnn_fast.io.directory import write_dir
+
+        write_dir(self, path, format=format)
+
+    def save_binary(self, path) -> None:
+        """Write the binary cache: one ``.npy`` per array plus ``graph.json``."""
+        from lmgnn_fast.io.binary import save_binary
+
+        save_binary(self, path)
+
+    @classmethod
+    def load_binary(cls, path, mmap: bool = True) -> "HeteroGraph":
+        """Load a graph written by :meth:`save_binary`.
+
+        Args:
+            path: the folder written by :meth:`save_binary`.
+            mmap: memory-map the arrays (copy-on-write) instead of reading them.
+        """
+        from lmgnn_fast.io.binary import load_binary
+
+        return load_binary(path, mmap=mmap)
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def num_relations(self) -> int:
+        return len(self.edge_types)
+
+    def relation_id(self, edge_type: EdgeType | str) -> int:
+        """Dense id of a relation, given as a tuple or as a unique relation name."""
+        return self.edge_types.index(self.edge_type(edge_type))
+
+    def edge_type(self, key: EdgeType | str | int) -> EdgeType:
+        """Resolve a relation given as tuple, relation name (if unique) or id."""
+        if isinstance(key, int):
+            return self.edge_types[key]
+        if isinstance(key, str):
+            hits = [et for et in self.edge_types if et[1] == key]
+            if len(hits) != 1:
+                raise KeyError(f"HeteroGraph: relation name '{key}' matches {len(hits)} relations")
+            return hits[0]
+        key = tuple(key)
+        if key not in self.csc:
+            raise KeyError(f"HeteroGraph: unknown relation {key}")
+        return key  # type: ignore[return-value]
+
+    def num_edges(self, edge_type: EdgeType | str | int | None = None) -> int:
+        """Edges in the message-passing graph: of one relation, or of all."""
+        if edge_type is None:
+            return sum(int(c.indices.numel()) for c in self.csc.values())
+        return int(self.csc[self.edge_type(edge_type)].indices.numel())
+
+    def task(self, name: str) -> Task:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(f"HeteroGraph: no task named '{name}' (tasks: {[t.name for t in self.tasks]})")
+
+    def edges(self, edge_type: EdgeType | str | int) -> tuple[Tensor, Tensor]:
+        """The message-passing edges of a relation as COO, in eid order.
+
+        Returns:
+            src: Tensor  # [E] int64 source node ids
+            dst: Tensor  # [E] int64 destination node ids
+        """
+        c = self.csc[self.edge_type(edge_type)]
+        counts = c.indptr[1:] - c.indptr[:-1]
+        dst = torch.repeat_interleave(torch.arange(counts.numel(), device=c.indptr.device), counts)
+        order = torch.argsort(c.eid)
+        return c.indices[order].long(), dst[order]
+
+    def degrees(self, edge_type: EdgeType | str | int, direction: str = "in") -> Tensor:
+        """Per-node degree in one relation of the message-passing graph.
+
+        Args:
+            edge_type: the relation.
+            direction: ``"in"`` (per destination node, ``[num_nodes[dst]]``) or ``"out"``
+                (per source node, ``[num_nodes[src]]``).
+
+        Returns:
+            Tensor  # int64 degrees
+        """
+        et = self.edge_type(edge_type)
+        c = self.csc[et]
+        if direction == "in":
+            return c.indptr[1:] - c.indptr[:-1]
+        if direction == "out":
+            return torch.bincount(c.indices.long(), minlength=self.num_nodes[et[0]])
+        raise ValueError(f"HeteroGraph.degrees: direction must be 'in' or 'out', got {direction!r}")
+
+    def degree_stats(self) -> dict[EdgeType, dict[str, float]]:
+        """Per relation: edges, and min/mean/median/max in-degree and isolated destinations."""
+        out = {}
+        for et in self.edge_types:
+            d = self.degrees(et).double()
+            if d.numel() == 0:
+                out[et] = {"edges": 0, "min": 0, "mean": 0.0, "median": 0.0, "max": 0, "zero": 0}
+                continue
+            out[et] = {
+                "edges": self.num_edges(et),
+                "min": int(d.min()),
+                "mean": float(d.mean()),
+                "median": float(d.median()),
+                "max": int(d.max()),
+                "zero": int((d == 0).sum()),
+            }
+        return out
+
+    # ------------------------------------------------------------------ devices
+    def _map_tensors(self, fn) -> "HeteroGraph":
+        mp = lambda t: None if t is None else fn(t)  # noqa: E731
+        return HeteroGraph(
+            node_types=list(self.node_types),
+            edge_types=list(self.edge_types),
+            num_nodes=dict(self.num_nodes),
+            csc={et: CSC(*(fn(x) for x in c)) for et, c in self.csc.items()},
+            reverse_of=dict(self.reverse_of),
+            num_eids=dict(self.num_eids),
+            raw_ids=dict(self.raw_ids),
+            text=dict(self.text),
+            labels={t: mp(v) for t, v in self.labels.items()},
+            label_names=dict(self.label_names),
+            masks={t: {s: fn(m) for s, m in ms.items()} for t, ms in self.masks.items()},
+            edge_labels={et: mp(v) for et, v in self.edge_labels.items()},
+            edge_label_names=dict(self.edge_label_names),
+            edge_masks={et: {s: fn(m) for s, m in ms.items()} for et, ms in self.edge_masks.items()},
+            tasks=[Task(**vars(t)) for t in self.tasks],
+            lp_edges={k: {s: (fn(a), fn(b)) for s, (a, b) in v.items()} for k, v in self.lp_edges.items()},
+            report=self.report,
+            name=self.name,
+        )
+
+    def to(self, device, non_blocking: bool = False) -> "HeteroGraph":
+        """A copy with every tensor on ``device`` (raw ids and text stay on the host)."""
+        return self._map_tensors(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "HeteroGraph":
+        """A copy with every CPU tensor in page-locked memory (for fast, asynchronous
+        host-to-GPU copies). Without a CUDA device pinning is impossible and the graph is
+        returned unchanged."""
+        if not torch.cuda.is_available():
+            return self
+        return self._map_tensors(lambda t: t.pin_memory() if t.device.type == "cpu" else t)
+
+    @property
+    def device(self) -> torch.device:
+        for c in self.csc.values():
+            return c.indptr.device
+        return torch.device("cpu")
+
+    # ------------------------------------------------------------------ comparison / repr
+    def diff(self, other: "HeteroGraph") -> list[str]:
+        """Differences from ``other`` (empty when the graphs are identical): structure,
+        CSC arrays, node and edge data, tasks and link-prediction splits."""
+        out: list[str] = []
+
+        def teq(a, b):
+            if a is None or b is None:
+                return a is None and b is None
+            return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.cpu(), b.cpu())
+
+        for attr in ("node_types", "edge_types", "num_nodes", "reverse_of", "num_eids", "label_names",
+                     "edge_label_names"):
+            if getattr(self, attr) != getattr(other, attr):
+                out.append(attr)
+        if out:
+            return out
+        for et in self.edge_types:
+            for name, a, b in zip(CSC._fields, self.csc[et], other.csc[et]):
+                if not teq(a, b):
+                    out.append(f"csc[{et}].{name}")
+        for t in self.node_types:
+            ra, rb = self.raw_ids.get(t), other.raw_ids.get(t)
+            if (ra is None) != (rb is None) or (ra is not None and list(ra) != list(rb)):
+                out.append(f"raw_ids[{t}]")
+            if self.text.get(t) != other.text.get(t):
+                out.append(f"text[{t}]")
+            if not teq(self.labels.get(t), other.labels.get(t)):
+                out.append(f"labels[{t}]")
+            ma, mb = self.masks.get(t, {}), other.masks.get(t, {})
+            if set(ma) != set(mb) or any(not teq(ma[s], mb[s]) for s in ma):
+                out.append(f"masks[{t}]")
+        for et in set(self.edge_labels) | set(other.edge_labels):
+            if not teq(self.edge_labels.get(et), other.edge_labels.get(et)):
+                out.append(f"edge_labels[{et}]")
+        for et in set(self.edge_masks) | set(other.edge_masks):
+            ma, mb = self.edge_masks.get(et, {}), other.edge_masks.get(et, {})
+            if set(ma) != set(mb) or any(not teq(ma[s], mb[s]) for s in ma):
+                out.append(f"edge_masks[{et}]")
+        if [t.to_dict() for t in self.tasks] != [t.to_dict() for t in other.tasks]:
+            out.append("tasks")
+        if set(self.lp_edges) != set(other.lp_edges):
+            out.append("lp_edges")
+        else:
+            for k, v in self.lp_edges.items():
+                for s, (a, b) in v.items():
+                    if s not in other.lp_edges[k] or not (teq(a, other.lp_edges[k][s][0])
+                                                         and teq(b, other.lp_edges[k][s][1])):
+                        out.append(f"lp_edges[{k}][{s}]")
+        return out
+
+    def equals(self, other: "HeteroGraph") -> bool:
+        """Whether two graphs hold the same structure and data (see :meth:`diff`)."""
+        return not self.diff(other)
+
+    def __repr__(self) -> str:
+        lines = [f"HeteroGraph(name={self.name!r}, device={self.device},"]
+        lines.append(f"  nodes ({sum(self.num_nodes.values()):,} total):")
+        for t in self.node_types:
+            extra = []
+            if self.text.get(t) is not None:
+                extra.append("text")
+            lab = self.labels.get(t)
+            if lab is not None:
+                names = self.label_names.get(t)
+                n_cls = len(names) if names is not None else "?"
+                extra.append(f"labels[{n_cls} classes{', multi-label' if lab.dim() == 2 else ''}]")
+            if t in self.masks:
+                extra.append("split " + "/".join(str(int(self.masks[t][s].sum())) for s in SPLITS))
+            lines.append(f"    {t}: {self.num_nodes[t]:,}" + (f"  ({', '.join(extra)})" if extra else ""))
+        lines.append(f"  relations ({len(self.edge_types)}, {self.num_edges():,} edges):")
+        for r, et in enumerate(self.edge_types):
+            extra = []
+            if self.csc[et].indices.dtype == torch.int32:
+                extra.append("int32")
+            if self.edge_labels.get(et) is not None:
+                extra.append("labels")
+            if et in self.edge_masks:
+                extra.append("split " + "/".join(str(int(self.edge_masks[et][s].sum())) for s in SPLITS))
+            lines.append(f"    {r}: ({et[0]}, {et[1]}, {et[2]}): {self.num_edges(et):,}"
+                         + (f"  ({', '.join(extra)})" if extra else ""))
+        if self.tasks:
+            lines.append("  tasks:")
+            for t in self.tasks:
+                target = t.node_type if t.node_type is not None else f"({', '.join(t.edge_type)})"
+                cls = f", {t.num_classes} classes" if t.num_classes is not None else ""
+                ml = ", multi-label" if t.multilabel else ""
+                lines.append(f"    {t.name}: {t.type} on {target}{cls}{ml}")
+        lines.append(")")
+        return "\n".join(lines)
+
+
+__all__ = ["CSC", "EdgeType", "HeteroGraph", "Task", "TASK_TYPES", "SPLITS", "REVERSE_PREFIX",
+           "edge_type_str"]

@@ -1,0 +1,281 @@
+"""hetero_neighbor_sample / NeighborSampler: reference equality, invariants, statistics."""
+from __future__ import annotations
+
+from collections import namedtuple
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from lmgnn_fast.ops import coo_to_csc, hetero_neighbor_sample, hetero_neighbor_sample_ref
+from lmgnn_fast.sampling import Block, NeighborSampler
+from lmgnn_fast.testing import with_devices
+
+CSC = namedtuple("CSC", "indptr indices eid")
+
+NODE_TYPES = ["paper", "author", "venue"]
+EDGE_TYPES = [("author", "writes", "paper"), ("paper", "cites", "paper"), ("paper", "in", "venue"),
+              ("paper", "rev-writes", "author"), ("venue", "rev-in", "paper")]
+
+
+def make_graph(num_nodes=(60, 40, 8), num_edges=(300, 500, 60), seed=0, index_dtype=torch.long,
+               device="cpu", edge_types=EDGE_TYPES, node_types=NODE_TYPES):
+    """A duck-typed HeteroGraph from random COO (reverse relations share the eids)."""
+    g = torch.Generator().manual_seed(seed)
+    n = dict(zip(node_types, num_nodes))
+    coo, csc = {}, {}
+    fwd = [et for et in edge_types if not et[1].startswith("rev-")]
+    for et, E in zip(fwd, num_edges):
+        src = torch.randint(0, n[et[0]], (E,), generator=g)
+        dst = torch.randint(0, n[et[2]], (E,), generator=g)
+        coo[et] = (src, dst)
+    for et in edge_types:
+        if et[1].startswith("rev-"):
+            f = next(x for x in fwd if x[1] == et[1][4:])
+            coo[et] = (coo[f][1], coo[f][0])
+    reverse_of = {}
+    for et in edge_types:
+        src, dst = coo[et]
+        indptr, indices, perm = coo_to_csc(src, dst, n[et[2]])
+        csc[et] = CSC(indptr.to(device), indices.to(index_dtype).to(device), perm.to(device))
+        partner = [x for x in edge_types if x != et and (x[1] == "rev-" + et[1] or "rev-" + x[1] == et[1])]
+        if partner:
+            reverse_of[et] = partner[0]
+    return SimpleNamespace(node_types=list(node_types), edge_types=list(edge_types), num_nodes=n,
+                           csc=csc, coo=coo, reverse_of=reverse_of, edges=lambda et: coo[et])
+
+
+def op_args(graph, seeds, fanouts, exclude=None):
+    ets, nts = graph.edge_types, graph.node_types
+    return ([graph.csc[et].indptr for et in ets], [graph.csc[et].indices for et in ets],
+            [graph.csc[et].eid for et in ets], [nts.index(et[0]) for et in ets],
+            [nts.index(et[2]) for et in ets], [graph.num_nodes[t] for t in nts],
+            [seeds.get(t, torch.empty(0, dtype=torch.long)) for t in nts], fanouts), exclude
+
+
+def assert_same(a, b):
+    for x, y in zip(a, b):
+        if isinstance(x, list):
+            assert len(x) == len(y)
+            for u, v in zip(x, y):
+                assert u.dtype == v.dtype and torch.equal(u.cpu(), v.cpu())
+        else:
+            assert torch.equal(x.cpu(), y.cpu())
+
+
+def check_blocks(graph, blocks: list[Block], seeds, fanouts, replace, exclude_eids=None):
+    """dst-prefix, uniqueness, edge validity and per-node counts."""
+    nts, ets = graph.node_types, graph.edge_types
+    for t in nts:
+        s = seeds.get(t, torch.empty(0, dtype=torch.long))
+        assert torch.equal(blocks[-1].dst_nodes(t).cpu(), s.cpu())
+    for l, b in enumerate(blocks):
+        hop = len(blocks) - 1 - l
+        for t in nts:
+            src = b.src_nodes[t].cpu()
+            assert src.unique().numel() == src.numel(), "source nodes must be unique"
+            if l > 0:
+                assert torch.equal(blocks[l - 1].dst_nodes(t).cpu(), src)
+        for r, et in enumerate(ets):
+            ip, ix, ei = b.indptr[r].cpu(), b.indices[r].cpu(), b.eid[r].cpu()
+            assert ip.numel() == b.num_dst[et[2]] + 1 and ip[-1] == ix.numel() == ei.numel()
+            if ix.numel():
+                assert 0 <= ix.min() and ix.max() < b.num_src(et[0])
+            gsrc, gdst = graph.coo[et]
+            dst_local = torch.repeat_interleave(torch.arange(ip.numel() - 1), ip.diff())
+            assert torch.equal(gsrc[ei], b.src_nodes[et[0]].cpu()[ix])
+            assert torch.equal(gdst[ei], b.dst_nodes(et[2]).cpu()[dst_local])
+            k = fanouts[hop][r]
+            ex = set() if not exclude_eids or et not in exclude_eids else set(exclude_eids[et].tolist())
+            assert not (set(ei.tolist()) & ex), "an excluded edge was sampled"
+            dst_glob = b.dst_nodes(et[2]).cpu()
+            indptr = graph.csc[et].indptr.cpu()
+            geid = graph.csc[et].eid.cpu()
+            for i in range(ip.numel() - 1):
+                v = int(dst_glob[i])
+                nbr = geid[indptr[v]:indptr[v + 1]].tolist()
+                m = sum(1 for e in nbr if e not in ex)
+                mine = ei[ip[i]:ip[i + 1]].tolist()
+                want = 0 if m == 0 or k == 0 else (m if k < 0 else (k if replace else min(k, m)))
+                assert len(mine) == want
+                if not replace:
+                    assert len(set(mine)) == len(mine), "duplicate neighbour without replacement"
+
+
+@with_devices
+@pytest.mark.parametrize("replace", [False, True])
+@pytest.mark.parametrize("index_dtype", [torch.long, torch.int32])
+@pytest.mark.parametrize("fanouts", [[[3] * 5, [2] * 5], [[-1, 2, 0, 5, 1]], [[4, 1, 2, 6, 3], [-1] * 5, [2] * 5]])
+def test_matches_reference_and_invariants(device, replace, index_dtype, fanouts):
+    graph = make_graph(seed=len(fanouts) + replace, index_dtype=index_dtype, device=device)
+    seeds = {"paper": torch.tensor([3, 17, 0, 59], device=device), "venue": torch.tensor([2], device=device)}
+    flat = [f for row in fanouts for f in row]
+    args, _ = op_args(graph, seeds, flat)
+    got = hetero_neighbor_sample(*args, replace=replace, seed=123)
+    want = hetero_neighbor_sample_ref(*args, replace=replace, seed=123)
+    assert_same(got, want)
+    sampler = NeighborSampler(graph, fanouts, replace=replace)
+    blocks = sampler.sample(seeds, seed=7)
+    check_blocks(graph, blocks, seeds, fanouts, replace)
+
+
+@with_devices
+@pytest.mark.parametrize("replace", [False, True])
+def test_excluded_edges_never_appear(device, replace):
+    graph = make_graph(num_edges=(600, 900, 100), seed=5, device=device)
+    sampler = NeighborSampler(graph, [[4] * 5, [3] * 5], replace=replace)
+    # Exclude most writes/cites edges (and the reverses under the same ids).
+    g = torch.Generator().manual_seed(3)
+    ex = {EDGE_TYPES[0]: torch.randperm(600, generator=g)[:450], EDGE_TYPES[1]: torch.randperm(900, generator=g)[:600]}
+    ex[EDGE_TYPES[3]] = ex[EDGE_TYPES[0]]
+    seeds = {"paper": torch.arange(0, 60, 3, device=device), "author": torch.tensor([1, 2], device=device)}
+    blocks = sampler.sample(seeds, exclude_eids=ex, seed=99)
+    check_blocks(graph, blocks, seeds, sampler.fanouts, replace, ex)
+    # Same result as the reference given the same excluded positions.
+    args, _ = op_args(graph, seeds, [f for row in sampler.fanouts for f in row])
+    pos = sampler.exclude_positions(ex)
+    assert_same(hetero_neighbor_sample(*args, replace=replace, seed=99, exclude=pos),
+                hetero_neighbor_sample_ref(*args, replace=replace, seed=99, exclude=pos))
+
+
+def _star_graph(num_dst, deg):
+    """num_dst destinations, each with the same `deg` sources 0..deg-1 (eid = position)."""
+    src = torch.arange(deg).repeat(num_dst)
+    dst = torch.arange(num_dst).repeat_interleave(deg)
+    indptr, indices, perm = coo_to_csc(src, dst, num_dst)
+    return indptr, indices, perm
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_neighbours_drawn_uniformly(replace):
+    num_dst, deg, k = 3000, 20, 5
+    indptr, indices, eid = _star_graph(num_dst, deg)
+    excluded = torch.tensor(sorted({v * deg + j for v in range(num_dst) for j in (2, 3, 11, 19)}))
+    for ex in (None, excluded):
+        nodes, _, ip, ix, _ = hetero_neighbor_sample([indptr], [indices], [eid], [0], [0], [num_dst],
+                                                     [torch.arange(num_dst)], [k], replace, 2024,
+                                                     None if ex is None else [ex])
+        src = nodes[0][ix[0]]
+        assert torch.equal(ip[0].diff(), torch.full((num_dst,), k))
+        counts = torch.bincount(src, minlength=deg).numpy()
+        eligible = [j for j in range(deg) if ex is None or j not in (2, 3, 11, 19)]
+        assert counts[[j for j in range(deg) if j not in eligible]].sum() == 0
+        assert stats.chisquare(counts[eligible]).pvalue > 1e-4
+
+
+def test_subsets_drawn_uniformly():
+    # deg 5, k 2: each of the 10 subsets equally likely.
+    num_dst, deg, k = 4000, 5, 2
+    indptr, indices, eid = _star_graph(num_dst, deg)
+    nodes, _, ip, ix, _ = hetero_neighbor_sample([indptr], [indices], [eid], [0], [0], [num_dst],
+                                                 [torch.arange(num_dst)], [k], False, 11)
+    src = nodes[0][ix[0]].view(num_dst, k)
+    assert torch.all(src[:, 0] < src[:, 1])
+    code = (src[:, 0] * deg + src[:, 1]).numpy()
+    _, counts = np.unique(code, return_counts=True)
+    assert counts.size == 10 and stats.chisquare(counts).pvalue > 1e-4
+
+
+def test_deterministic_across_threads_and_runs():
+    graph = make_graph(num_nodes=(3000, 2000, 50), num_edges=(20000, 30000, 3000), seed=9)
+    seeds = {"paper": torch.randperm(3000, generator=torch.Generator().manual_seed(1))[:300]}
+    args, _ = op_args(graph, seeds, [8, 5, 3, 6, 4] + [4] * 5 + [3] * 5)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = hetero_neighbor_sample(*args, seed=5)
+        torch.set_num_threads(2)
+        two = hetero_neighbor_sample(*args, seed=5)
+        again = hetero_neighbor_sample(*args, seed=5)
+    finally:
+        torch.set_num_threads(old)
+    assert_same(one, two)
+    assert_same(two, again)
+    other = hetero_neighbor_sample(*args, seed=6)
+    assert not torch.equal(one[0][0], other[0][0])
+
+
+def test_sampler_seed_sequence_is_reproducible():
+    graph = make_graph(seed=2)
+    a, b = NeighborSampler(graph, [3, 2], seed=4), NeighborSampler(graph, [3, 2], seed=4)
+    seeds = {"paper": torch.arange(10)}
+    for _ in range(2):
+        ba, bb = a.sample(seeds), b.sample(seeds)
+        assert all(torch.equal(x.src_nodes["paper"], y.src_nodes["paper"]) for x, y in zip(ba, bb))
+
+
+def test_empty_seeds_and_type_without_incoming_relation():
+    graph = make_graph(edge_types=EDGE_TYPES[:3])  # author has no incoming relation
+    sampler = NeighborSampler(graph, [2, 2])
+    blocks = sampler.sample({})
+    assert len(blocks) == 2
+    for b in blocks:
+        assert all(b.num_src(t) == 0 and b.num_dst[t] == 0 for t in NODE_TYPES)
+        assert all(ip.tolist() == [0] for ip in b.indptr) and b.num_edges() == 0
+    blocks = sampler.sample({"author": torch.tensor([4, 1])})
+    assert blocks[-1].dst_nodes("author").tolist() == [4, 1]
+    assert blocks[0].src_nodes["author"].tolist() == [4, 1] and blocks[0].num_edges() == 0
+    check_blocks(graph, blocks, {"author": torch.tensor([4, 1])}, sampler.fanouts, False)
+
+
+def test_fanout_spec_forms():
+    graph = make_graph()
+    s = NeighborSampler(graph, [{"writes": 3, ("paper", "cites", "paper"): 2}, [1, 2, 3, 4, 5], -1])
+    assert s.fanouts == [[3, 2, 0, 0, 0], [1, 2, 3, 4, 5], [-1] * 5]
+
+
+@pytest.mark.parametrize("mutate,exc,match", [
+    (lambda a: a[6].__setitem__(0, torch.tensor([0, 60])), IndexError,
+     r"hetero_neighbor_sample: seed id 60 out of range for node type 'paper' \(60 nodes\)"),
+    (lambda a: a[6].__setitem__(2, torch.tensor([-1])), IndexError, r"seed id -1 out of range for node type 'venue'"),
+    (lambda a: a.__setitem__(7, [2, 2, 2]), RuntimeError, r"fanouts has 3 entries, not a multiple of the number of relations \(5\)"),
+    (lambda a: a.__setitem__(7, [2, 2, -3, 2, 2]), RuntimeError, r"fanout -3 of hop 0, relation 2 is invalid"),
+    (lambda a: a.__setitem__(7, []), RuntimeError, r"fanouts is empty"),
+    (lambda a: a[6].__setitem__(0, torch.tensor([4, 9, 4])), RuntimeError, r"seeds of node type 'paper' contain duplicate id 4"),
+    (lambda a: a[6].__setitem__(0, torch.tensor([0.5])), RuntimeError, r"seeds of node type 'paper' must be a 1-D int32 or int64"),
+    (lambda a: a[0].__setitem__(1, a[0][1][:-1]), RuntimeError, r"indptr\[1\] has 60 entries but its destination type 'paper' has 60 nodes"),
+    (lambda a: a[1].__setitem__(1, a[1][1] + 1000), IndexError, r"indices\[1\] holds source id \d+ out of range for node type 'paper'"),
+    (lambda a: a[2].__setitem__(0, a[2][0][:-1]), RuntimeError, r"eid\[0\] has 299 entries but indices\[0\] has 300"),
+    (lambda a: a[6].pop(), RuntimeError, r"seeds must have one tensor per node type \(3\), got 2"),
+    (lambda a: a[3].__setitem__(0, 7), RuntimeError, r"relation 0 has node types \(7, 0\) out of range"),
+])
+def test_bad_inputs(mutate, exc, match):
+    graph = make_graph()
+    args, _ = op_args(graph, {"paper": torch.tensor([1, 2])}, [2] * 5)
+    args = [list(a) if isinstance(a, list) else a for a in args]
+    mutate(args)
+    with pytest.raises(exc, match=match):
+        hetero_neighbor_sample(*args, seed=1, node_type_names=NODE_TYPES)
+
+
+def test_bad_exclude():
+    graph = make_graph()
+    args, _ = op_args(graph, {"paper": torch.tensor([1])}, [2] * 5)
+    ex = [torch.empty(0, dtype=torch.long)] * 5
+    with pytest.raises(RuntimeError, match=r"exclude\[1\] must be sorted and unique, got 5 before 3"):
+        hetero_neighbor_sample(*args, exclude=ex[:1] + [torch.tensor([5, 3])] + ex[2:])
+    with pytest.raises(IndexError, match=r"exclude\[0\] holds position 300 out of range for 300 edges"):
+        hetero_neighbor_sample(*args, exclude=[torch.tensor([300])] + ex[1:])
+    with pytest.raises(RuntimeError, match=r"exclude must have one tensor per relation \(5\), got 1"):
+        hetero_neighbor_sample(*args, exclude=ex[:1])
+
+
+def test_sampler_bad_inputs():
+    graph = make_graph()
+    with pytest.raises(ValueError, match="fanouts\\[0\\] has 2 entries but the graph has 5 relations"):
+        NeighborSampler(graph, [[1, 2]])
+    with pytest.raises(ValueError, match="unknown relation 'nope'"):
+        NeighborSampler(graph, [{"nope": 1}])
+    with pytest.raises(ValueError, match="fanouts\\[1\\] holds -2"):
+        NeighborSampler(graph, [1, -2])
+    with pytest.raises(ValueError, match="unknown node type 'user'"):
+        NeighborSampler(graph, [1]).sample({"user": torch.tensor([0])})
+
+
+def test_opcheck():
+    graph = make_graph()
+    args, _ = op_args(graph, {"paper": torch.tensor([1, 5, 7])}, [2] * 5 + [1] * 5)
+    torch.library.opcheck(torch.ops.lmgnn.hetero_neighbor_sample.default, (*args, False, 3),
+                          test_utils=("test_schema", "test_faketensor"))
