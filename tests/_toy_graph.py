@@ -1,15 +1,12 @@
 """A small text-attributed heterogeneous graph for the trainer tests.
 
 ``write_toy_dir(path)`` writes it in the documented directory format; papers carry a topic
-(the label) that both their text and their citations reveal. ``toy_graph()`` builds the same
-graph in memory following the ``HeteroGraph`` contract, for builds without the data layer.
+(the label) that both their text and their citations reveal.
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
-from types import SimpleNamespace
 
 import torch
 
@@ -77,70 +74,3 @@ def write_toy_dir(path: str, num_papers: int = 60, seed: int = 0, multilabel: bo
     with open(os.path.join(path, "metadata.json"), "w") as f:
         json.dump(meta, f)
     return path
-
-
-@dataclass
-class _CSC:
-    indptr: torch.Tensor
-    indices: torch.Tensor
-    eid: torch.Tensor
-
-
-def _csc(src, dst, eid, n_dst):
-    order = torch.argsort(dst * (src.numel() + 1) + torch.arange(src.numel()), stable=True)
-    indptr = torch.zeros(n_dst + 1, dtype=torch.long)
-    indptr[1:] = torch.cumsum(torch.bincount(dst, minlength=n_dst), 0)
-    return _CSC(indptr, src[order], eid[order])
-
-
-def toy_graph(num_papers: int = 60, seed: int = 0, multilabel: bool = False):
-    """The toy graph as an in-memory object following the ``HeteroGraph`` contract."""
-    papers, authors, cites, writes = _tables(num_papers, seed=seed)
-    pid = {p["id"]: i for i, p in enumerate(papers)}
-    aid = {a["id"]: i for i, a in enumerate(authors)}
-    n = {"paper": len(papers), "author": len(authors)}
-    split = [p["split"] for p in papers]
-    masks = {"paper": {s: torch.tensor([x == s for x in split]) for s in ("train", "val", "test")}}
-    if multilabel:
-        lab = torch.zeros(len(papers), 3)
-        for i, p in enumerate(papers):
-            for c in p["multi"].split("|"):
-                lab[i, int(c)] = 1
-    else:
-        lab = torch.tensor([p["label"] for p in papers])
-    cs = torch.tensor([pid[a] for a, _ in cites])
-    cd = torch.tensor([pid[b] for _, b in cites])
-    g = torch.Generator().manual_seed(seed)
-    r = torch.rand(cs.numel(), generator=g)
-    cmask = {"train": r < 0.8, "val": (r >= 0.8) & (r < 0.9), "test": r >= 0.9}
-    ws = torch.tensor([aid[a] for a, _, _ in writes])
-    wd = torch.tensor([pid[b] for _, b, _ in writes])
-    wl = torch.tensor([x for _, _, x in writes])
-    wr = torch.rand(ws.numel(), generator=g)
-    wmask = {"train": wr < 0.8, "val": (wr >= 0.8) & (wr < 0.9), "test": wr >= 0.9}
-    ets = [("paper", "cites", "paper"), ("author", "writes", "paper"),
-           ("paper", "rev-cites", "paper"), ("paper", "rev-writes", "author")]
-    tr = cmask["train"]
-    ceid = torch.arange(cs.numel())
-    weid = torch.arange(ws.numel())
-    csc = {ets[0]: _csc(cs[tr], cd[tr], ceid[tr], n["paper"]),
-           ets[1]: _csc(ws, wd, weid, n["paper"]),
-           ets[2]: _csc(cd[tr], cs[tr], ceid[tr], n["paper"]),
-           ets[3]: _csc(wd, ws, weid, n["author"])}
-    edges = {ets[0]: (cs[tr], cd[tr]), ets[1]: (ws, wd), ets[2]: (cd[tr], cs[tr]), ets[3]: (wd, ws)}
-    tasks = [SimpleNamespace(name="topic", type="node_classification", node_type="paper", edge_type=None,
-                             multilabel=multilabel, num_classes=3),
-             SimpleNamespace(name="cites", type="link_prediction", node_type=None, edge_type=ets[0],
-                             multilabel=False, num_classes=None),
-             SimpleNamespace(name="role", type="edge_classification", node_type=None, edge_type=ets[1],
-                             multilabel=False, num_classes=2)]
-    return SimpleNamespace(
-        node_types=["paper", "author"], edge_types=ets, num_nodes=n, csc=csc,
-        reverse_of={ets[0]: ets[2], ets[2]: ets[0], ets[1]: ets[3], ets[3]: ets[1]},
-        edges=lambda et: edges[et],
-        raw_ids={"paper": [p["id"] for p in papers], "author": [a["id"] for a in authors]},
-        text={"paper": [p["text"] for p in papers], "author": [a["text"] for a in authors]},
-        labels={"paper": lab, "author": None}, label_names={"paper": ["0", "1", "2"]},
-        masks=masks, edge_labels={ets[1]: wl}, edge_masks={ets[1]: wmask}, tasks=tasks,
-        lp_edges={"cites": {s: (cs[m], cd[m]) for s, m in cmask.items()}},
-    )

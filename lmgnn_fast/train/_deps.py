@@ -1,52 +1,59 @@
-"""The trainer's view of the other parts of the package.
+"""The trainer's view of the other parts of the package: graph loading
+(:mod:`lmgnn_fast.datasets`, :class:`lmgnn_fast.HeteroGraph`), the neighbour sampler
+(:class:`lmgnn_fast.sampling.NeighborSampler`), the R-GCN encoder (:class:`lmgnn_fast.nn.RGCN`)
+and the embedding cache (:class:`lmgnn_fast.cache.EmbeddingCache`).
 
-Imports the graph loader, the neighbour sampler, the R-GCN encoder and the embedding cache
-from their modules. Where one of them is unavailable in this build, a small pure-torch
-fallback from :mod:`lmgnn_fast.train.fallback` stands in (same contracts, slower).
+Where the R-GCN module is missing from a build, the pure-torch
+:class:`lmgnn_fast.train.fallback.FallbackRGCN` stands in (same contract, slower).
 """
 from __future__ import annotations
 
 import os
+
+import torch
 
 __all__ = ["load_graph", "make_sampler", "make_encoder", "make_cache"]
 
 
 def load_graph(name: str, options: dict | None = None):
     """A built-in dataset by name, or a directory in the documented format."""
+    from lmgnn_fast.datasets import list_datasets, load_dataset
+    from lmgnn_fast.train.errors import DataError
+
     options = dict(options or {})
-    if os.path.isdir(name):
-        try:
-            from lmgnn_fast.graph import HeteroGraph
-        except ImportError as e:  # pragma: no cover - the data layer ships with the package
-            raise ImportError(f"reading {name!r} needs lmgnn_fast.graph: {e}") from e
-        return HeteroGraph.load_dir(name, **options)
-    if os.sep in name or name.startswith("."):
-        from lmgnn_fast.train.errors import DataError
-
-        raise DataError(f"data.name {name!r}: no such directory")
-    from lmgnn_fast.datasets import load_dataset
-
+    if not os.path.isdir(name) and name not in list_datasets():
+        raise DataError(f"data.name {name!r} is neither a directory nor a built-in dataset "
+                        f"({', '.join(list_datasets())})")
     return load_dataset(name, **options)
 
 
 def make_sampler(graph, fanouts: list[int], seed: int = 0):
-    """Neighbour sampler with ``sample(seeds, seed=..., exclude=...) -> list[Block]``."""
-    from lmgnn_fast.train.fallback import FallbackNeighborSampler
+    """``NeighborSampler``: ``sample(seeds, exclude_eids=..., seed=...) -> list[Block]``."""
+    from lmgnn_fast.sampling import NeighborSampler
 
-    return FallbackNeighborSampler(graph, fanouts, seed=seed)
+    return NeighborSampler(graph, list(fanouts), replace=False, seed=seed)
 
 
 def make_encoder(node_types, edge_types, in_dims: dict[str, int], hidden: int, num_layers: int,
                  num_bases=None, aggr: str = "mean", dropout: float = 0.0, layer_norm: bool = False):
     """R-GCN encoder: ``forward(x: dict[type, [N_src_t, F_t]], blocks) -> dict[type, [N_dst_t, hidden]]``."""
-    from lmgnn_fast.train.fallback import FallbackRGCN
+    try:
+        from lmgnn_fast.nn import RGCN
+    except ImportError:
+        from lmgnn_fast.train.fallback import FallbackRGCN
 
-    return FallbackRGCN(node_types, edge_types, in_dims, hidden, num_layers, num_bases=num_bases,
-                        aggr=aggr, dropout=dropout, layer_norm=layer_norm)
+        return FallbackRGCN(node_types, edge_types, in_dims, hidden, num_layers, num_bases=num_bases,
+                            aggr=aggr, dropout=dropout, layer_norm=layer_norm)
+    return RGCN(dict(in_dims), hidden, hidden, list(node_types), [tuple(e) for e in edge_types],
+                num_layers=num_layers, num_bases=num_bases, dropout=dropout, layer_norm=layer_norm, aggr=aggr)
 
 
-def make_cache(num_rows: int, dim: int, device, capacity: float = 1.0, policy: str = "static"):
-    """Embedding table with ``gather(ids)`` / ``update(ids, rows, step)`` / ``stale``."""
-    from lmgnn_fast.train.fallback import FallbackEmbeddingTable
+def make_cache(num_rows: int, dim: int, device, capacity: float = 1.0, policy: str = "clock"):
+    """One ``EmbeddingCache`` per node type. On CPU the table itself is the device copy
+    (capacity 0); on CUDA ``capacity`` rows (a fraction of ``num_rows`` when <= 1) stay on
+    the GPU in front of a pinned host table."""
+    from lmgnn_fast.cache import EmbeddingCache
 
-    return FallbackEmbeddingTable(num_rows, dim, device)
+    device = torch.device(device)
+    rows = 0 if device.type == "cpu" else (int(capacity * num_rows) if capacity <= 1 else int(capacity))
+    return EmbeddingCache(num_rows, dim, dtype=torch.float32, device=device, capacity=rows, policy=policy)

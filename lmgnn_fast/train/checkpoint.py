@@ -143,14 +143,16 @@ class CheckpointManager:
                 os.remove(old)
 
     def load_last(self) -> tuple[dict, dict[str, Tensor], dict] | None:
-        """``(state, model_state, optimizer_state_dicts)`` or ``None`` when nothing to resume."""
+        """``(state, model_state, optimizer_state_dicts)`` or ``None`` when nothing to resume;
+        ``state["rng"]`` holds the RNG tensors (apply with :func:`set_rng_state` when the
+        interrupted stage restarts)."""
         path = os.path.join(self.dir, "last.json")
         if not os.path.exists(path):
             return None
         with open(path) as f:
             state = json.load(f)
         tensors, _ = load_tensors(os.path.join(self.dir, state["tensors"]))
-        set_rng_state(tensors)
+        state["rng"] = {k: v for k, v in tensors.items() if k.startswith("rng.")}
         model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         optim = {name: unflatten_state(s, tensors) for name, s in state.pop("optimizers").items()}
         return state, model, optim

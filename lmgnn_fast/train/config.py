@@ -46,6 +46,7 @@ class GNNConfig:
     aggr: str = "mean"
     dropout: float = 0.2
     layer_norm: bool = False
+    text_features: bool = True  # false: every node type gets a learnable embedding (no LM)
 
 
 @dataclass
@@ -56,6 +57,7 @@ class TaskConfig:
     type: str | None = None  # node_classification | edge_classification | link_prediction
     node_type: str | None = None
     edge_type: list | None = None
+    multilabel: bool | None = None  # override the task's single/multi-label kind
     decoder: str = "distmult"  # link prediction: distmult | dot
     loss: str = "contrastive"  # link prediction: contrastive | bce
     negatives: str = "joint"  # link prediction training: uniform | joint | in_batch
@@ -99,8 +101,8 @@ class Stage3Config:
     lm_train_nodes: int = 16  # nodes per batch through the LM with grad; -1 = every sampled node
     refresh_every: int = 1  # full cache refresh every N epochs (0 = only at the end)
     warmup_epochs: int = 0  # GNN-only epochs (LM frozen) first
-    cache_capacity: float = 1.0  # device cache rows (fraction of the table if <= 1)
-    cache_policy: str = "static"
+    cache_capacity: float = 1.0  # GPU cache rows (fraction of the table if <= 1); unused on CPU
+    cache_policy: str = "clock"  # clock | lru | static
 
 
 @dataclass

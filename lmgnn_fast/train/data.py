@@ -77,6 +77,8 @@ def resolve_task(graph, cfg_task) -> TargetTask:
                           num_classes=_get(t, "num_classes"))
         if task.type not in TASK_TYPES:
             raise DataError(f"task {task.name!r}: unknown task type {task.type!r}")
+    if cfg_task.multilabel is not None:
+        task.multilabel = bool(cfg_task.multilabel)
     if task.type == "node_classification":
         if task.node_type is None:
             raise DataError(f"task {task.name!r}: node classification needs task.node_type")

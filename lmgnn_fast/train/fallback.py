@@ -1,6 +1,5 @@
-"""Pure-torch stand-ins used by the trainer only when the package's own sampler, R-GCN or
-cache are unavailable. Same contracts (``Block``, ``EmbeddingCache`` methods), written for
-clarity rather than speed."""
+"""Pure-torch R-GCN used by the trainer only when :mod:`lmgnn_fast.nn` is unavailable in a
+build. Same contract as ``lmgnn_fast.nn.RGCN`` over blocks, written for clarity, not speed."""
 from __future__ import annotations
 
 import torch
@@ -9,83 +8,7 @@ from torch import Tensor, nn
 
 from lmgnn_fast.sampling.block import Block
 
-__all__ = ["FallbackNeighborSampler", "FallbackRGCN", "FallbackEmbeddingTable"]
-
-
-def _ordered_unique(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Unique values of ``x`` in first-occurrence order, and the index of each element."""
-    if x.numel() == 0:
-        return x, x
-    uniq, inv = torch.unique(x, return_inverse=True)
-    first = torch.full((uniq.numel(),), x.numel(), dtype=torch.long)
-    first.scatter_reduce_(0, inv, torch.arange(x.numel()), reduce="amin")
-    order = torch.argsort(first)
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(order.numel())
-    return uniq[order], rank[inv]
-
-
-class FallbackNeighborSampler:
-    """Uniform neighbour sampling without replacement over the graph's CSC relations."""
-
-    def __init__(self, graph, fanouts: list[int], seed: int = 0):
-        self.graph = graph
-        self.fanouts = list(fanouts)
-        self.seed = seed
-        self.node_types = list(graph.node_types)
-        self.edge_types = list(graph.edge_types)
-
-    def sample(self, seeds: dict[str, Tensor], seed: int | None = None,
-               exclude: dict | None = None) -> list[Block]:
-        """Blocks, outermost first; the seeds (unique per type) are the last block's
-        destination nodes in the given order. ``exclude`` maps a relation to global edge ids
-        that must not be sampled."""
-        g = torch.Generator().manual_seed(int(self.seed if seed is None else seed))
-        dst = {t: seeds.get(t, torch.empty(0, dtype=torch.long)).long().cpu() for t in self.node_types}
-        blocks = []
-        for fanout in reversed(self.fanouts):
-            per_rel = []
-            srcs = {t: [dst[t]] for t in self.node_types}
-            for et in self.edge_types:
-                s_t, _, d_t = et
-                csc = self.graph.csc[et]
-                indptr, indices = csc.indptr.long(), csc.indices.long()
-                eids = csc.eid.long()
-                d = dst[d_t]
-                start = indptr[d]
-                deg = indptr[d + 1] - start
-                seg = torch.repeat_interleave(torch.arange(d.numel()), deg)
-                pos = start[seg] + (torch.arange(seg.numel()) - (torch.cumsum(deg, 0) - deg)[seg])
-                if exclude and et in exclude and pos.numel():
-                    keep = ~torch.isin(eids[pos], exclude[et].long().cpu())
-                    seg, pos = seg[keep], pos[keep]
-                if fanout >= 0 and pos.numel():
-                    key = seg.double() + torch.rand(seg.numel(), generator=g, dtype=torch.double)
-                    order = torch.argsort(key)
-                    seg, pos = seg[order], pos[order]
-                    counts = torch.bincount(seg, minlength=d.numel())
-                    rank = torch.arange(seg.numel()) - (torch.cumsum(counts, 0) - counts)[seg]
-                    keep = rank < fanout
-                    seg, pos = seg[keep], pos[keep]
-                per_rel.append((seg, indices[pos], eids[pos]))
-                srcs[s_t].append(indices[pos])
-            src_nodes, local = {}, {}
-            for t in self.node_types:
-                src_nodes[t], local[t] = _ordered_unique(torch.cat(srcs[t]))
-            offs = {t: dst[t].numel() for t in self.node_types}
-            cursor = {t: dst[t].numel() for t in self.node_types}
-            indptrs, idxs, eidl = [], [], []
-            for (s_t, _, d_t), (seg, src_g, e) in zip(self.edge_types, per_rel):
-                n = src_g.numel()
-                idxs.append(local[s_t][cursor[s_t]:cursor[s_t] + n])
-                cursor[s_t] += n
-                ip = torch.zeros(dst[d_t].numel() + 1, dtype=torch.long)
-                ip[1:] = torch.cumsum(torch.bincount(seg, minlength=dst[d_t].numel()), 0)
-                indptrs.append(ip)
-                eidl.append(e)
-            blocks.append(Block(self.node_types, self.edge_types, src_nodes, offs, indptrs, idxs, eidl))
-            dst = src_nodes
-        return blocks[::-1]
+__all__ = ["FallbackRGCN"]
 
 
 class _RGCNLayer(nn.Module):
@@ -146,31 +69,3 @@ class FallbackRGCN(nn.Module):
                     h = {t: self.norms[i][t](v) for t, v in h.items()}
                 h = {t: F.dropout(F.relu(v), self.dropout, self.training) for t, v in h.items()}
         return h
-
-
-class FallbackEmbeddingTable:
-    """A plain device tensor with the ``EmbeddingCache`` methods the trainer uses."""
-
-    def __init__(self, num_rows: int, dim: int, device, dtype=torch.float32):
-        self.table = torch.zeros(num_rows, dim, device=device, dtype=dtype)
-        self.version = torch.full((num_rows,), -1, dtype=torch.long, device=device)
-        self._stats = {"hits": 0, "misses": 0, "bytes": 0}
-
-    def gather(self, ids: Tensor) -> Tensor:
-        ids = ids.to(self.table.device).long()
-        self._stats["hits"] += int(ids.numel())
-        return self.table[ids]
-
-    def update(self, ids: Tensor, rows: Tensor, step: int = 0) -> None:
-        ids = ids.to(self.table.device).long()
-        self.table[ids] = rows.detach().to(self.table.dtype)
-        self.version[ids] = int(step)
-
-    def stale(self, ids: Tensor, max_age: int, step: int) -> Tensor:
-        return (step - self.version[ids.to(self.table.device).long()]) > max_age
-
-    def stats(self) -> dict:
-        return dict(self._stats)
-
-    def reset_stats(self) -> None:
-        self._stats = {"hits": 0, "misses": 0, "bytes": 0}

@@ -20,7 +20,7 @@ def run(trainer) -> dict:
     cfg, c2 = trainer.cfg, trainer.cfg.stage2
     source = trainer.lm_source_for(2)
     trainer.load_lm(source)
-    if trainer.cache_source != source or not trainer.caches:
+    if trainer.text_types and (trainer.cache_source != source or not trainer.caches):
         trainer.encode_all(trainer.global_step)
     model = trainer.new_graph_model()
     opt = torch.optim.AdamW(model.parameters(), lr=c2.lr, weight_decay=c2.weight_decay)

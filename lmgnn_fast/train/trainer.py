@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from lmgnn_fast.train import _deps
-from lmgnn_fast.train.checkpoint import CheckpointManager, atomic_write_json, seed_everything
+from lmgnn_fast.train.checkpoint import CheckpointManager, atomic_write_json, seed_everything, set_rng_state
 from lmgnn_fast.train.config import Config
 from lmgnn_fast.train.data import (TargetTask, batches, known_edge_keys, resolve_relations, resolve_task,
                                    split_items, text_types)
@@ -75,7 +75,10 @@ class Trainer:
         if self.task.type == "link_prediction" and self.task.edge_type not in self.relations \
                 and self.task.edge_type[0] in text_types(self.graph) and self.task.edge_type[2] in text_types(self.graph):
             self.relations.append(self.task.edge_type)
-        self.text_types = text_types(self.graph)
+        self.text_types = text_types(self.graph) if cfg.gnn.text_features else []
+        if not self.text_types and (1 in self.stages or 3 in self.stages):
+            why = "gnn.text_features is false" if not cfg.gnn.text_features else "no node type of the graph has text"
+            raise DataError(f"stages 1 and 3 train the LM but {why}; use --run.stages 2")
         os.makedirs(cfg.run.out_dir, exist_ok=True)
         self.out_dir = cfg.run.out_dir
         self.ckpt = CheckpointManager(self.out_dir)
@@ -116,7 +119,7 @@ class Trainer:
         """Put the LM with weights ``source`` ("pretrained", "stage1", "stage3") in ``self.lm``."""
         from lmgnn_fast.lm import LMEncoder
 
-        if self.lm is not None and self.lm_source == source:
+        if (self.lm is not None and self.lm_source == source) or not self.text_types:
             return
         if self.lm is None:
             c = self.cfg.lm
@@ -166,8 +169,7 @@ class Trainer:
         for t in self.text_types:
             n = self.graph.num_nodes[t]
             if t not in self.caches:
-                rows = int(cap * n) if cap <= 1 else int(cap)
-                self.caches[t] = _deps.make_cache(n, self.lm.hidden_size, self.device, capacity=rows,
+                self.caches[t] = _deps.make_cache(n, self.lm.hidden_size, self.device, capacity=cap,
                                                   policy=self.cfg.stage3.cache_policy)
             self.lm.encode_all(self.tokens[t], self.caches[t], batch_size=self.cfg.lm.encode_batch_size,
                                step=step, desc=f"encode {t}", progress=self.cfg.run.progress)
@@ -200,7 +202,7 @@ class Trainer:
         return {t: self.caches[t].gather(block.src_nodes[t].to(self.device)) for t in self.text_types}
 
     def sample(self, seeds: dict[str, Tensor], seed: int, exclude=None):
-        blocks = self.sampler.sample(seeds, seed=seed, exclude=exclude)
+        blocks = self.sampler.sample(seeds, exclude_eids=exclude, seed=seed)
         return [b.to(self.device) for b in blocks]
 
     def lp_eids(self, src: Tensor, dst: Tensor) -> Tensor:
@@ -286,8 +288,19 @@ class Trainer:
         return loss_fn(ps_score, ns_score, mask)
 
     def _edge_endpoints(self, eids: Tensor) -> tuple[Tensor, Tensor]:
-        src, dst = self.graph.edges(self.task.edge_type)
-        return torch.as_tensor(src).long()[eids], torch.as_tensor(dst).long()[eids]
+        """Endpoints of edges ``eids`` of the target relation (indexed by edge id)."""
+        if getattr(self, "_ec_ends", None) is None:
+            csc = self.graph.csc[self.task.edge_type]
+            eid = csc.eid.long()
+            n = int(eid.max()) + 1 if eid.numel() else 0
+            src = torch.full((n,), -1, dtype=torch.long)
+            dst = torch.full((n,), -1, dtype=torch.long)
+            deg = (csc.indptr[1:] - csc.indptr[:-1]).long()
+            src[eid] = csc.indices.long()
+            dst[eid] = torch.repeat_interleave(torch.arange(deg.numel()), deg)
+            self._ec_ends = (src, dst)
+        src, dst = self._ec_ends
+        return src[eids], dst[eids]
 
     @torch.no_grad()
     def embed_nodes(self, model, t: str, ids: Tensor, feats, seed: int) -> Tensor:
@@ -347,7 +360,8 @@ class Trainer:
         from lmgnn_fast.train.model import GraphModel
 
         torch.manual_seed(mix_seed(self.cfg.run.seed, "gnn-init"))
-        return GraphModel(self.graph, self.task, self.lm.hidden_size, self.text_types, self.cfg.gnn,
+        lm_dim = self.lm.hidden_size if self.lm is not None else 0
+        return GraphModel(self.graph, self.task, lm_dim, self.text_types, self.cfg.gnn,
                           self.cfg.task).to(self.device)
 
     def evaluate_stage(self, stage: int) -> dict:
@@ -358,7 +372,7 @@ class Trainer:
             return stage1.evaluate(self)
         sd = self.ckpt.load_stage(stage)
         self.load_lm("stage3" if stage == 3 else sd_meta_lm(self, stage))
-        if self.cache_source != self.lm_source or not self.caches:
+        if self.text_types and (self.cache_source != self.lm_source or not self.caches):
             self.encode_all(self.global_step)
         model = self.new_graph_model()
         model.load_state_dict({k[4:]: v for k, v in sd.items() if k.startswith("gnn.")})
@@ -389,6 +403,7 @@ class Trainer:
             if restore_extra is not None:
                 restore_extra(rs["state"].get("extra"), {k[10:]: v for k, v in rs["model"].items()
                                                         if k.startswith("__extra__.")})
+            set_rng_state(rs["state"]["rng"])
             self.resume_state = None
             self.log(f"stage {stage}: resuming at epoch {start_epoch}, step {start_step} "
                      f"(global step {self.global_step})")
