@@ -72,12 +72,12 @@ class Stage1Config:
     epochs: int = 1
     batch_size: int = 16  # edges per step
     lr: float = 5e-5
-    max_edges: int = 480  # edges drawn (seeded, balanced over relations) per epoch; 0 = all
-    num_negatives: int = 16  # uniform negatives per destination type per batch
+    max_edges: int = 256  # edges drawn (seeded, balanced over relations) per epoch; 0 = all
+    num_negatives: int = 4  # uniform negatives per destination type per batch (plus in-batch)
     relations: list | None = None  # relation names (or [src, rel, dst]); None = all with text
     lp_weight: float = 1.0
     task_weight: float = 1.0  # weight of the target task's loss (0 = off)
-    task_batch_size: int = 16
+    task_batch_size: int = 8
     weight_decay: float = 0.01
 
 
@@ -103,6 +103,7 @@ class Stage3Config:
     warmup_epochs: int = 0  # GNN-only epochs (LM frozen) first
     cache_capacity: float = 1.0  # GPU cache rows (fraction of the table if <= 1); unused on CPU
     cache_policy: str = "clock"  # clock | lru | static
+    max_steps_per_epoch: int = 0  # cut each epoch after this many batches (0 = full epochs)
 
 
 @dataclass

@@ -49,6 +49,10 @@ def write_outputs(trainer) -> None:
     emb_dir = os.path.join(trainer.out_dir, "embeddings")
     os.makedirs(emb_dir, exist_ok=True)
     model = getattr(trainer, "_final_model", None)
+    gnn_stages = [s for s in trainer.stages if s >= 2 and trainer.ckpt.has_stage(s)]
+    if model is None and gnn_stages:  # e.g. resumed after the last stage had finished
+        trainer.evaluate_stage(max(gnn_stages))
+        model = trainer._final_model
     if model is None:  # only stage 1: LM embeddings of the text node types
         trainer.load_lm("stage1" if trainer.ckpt.has_stage(1) else "pretrained")
         if trainer.cache_source != trainer.lm_source or not trainer.caches:

@@ -71,7 +71,8 @@ def run(trainer) -> dict:
         return x
 
     def make_batches(epoch):
-        return batches(n, c3.batch_size, mix_seed(cfg.run.seed, "stage3", epoch))
+        bl = batches(n, c3.batch_size, mix_seed(cfg.run.seed, "stage3", epoch))
+        return bl[:c3.max_steps_per_epoch] if c3.max_steps_per_epoch > 0 else bl
 
     def start_epoch(epoch):
         state["warm"] = epoch < c3.warmup_epochs
@@ -113,5 +114,6 @@ def run(trainer) -> dict:
     res = trainer.evaluate_stage(3)
     ep = [r["epoch_time_s"] for r in trainer.history.get("stage3", []) if "epoch_time_s" in r]
     res["epoch_time_s"] = ep
+    res["steps_per_epoch"] = len(make_batches(0))
     res["lm_nodes_per_epoch"] = lm_nodes_seen[0] / max(len(ep), 1)
     return res
