@@ -179,8 +179,8 @@ def test_subsets_drawn_uniformly():
 
 
 def test_deterministic_across_threads_and_runs():
-    graph = make_graph(num_nodes=(3000, 2000, 50), num_edges=(20000, 30000, 3000), seed=9)
-    seeds = {"paper": torch.randperm(3000, generator=torch.Generator().manual_seed(1))[:300]}
+    graph = make_graph(num_nodes=(30000, 20000, 50), num_edges=(200000, 300000, 3000), seed=9)
+    seeds = {"paper": torch.randperm(30000, generator=torch.Generator().manual_seed(1))[:2000]}
     args, _ = op_args(graph, seeds, [8, 5, 3, 6, 4] + [4] * 5 + [3] * 5)
     old = torch.get_num_threads()
     try:
@@ -193,6 +193,8 @@ def test_deterministic_across_threads_and_runs():
         torch.set_num_threads(old)
     assert_same(one, two)
     assert_same(two, again)
+    assert sum(x.numel() for x in one[3]) > 2 * 131072  # large enough for the parallel dedup path
+    assert_same(one, hetero_neighbor_sample_ref(*args, seed=5))
     other = hetero_neighbor_sample(*args, seed=6)
     assert not torch.equal(one[0][0], other[0][0])
 
@@ -279,3 +281,129 @@ def test_opcheck():
     args, _ = op_args(graph, {"paper": torch.tensor([1, 5, 7])}, [2] * 5 + [1] * 5)
     torch.library.opcheck(torch.ops.lmgnn.hetero_neighbor_sample.default, (*args, False, 3),
                           test_utils=("test_schema", "test_faketensor"))
+
+
+# ----------------------------------------------------------------------------- loaders
+from lmgnn_fast.sampling import EdgeLoader, LinkLoader, NodeLoader  # noqa: E402
+
+
+def _graph_with_data():
+    graph = make_graph(num_nodes=(200, 120, 10), num_edges=(800, 1200, 200), seed=4)
+    train = torch.zeros(200, dtype=torch.bool)
+    train[::3] = True
+    graph.masks = {"paper": {"train": train, "val": ~train}}
+    graph.labels = {"paper": torch.arange(200) % 7}
+    graph.edge_masks = {EDGE_TYPES[0]: {"train": torch.arange(800) % 2 == 0}}
+    graph.edge_labels = {EDGE_TYPES[0]: torch.arange(800) % 3}
+    return graph
+
+
+def _flat(batches, key):
+    return torch.cat([getattr(b, key) if key != "seeds" else b.seeds["paper"] for b in batches])
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_node_loader(prefetch):
+    graph = _graph_with_data()
+    sampler = NeighborSampler(graph, [3, 2])
+    loader = NodeLoader(graph, sampler, "paper", batch_size=16, seed=1, prefetch=prefetch)
+    want = torch.nonzero(graph.masks["paper"]["train"]).flatten()
+    assert len(loader) == 5
+    e0 = list(loader)
+    e1 = list(loader)  # the next epoch: another order
+    assert len(e0) == 5 and torch.equal(_flat(e0, "seeds").sort().values, want)
+    assert not torch.equal(_flat(e0, "seeds"), _flat(e1, "seeds"))
+    loader.set_epoch(0)
+    again = list(loader)
+    for a, b in zip(e0, again):
+        assert torch.equal(a.seeds["paper"], b.seeds["paper"])
+        assert all(torch.equal(x.src_nodes[t], y.src_nodes[t]) for x, y in zip(a.blocks, b.blocks) for t in NODE_TYPES)
+    b = e0[0]
+    assert torch.equal(b.labels, graph.labels["paper"][b.seeds["paper"]])
+    assert all(torch.equal(b.input_nodes[t], b.blocks[0].src_nodes[t]) for t in NODE_TYPES)
+    check_blocks(graph, b.blocks, b.seeds, sampler.fanouts, False)
+
+
+def test_loader_prefetch_matches_and_early_exit():
+    graph = _graph_with_data()
+    sampler = NeighborSampler(graph, [2])
+    a = NodeLoader(graph, sampler, "paper", split="val", batch_size=8, seed=3, prefetch=0)
+    b = NodeLoader(graph, sampler, "paper", split="val", batch_size=8, seed=3, prefetch=3)
+    for x, y in zip(a, b):
+        assert torch.equal(x.blocks[0].src_nodes["paper"], y.blocks[0].src_nodes["paper"])
+    it = iter(b)
+    next(it)
+    it.close()  # stops the producer thread without hanging
+
+
+def test_edge_loader():
+    graph = _graph_with_data()
+    sampler = NeighborSampler(graph, [2, 2])
+    loader = EdgeLoader(graph, sampler, EDGE_TYPES[0], batch_size=64, seed=0, exclude_self=True)
+    assert len(loader) == 7
+    seen = []
+    src_g, dst_g = graph.coo[EDGE_TYPES[0]]
+    for b in loader:
+        assert torch.equal(b.seeds["author"][b.src], src_g[b.edge_ids])
+        assert torch.equal(b.seeds["paper"][b.dst], dst_g[b.edge_ids])
+        assert torch.equal(b.labels, b.edge_ids % 3)
+        ex = {EDGE_TYPES[0]: b.edge_ids, EDGE_TYPES[3]: b.edge_ids}
+        check_blocks(graph, b.blocks, b.seeds, sampler.fanouts, False, ex)
+        seen.append(b.edge_ids)
+    assert torch.equal(torch.cat(seen).sort().values, torch.arange(0, 800, 2))
+
+
+@pytest.mark.parametrize("mode,k", [("uniform", 3), ("joint", 4), ("in_batch", 1)])
+def test_link_loader(mode, k):
+    graph = _graph_with_data()
+    sampler = NeighborSampler(graph, [2, 2])
+    et = EDGE_TYPES[1]
+    loader = LinkLoader(graph, sampler, et, negative=mode, num_negatives=k, batch_size=100, seed=2)
+    src_g, dst_g = graph.coo[et]
+    n = 0
+    for b in loader:
+        B = b.edge_ids.numel()
+        n += B
+        seeds = b.seeds["paper"]
+        assert torch.equal(seeds[b.src], src_g[b.edge_ids]) and torch.equal(seeds[b.dst], dst_g[b.edge_ids])
+        want_k = B - 1 if mode == "in_batch" else k
+        assert b.neg_dst.shape == (B, want_k) and b.negative_mode == mode
+        assert int(b.neg_dst.max()) < seeds.numel()
+        if mode == "joint":
+            assert torch.equal(b.neg_dst, b.neg_dst[:1].expand(B, -1))
+        if mode == "in_batch":
+            assert torch.equal(b.neg_dst[0], b.dst[1:]) and torch.equal(b.neg_dst[-1], b.dst[:-1])
+        # The batch's own positives never appear in its blocks (this relation is its own reverse
+        # only through the eids it names).
+        check_blocks(graph, b.blocks, b.seeds, sampler.fanouts, False, {et: b.edge_ids})
+    assert n == 1200
+
+
+def test_link_loader_explicit_edges():
+    graph = _graph_with_data()
+    sampler = NeighborSampler(graph, [2])
+    src, dst = torch.tensor([1, 2, 3]), torch.tensor([4, 5, 199])
+    loader = LinkLoader(graph, sampler, EDGE_TYPES[1], edges=(src, dst), num_negatives=2, batch_size=2,
+                        shuffle=False, prefetch=0)
+    b = next(iter(loader))
+    assert b.edge_ids is None
+    assert b.seeds["paper"][b.src].tolist() == [1, 2] and b.seeds["paper"][b.dst].tolist() == [4, 5]
+    with pytest.raises(ValueError, match="negative sampler must be one of"):
+        LinkLoader(graph, sampler, EDGE_TYPES[1], negative="hard")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("replace", [False, True])
+def test_cuda_matches_cpu_device_and_pinned(replace):
+    graph = make_graph(num_nodes=(3000, 2000, 50), num_edges=(20000, 30000, 3000), seed=3)
+    seeds = {"paper": torch.arange(0, 3000, 7), "author": torch.tensor([5, 9])}
+    (ip, ix, ei, st, dt, nn, sd, fan), _ = op_args(graph, seeds, [6, 4, 3, 5, 2] * 3)
+    pos = [torch.unique(torch.randint(0, e.numel(), (500,))) for e in ei]
+    want = hetero_neighbor_sample(ip, ix, ei, st, dt, nn, sd, fan, replace, 77, pos)
+    cuda = lambda xs: [x.cuda() for x in xs]  # noqa: E731
+    pinned = lambda xs: [x.pin_memory() for x in xs]  # noqa: E731
+    got = hetero_neighbor_sample(cuda(ip), cuda(ix), cuda(ei), st, dt, nn, cuda(sd), fan, replace, 77, cuda(pos))
+    assert_same(got, want)
+    got = hetero_neighbor_sample(pinned(ip), pinned(ix), pinned(ei), st, dt, nn, cuda(sd), fan, replace, 77,
+                                 pinned(pos))
+    assert_same(got, want)

@@ -120,12 +120,22 @@ def subsample_nodes(num_nodes: Mapping[str, int], edges: Mapping[EdgeType, tuple
     frontier = np.zeros(0, dtype=np.int64)
     while count < max_nodes:
         if frontier.size == 0:
-            cand = start_order[next_start:next_start + 4 * n_seeds]
-            next_start += 4 * n_seeds
-            cand = cand[~kept[cand]][:n_seeds]
-            if cand.size == 0 and next_start >= total:
+            picked: list[np.ndarray] = []
+            need = n_seeds
+            while need > 0 and next_start < total:
+                win = start_order[next_start:next_start + 4 * n_seeds]
+                free = np.flatnonzero(~kept[win])
+                if free.size > need:
+                    picked.append(win[free[:need]])
+                    next_start += int(free[need - 1]) + 1
+                    need = 0
+                else:
+                    picked.append(win[free])
+                    next_start += win.size
+                    need -= free.size
+            if not picked or sum(p.size for p in picked) == 0:
                 break
-            frontier = cand
+            frontier = np.concatenate(picked)
         else:
             starts, ends = indptr[frontier], indptr[frontier + 1]
             lens = ends - starts
@@ -301,3 +311,33 @@ def _read_one(folder: Path, stem: str) -> pa.Table:
 
             return pjson.read_json(file)
     raise FileNotFoundError(f"{folder / stem}.{{parquet,csv,jsonl}}: missing")
+
+
+def finalize(metadata: dict, nodes: Mapping[str, pa.Table], edges: Mapping[EdgeType, pa.Table]) -> Tables:
+    """Drop empty node and edge tables (a small sample can leave a type or relation empty:
+    the directory format has no empty tables) and the tasks that lose their target, with a
+    warning; fill ``metadata["node_types"]``, ``["edge_types"]`` and ``["label_names"]``."""
+    import warnings
+
+    nodes = {t: tab for t, tab in nodes.items() if tab.num_rows > 0}
+    kept = {et: t for et, t in edges.items() if t.num_rows > 0 and et[0] in nodes and et[2] in nodes}
+    tasks = []
+    for task in metadata.get("tasks", []):
+        et = tuple(task.get("edge_type") or ())
+        nt = task.get("node_type")
+        if et and et not in kept:
+            warnings.warn(f"{metadata.get('name')}: task '{task['name']}' dropped: relation {et} has no "
+                          "edges in this sample", stacklevel=3)
+            continue
+        if nt and (nt not in nodes or "label" not in nodes[nt].column_names
+                   or nodes[nt].column("label").null_count == nodes[nt].num_rows):
+            warnings.warn(f"{metadata.get('name')}: task '{task['name']}' dropped: no labelled "
+                          f"'{nt}' nodes in this sample", stacklevel=3)
+            continue
+        tasks.append(task)
+    metadata = dict(metadata, node_types=[t for t in metadata["node_types"] if t in nodes],
+                    edge_types=[list(et) for et in kept], tasks=tasks)
+    if "label_names" in metadata:
+        valid = set(nodes) | {edge_type_file_stem(et) for et in kept}
+        metadata["label_names"] = {k: v for k, v in metadata["label_names"].items() if k in valid}
+    return metadata, nodes, kept

@@ -51,7 +51,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from lmgnn_fast.datasets._common import Tables, package_dir, require_file, seeded_split
+from lmgnn_fast.datasets._common import Tables, finalize, package_dir, require_file, seeded_split
 
 NAME = "attack"
 VERSION = "18.1"
@@ -76,7 +76,7 @@ _FILES = {
     "relationships": "relationships-lookup-v{v}.json",
 }
 
-_CITATION = re.compile(r"\s*\(Citation:[^)]*\)")
+_CITATION = re.compile(r"\s*\(Citation:[^)]*(\)|$)")
 _LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
 
 
@@ -186,5 +186,6 @@ def attack_tables(seed: int = 0, include_revoked: bool = True, include_deprecate
         "edge_types": [list(et) for et in edges],
         "add_reverse_edges": True,
         "tasks": tasks,
+        "label_names": {"technique": list(TACTICS)},
     }
-    return metadata, nodes, edges
+    return finalize(metadata, nodes, edges)

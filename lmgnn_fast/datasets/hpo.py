@@ -64,7 +64,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from lmgnn_fast.datasets._common import (Tables, package_dir, require_file, seeded_split,
+from lmgnn_fast.datasets._common import (Tables, finalize, package_dir, require_file, seeded_split,
                                          subsample_nodes, unique_pairs)
 
 NAME = "hpo"
@@ -323,8 +323,7 @@ def hpo_tables(max_nodes: int | None = None, seed: int = 0, multilabel: bool = T
     first = unique_pairs(rg, rp)
     edges[GENE_PHEN] = pa.table({"src": ids("gene", rg[first]), "dst": ids("phenotype", rp[first])})
 
-    n_classes = len({x for v in ph_labels.drop_null().to_pylist() for x in v.split("|")})
-    n_freq = len(set(lab.drop_null().to_pylist()))
+    branch_names = [terms[r]["name"] for r in branches]
     metadata = {
         "name": NAME,
         "node_types": list(NODE_TYPES),
@@ -332,10 +331,11 @@ def hpo_tables(max_nodes: int | None = None, seed: int = 0, multilabel: bool = T
         "add_reverse_edges": True,
         "tasks": [
             {"name": "organ_system", "type": "node_classification", "node_type": "phenotype",
-             "multilabel": multilabel, "num_classes": n_classes},
+             "multilabel": multilabel, "num_classes": len(branch_names)},
             {"name": "frequency", "type": "edge_classification", "edge_type": list(DIS_PHEN),
-             "num_classes": n_freq},
+             "num_classes": len(FREQUENCY_CLASSES)},
             {"name": "gene_disease", "type": "link_prediction", "edge_type": list(GENE_DIS)},
         ],
+        "label_names": {"phenotype": branch_names, "__".join(DIS_PHEN): list(FREQUENCY_CLASSES)},
     }
-    return metadata, nodes, edges
+    return finalize(metadata, nodes, edges)

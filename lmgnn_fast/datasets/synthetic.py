@@ -20,7 +20,8 @@ Generative model (all vectorized numpy; 1M nodes / 10M edges take seconds withou
    words; each class owns a disjoint block of topic words. A node's text has
    ``text_length`` (a ``(min, max)`` range) tokens, each drawn with probability
    ``topic_strength`` from its class's topic (Zipf within the block) and otherwise from a
-   Zipf background over the whole vocabulary (planted topic model).
+   Zipf background over the whole vocabulary (ranks shuffled, so background
+   words favour no class) — a planted topic model.
 
 Tasks: ``label`` (node classification of ``t0``, seeded 80/10/10 split) and ``link``
 (link prediction on relation ``r0``, seeded 80/10/10 edge split).
@@ -31,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lmgnn_fast.datasets._common import Tables, seeded_split
+from lmgnn_fast.datasets._common import Tables, finalize, seeded_split
 
 NAME = "synthetic"
 _CONSONANTS = list("bdfgklmnprstvz") + ["ch", "sh", "th", "tr", "br", "kl"]
@@ -160,8 +161,8 @@ def synthetic_tables(num_nodes: int = 10_000, num_edges: int = 100_000, num_node
     if with_text:
         vocab = pa.array(make_vocabulary(vocab_size, seed))
         block = vocab_size // num_classes
-        background = 1.0 / np.arange(1, vocab_size + 1) ** 1.1
-        background_cum = np.cumsum(background)
+        background_cum = np.cumsum(1.0 / np.arange(1, vocab_size + 1) ** 1.1)
+        background_word = np.random.default_rng([seed, 7]).permutation(vocab_size)  # rank -> word
         topic = 1.0 / np.arange(1, block + 1) ** 0.8
         topic_cum = np.cumsum(topic)
 
@@ -173,7 +174,9 @@ def synthetic_tables(num_nodes: int = 10_000, num_edges: int = 100_000, num_node
             total = int(lens.sum())
             owner = np.repeat(klass[t], lens)
             from_topic = rng.random(total) < topic_strength
-            w_bg = np.searchsorted(background_cum, rng.random(total) * background_cum[-1], side="right")
+            w_bg = background_word[np.minimum(
+                np.searchsorted(background_cum, rng.random(total) * background_cum[-1], side="right"),
+                vocab_size - 1)]
             w_tp = owner * block + np.searchsorted(topic_cum, rng.random(total) * topic_cum[-1], side="right")
             words = np.minimum(np.where(from_topic, w_tp, w_bg), vocab_size - 1)
             offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32 if total < 2**31 else np.int64)
@@ -195,5 +198,6 @@ def synthetic_tables(num_nodes: int = 10_000, num_edges: int = 100_000, num_node
              "num_classes": num_classes},
             {"name": "link", "type": "link_prediction", "edge_type": list(rel_types[0])},
         ],
+        "label_names": {"t0": [str(c) for c in range(num_classes)]},
     }
-    return metadata, nodes, edges
+    return finalize(metadata, nodes, edges)

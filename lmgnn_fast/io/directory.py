@@ -199,7 +199,7 @@ def _label_column(y, names, fmt: str) -> pa.Array:
     flat = pa.array(np.asarray(names, dtype=object)[cols] if len(cols) else [], type=pa.large_string())
     lists = pa.LargeListArray.from_arrays(pa.array(offsets), flat)
     if fmt == "csv":
-        return pc.binary_join(lists, "|")
+        return pc.binary_join(lists, pa.scalar("|", pa.large_string()))
     return lists
 
 

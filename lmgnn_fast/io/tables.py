@@ -60,7 +60,7 @@ def _key_kind(col: pa.Array, src: Source, column: str, what: str) -> str:
         bad = ~np.isnan(vals) & (vals != np.round(vals))
         if bad.any():
             r = _first(bad)
-            raise src.error(f"{what} must be integers or strings, got {vals[r]!r}", r, column)
+            raise src.error(f"{what} must be integers or strings, got {float(vals[r])}", r, column)
         return "float"
     raise src.error(f"{what} must be integers or strings, got column type {t}", None, column)
 
@@ -119,7 +119,7 @@ def _node_ids(t: str, table: pa.Table, src: Source) -> tuple[_IdIndex, Any]:
     n = len(col)
     if pc.count_distinct(col).as_py() != n:
         codes = (col.cast(pa.int64()).to_numpy() if kind == "int"
-                 else _combine(pc.dictionary_encode(col)).indices.to_numpy())
+                 else pc.dictionary_encode(col).indices.to_numpy())
         order = np.argsort(codes, kind="stable")
         sc = codes[order]
         dup = np.flatnonzero(sc[1:] == sc[:-1])
@@ -234,7 +234,7 @@ def _parse_single(col: pa.Array, src: Source, names, num_classes, column: str):
         bad = (f != np.round(f)) | np.isnan(f)
         if bad.any():
             r = _first(bad)
-            raise src.error(f"labels must be integers or strings, got {f[r]!r}", r, column)
+            raise src.error(f"labels must be integers or strings, got {float(f[r])}", r, column)
         codes = f.astype(np.int64)
         labelled = codes != -1
         if (codes < -1).any():
@@ -463,7 +463,14 @@ def build_graph(metadata: dict, nodes: dict, edges: dict, *, add_reverse_edges: 
             if len(parts) == 1:
                 text = parts[0]
             else:
-                text = pc.utf8_trim_whitespace(pc.binary_join_element_wise(*parts, md["text_separator"]))
+                # join the non-empty parts only (element-wise, without null-skipping joins)
+                sep = pa.scalar(str(md["text_separator"]), pa.large_string())
+                text = parts[0]
+                for p in parts[1:]:
+                    t_empty = pc.equal(pc.utf8_trim_whitespace(text), "")
+                    p_empty = pc.equal(pc.utf8_trim_whitespace(p), "")
+                    both = pc.binary_join_element_wise(text, p, sep)
+                    text = pc.if_else(p_empty, text, pc.if_else(t_empty, p, both))
             rep["empty_text"] = int(n - pc.sum(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0))
                                     .as_py() or 0) if n else 0
             g.text[t] = text.to_pylist()
@@ -504,7 +511,6 @@ def build_graph(metadata: dict, nodes: dict, edges: dict, *, add_reverse_edges: 
 
     # ---- edges
     use32 = index_dtype == "int32" or (index_dtype == "auto" and max(g.num_nodes.values()) <= INT32_MAX)
-    idtype = torch.int32 if use32 else torch.int64
     fwd: dict[EdgeType, tuple[torch.Tensor, torch.Tensor, np.ndarray | None]] = {}
     for r, et in enumerate(edge_types):
         s, rel, d = et
@@ -539,18 +545,19 @@ def build_graph(metadata: dict, nodes: dict, edges: dict, *, add_reverse_edges: 
         if self_loops == "remove":
             keep &= ~loops
         # duplicates among the edges kept so far: all but the first occurrence of a pair
-        pair = torch.from_numpy(s_ix * g.num_nodes[d] + d_ix)
+        pair = s_ix * g.num_nodes[d] + d_ix
         if not keep.all():
-            pair = pair[torch.from_numpy(keep)]
-        sp, order = torch.sort(pair, stable=True)
-        first_sorted = torch.ones(sp.numel(), dtype=torch.bool)
+            pair = pair[keep]
+        order = np.argsort(pair, kind="stable")
+        sp = pair[order]
+        first_sorted = np.ones(len(sp), dtype=bool)
         first_sorted[1:] = sp[1:] != sp[:-1]
-        first = torch.empty_like(first_sorted)
+        first = np.empty_like(first_sorted)
         first[order] = first_sorted
-        n_dup = int((~first).sum())
+        n_dup = int(len(first) - first.sum())
         if dedup_edges == "remove" and n_dup:
             kidx = np.flatnonzero(keep)
-            keep[kidx[~first.numpy()]] = False
+            keep[kidx[~first]] = False
         all_kept = bool(keep.all())
         if not all_kept:
             s_ix, d_ix = s_ix[keep], d_ix[keep]
@@ -606,11 +613,13 @@ def build_graph(metadata: dict, nodes: dict, edges: dict, *, add_reverse_edges: 
                     g.lp_edges[t.name] = {
                         sp_name: (torch.from_numpy(s_ix[codes == i]), torch.from_numpy(d_ix[codes == i]))
                         for i, sp_name in enumerate(SPLITS)}
-        fwd[et] = (torch.from_numpy(s_ix), torch.from_numpy(d_ix), held)
+        fwd[et] = (s_ix, d_ix, held)
 
     # ---- message-passing graph: CSC per relation (forward, then reverses)
+    np_idtype = np.int32 if use32 else np.int64
+
     def _csc(a: torch.Tensor, b: torch.Tensor, num_dst: int, eids: torch.Tensor | None) -> CSC:
-        indptr, indices, perm = coo_to_csc(a.to(idtype), b.to(idtype), num_dst)
+        indptr, indices, perm = coo_to_csc(a, b, num_dst)
         return CSC(indptr, indices, perm if eids is None else eids[perm])
 
     mp: dict[EdgeType, tuple] = {}
@@ -618,8 +627,11 @@ def build_graph(metadata: dict, nodes: dict, edges: dict, *, add_reverse_edges: 
         a, b, held = fwd[et]
         eids = None
         if held is not None and held.any():
-            eids = torch.from_numpy(np.flatnonzero(~held))
-            a, b = a[eids], b[eids]
+            keep_ids = np.flatnonzero(~held)
+            a, b = a[keep_ids], b[keep_ids]
+            eids = torch.from_numpy(keep_ids)
+        a = torch.from_numpy(a.astype(np_idtype, copy=False))
+        b = torch.from_numpy(b.astype(np_idtype, copy=False))
         mp[et] = (a, b, eids)
         g.edge_types.append(et)
         g.csc[et] = _csc(a, b, g.num_nodes[et[2]], eids)

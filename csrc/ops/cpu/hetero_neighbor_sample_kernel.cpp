@@ -28,7 +28,9 @@ namespace lmgnn {
 namespace {
 
 constexpr const char* kOp = "hetero_neighbor_sample";
-constexpr int64_t kGrain = 256;
+constexpr int64_t kGrain = 1024;
+// Frontiers up to this size are deduplicated by one thread (same result, less overhead).
+constexpr int64_t kSerialDedup = 1 << 17;
 
 using Result = std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>,
                           std::vector<at::Tensor>, std::vector<at::Tensor>>;
@@ -146,6 +148,15 @@ class FrontierMap {
       }
       h = (h + 1) & mask_;
     }
+  }
+
+  // Single-threaded: the key's value, inserting `val` first when the key is new.
+  int64_t get_or_insert(int64_t key, int64_t val, bool* inserted) {
+    uint64_t h = mix64(static_cast<uint64_t>(key)) & mask_;
+    while (slots_[h].key != key && slots_[h].key != -1) h = (h + 1) & mask_;
+    *inserted = slots_[h].key == -1;
+    if (*inserted) slots_[h] = Slot{key, val};
+    return slots_[h].val;
   }
 
   int64_t find(int64_t key) const {
@@ -327,6 +338,31 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
         continue;
       }
       FrontierMap map(n_dst + n_edges);
+      if (n_dst + n_edges <= kSerialDedup || at::get_num_threads() == 1) {
+        // One thread: a single pass in first-appearance order gives the same ids directly.
+        bool inserted = false;
+        for (int64_t i = 0; i < n_dst; ++i) {
+          const int64_t val = map.get_or_insert(dst_ids[i], i, &inserted);
+          TORCH_CHECK(val == i, kOp, ": seeds of node type ", node_type_label(names, t),
+                      " contain duplicate id ", dst_ids[i], "; pass unique seeds");
+        }
+        std::vector<int64_t> fresh;
+        for (size_t q = 0; q < seg_rel.size(); ++q) {
+          const int64_t r = seg_rel[q];
+          const int64_t* src = src_ptr[r];
+          int64_t* local = out_indices[blk * R + r].data_ptr<int64_t>();
+          for (int64_t j = 0; j < num_out[r]; ++j) {
+            local[j] = map.get_or_insert(src[j], n_dst + static_cast<int64_t>(fresh.size()), &inserted);
+            if (inserted) fresh.push_back(src[j]);
+          }
+        }
+        auto nodes = at::empty({n_dst + static_cast<int64_t>(fresh.size())}, i64);
+        int64_t* np = nodes.data_ptr<int64_t>();
+        std::copy(dst_ids, dst_ids + n_dst, np);
+        std::copy(fresh.begin(), fresh.end(), np + n_dst);
+        next[t] = nodes;
+        continue;
+      }
       at::parallel_for(0, n_dst, kGrain, [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) map.insert(dst_ids[i], i);
       });

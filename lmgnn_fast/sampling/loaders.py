@@ -1,0 +1,366 @@
+"""Mini-batch loaders over a ``HeteroGraph``: node, edge and link-prediction batches.
+
+Each loader shuffles its items per epoch from ``(seed, epoch)``, gives batch ``i`` of
+epoch ``e`` the sampling seed ``mix_seed(seed, e, i)`` (so a batch is the same whatever
+the prefetching or thread count), builds batches in a background thread (``prefetch``
+batches ahead; 0 = in the caller's thread), has ``len()`` and is a plain iterable, so
+``for batch in tqdm(loader)`` works. Iterating starts epoch ``loader.epoch`` and then
+advances it; ``set_epoch(e)`` picks the epoch explicitly.
+"""
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from dataclasses import dataclass, field, fields
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+from lmgnn_fast.sampling.block import Block, EdgeType
+from lmgnn_fast.sampling.negative import NegativeSampler, make_negative_sampler
+from lmgnn_fast.sampling.neighbor import NeighborSampler, mix_seed
+
+
+def _move(x, device, non_blocking):
+    if isinstance(x, Tensor):
+        return x.to(device, non_blocking=non_blocking)
+    if isinstance(x, Block):
+        return x.to(device, non_blocking=non_blocking)
+    if isinstance(x, dict):
+        return {k: _move(v, device, non_blocking) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_move(v, device, non_blocking) for v in x]
+    return x
+
+
+class _BatchBase:
+    def to(self, device, non_blocking: bool = False):
+        """A copy with every tensor and block on ``device``."""
+        return type(self)(**{f.name: _move(getattr(self, f.name), device, non_blocking) for f in fields(self)})
+
+
+@dataclass
+class NodeBatch(_BatchBase):
+    """Seeds of one node type and their blocks.
+
+    Attributes:
+        node_type: the seeds' type.
+        seeds: ``{node_type: [B] int64}`` global ids (= ``blocks[-1].dst_nodes(node_type)``).
+        blocks: outermost first.
+        input_nodes: per type, ``blocks[0].src_nodes`` (the nodes whose features enter).
+        labels: ``[B]`` or ``[B, C]`` labels of the seeds when the graph has them, else None.
+    """
+
+    node_type: str
+    seeds: dict[str, Tensor]
+    blocks: list[Block]
+    input_nodes: dict[str, Tensor]
+    labels: Tensor | None = None
+
+
+@dataclass
+class EdgeBatch(_BatchBase):
+    """Edges of one relation (edge classification) with blocks around both endpoints.
+
+    Attributes:
+        edge_type: the relation.
+        edge_ids: ``[B]`` eids of the batch's edges.
+        src, dst: ``[B]`` local ids into ``blocks[-1].dst_nodes(src type / dst type)``.
+        seeds, blocks, input_nodes: as in :class:`NodeBatch` (seeds: unique endpoints).
+        labels: ``[B]`` edge labels when the graph has them, else None.
+    """
+
+    edge_type: EdgeType
+    edge_ids: Tensor
+    src: Tensor
+    dst: Tensor
+    seeds: dict[str, Tensor]
+    blocks: list[Block]
+    input_nodes: dict[str, Tensor]
+    labels: Tensor | None = None
+
+
+@dataclass
+class LinkBatch(_BatchBase):
+    """Positive edges plus negatives (corrupted destinations) with blocks around them.
+
+    Attributes:
+        edge_type: the relation predicted.
+        edge_ids: ``[B]`` eids of the positives (None when they are not in the graph,
+            e.g. validation/test edges).
+        src, dst: ``[B]`` local ids of the positives' endpoints (into ``blocks[-1]``'s
+            destinations of the source / destination type).
+        neg_dst: ``[B, K]`` local ids of the negative destinations of each positive.
+        negative_mode: ``uniform``, ``joint`` or ``in_batch``.
+        seeds, blocks, input_nodes: as in :class:`NodeBatch`.
+    """
+
+    edge_type: EdgeType
+    edge_ids: Tensor | None
+    src: Tensor
+    dst: Tensor
+    neg_dst: Tensor
+    negative_mode: str
+    seeds: dict[str, Tensor]
+    blocks: list[Block]
+    input_nodes: dict[str, Tensor]
+
+
+class _Loader:
+    """Shuffling, batching, per-batch seeds and background prefetch."""
+
+    def __init__(self, num_items: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool,
+                 prefetch: int):
+        if batch_size < 1:
+            raise ValueError(f"{type(self).__name__}: batch_size must be >= 1, got {batch_size}")
+        if prefetch < 0:
+            raise ValueError(f"{type(self).__name__}: prefetch must be >= 0, got {prefetch}")
+        self.num_items = int(num_items)
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.drop_last = bool(drop_last)
+        self.prefetch = int(prefetch)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next iteration runs (it fixes the shuffle and the batch seeds)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_items // self.batch_size
+        return math.ceil(self.num_items / self.batch_size)
+
+    def _order(self, epoch: int) -> Tensor:
+        if not self.shuffle:
+            return torch.arange(self.num_items)
+        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch, 0x5EED))
+        return torch.randperm(self.num_items, generator=g)
+
+    def _make(self, items: Tensor, batch_seed: int):
+        raise NotImplementedError
+
+    def _batches(self, epoch: int):
+        order = self._order(epoch)
+        for i in range(len(self)):
+            items = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield self._make(items, mix_seed(self.seed, epoch, i))
+
+    def __iter__(self) -> Iterator:
+        epoch = self.epoch
+        self.epoch += 1
+        if self.prefetch == 0:
+            yield from self._batches(epoch)
+            return
+        q: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+        done = object()
+
+        def produce():
+            try:
+                for b in self._batches(epoch):
+                    while not stop.is_set():
+                        try:
+                            q.put(b, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                q.put(done)
+            except BaseException as exc:  # handed to the consumer
+                q.put(exc)
+
+        worker = threading.Thread(target=produce, name=f"{type(self).__name__}-prefetch", daemon=True)
+        worker.start()
+        try:
+            while True:
+                b = q.get()
+                if b is done:
+                    break
+                if isinstance(b, BaseException):
+                    raise b
+                yield b
+        finally:
+            stop.set()
+            while worker.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    pass
+                worker.join(timeout=0.05)
+
+
+def _split_mask(masks, key, split, what):
+    if masks is None or key not in masks or masks[key] is None or split not in masks[key]:
+        raise ValueError(f"no '{split}' split for {what}; pass the seeds explicitly")
+    return masks[key][split]
+
+
+def _unique_seeds(parts: dict[str, list[Tensor]]) -> dict[str, Tensor]:
+    return {t: torch.unique(torch.cat(v)) for t, v in parts.items()}
+
+
+def _local(seeds: Tensor, ids: Tensor) -> Tensor:
+    return torch.searchsorted(seeds, ids.contiguous())
+
+
+class NodeLoader(_Loader):
+    """Batches of seed nodes of one type and their sampled blocks.
+
+    Args:
+        graph: the ``HeteroGraph``.
+        sampler: a :class:`NeighborSampler` over ``graph``.
+        node_type: the seeds' type.
+        seeds: ``[N]`` node ids; default: the nodes of ``graph.masks[node_type][split]``.
+        split: ``train``, ``val`` or ``test`` (used when ``seeds`` is None).
+        batch_size, shuffle, seed, drop_last, prefetch: see the module docstring.
+    """
+
+    def __init__(self, graph, sampler: NeighborSampler, node_type: str, seeds: Tensor | None = None,
+                 split: str = "train", batch_size: int = 1024, shuffle: bool = True, seed: int = 0,
+                 drop_last: bool = False, prefetch: int = 2):
+        if node_type not in graph.node_types:
+            raise ValueError(f"NodeLoader: unknown node type {node_type!r}; node types are {graph.node_types}")
+        if seeds is None:
+            mask = _split_mask(getattr(graph, "masks", None), node_type, split, f"node type {node_type!r}")
+            seeds = torch.nonzero(torch.as_tensor(mask)).flatten()
+        self.graph, self.sampler, self.node_type = graph, sampler, node_type
+        self.seeds = torch.as_tensor(seeds).long().flatten().cpu()
+        if torch.unique(self.seeds).numel() != self.seeds.numel():
+            raise ValueError("NodeLoader: seeds contain duplicates")
+        labels = getattr(graph, "labels", None)
+        self._labels = labels.get(node_type) if isinstance(labels, dict) else None
+        super().__init__(self.seeds.numel(), batch_size, shuffle, seed, drop_last, prefetch)
+
+    def _make(self, items, batch_seed):
+        seeds = self.seeds[items]
+        blocks = self.sampler.sample({self.node_type: seeds}, seed=batch_seed)
+        labels = None if self._labels is None else self._labels[seeds.to(self._labels.device)]
+        return NodeBatch(self.node_type, {self.node_type: blocks[-1].dst_nodes(self.node_type)}, blocks,
+                         dict(blocks[0].src_nodes), labels)
+
+
+def _csc_edges(graph, et: EdgeType) -> tuple[Tensor, Tensor, Tensor]:
+    """(src, dst, eid) of a relation's message-passing edges, read from its CSC."""
+    c = graph.csc[et]
+    indptr = c.indptr.cpu()
+    dst = torch.repeat_interleave(torch.arange(indptr.numel() - 1), indptr.diff())
+    return c.indices.cpu().long(), dst, c.eid.cpu()
+
+
+class EdgeLoader(_Loader):
+    """Batches of edges of one relation (edge classification); both endpoints are seeds.
+
+    Args:
+        graph, sampler: as in :class:`NodeLoader`.
+        edge_type: the relation.
+        edge_ids: ``[B]`` eids to iterate; default: the relation's edges in the message-passing
+            graph selected by ``graph.edge_masks[edge_type][split]`` (all when no masks).
+        exclude_self: also exclude the batch's own edges (and reverses) from the blocks.
+    """
+
+    def __init__(self, graph, sampler: NeighborSampler, edge_type: EdgeType, edge_ids: Tensor | None = None,
+                 split: str = "train", batch_size: int = 1024, shuffle: bool = True, seed: int = 0,
+                 drop_last: bool = False, prefetch: int = 2, exclude_self: bool = False):
+        edge_type = tuple(edge_type)
+        if edge_type not in [tuple(e) for e in graph.edge_types]:
+            raise ValueError(f"EdgeLoader: unknown edge type {edge_type!r}")
+        src, dst, eid = _csc_edges(graph, edge_type)
+        by_eid = torch.full((int(eid.max()) + 1 if eid.numel() else 0,), -1, dtype=torch.long)
+        by_eid[eid] = torch.arange(eid.numel())
+        if edge_ids is None:
+            masks = getattr(graph, "edge_masks", None) or {}
+            if edge_type in masks and masks[edge_type] is not None and split in masks[edge_type]:
+                edge_ids = torch.nonzero(torch.as_tensor(masks[edge_type][split])).flatten()
+                edge_ids = edge_ids[edge_ids < by_eid.numel()]
+                edge_ids = edge_ids[by_eid[edge_ids] >= 0]
+            else:
+                edge_ids = torch.sort(eid).values
+        edge_ids = torch.as_tensor(edge_ids).long().cpu()
+        if edge_ids.numel() and (edge_ids.min() < 0 or edge_ids.max() >= by_eid.numel()
+                                 or (by_eid[edge_ids] < 0).any()):
+            raise ValueError(f"EdgeLoader: edge_ids name edges that are not in {edge_type}")
+        pos = by_eid[edge_ids]
+        self.graph, self.sampler, self.edge_type = graph, sampler, edge_type
+        self.edge_ids, self.src_ids, self.dst_ids = edge_ids, src[pos], dst[pos]
+        self.exclude_self = exclude_self
+        labels = getattr(graph, "edge_labels", None)
+        self._labels = labels.get(edge_type) if isinstance(labels, dict) else None
+        super().__init__(edge_ids.numel(), batch_size, shuffle, seed, drop_last, prefetch)
+
+    def _exclude(self, eids):
+        ex = {self.edge_type: eids}
+        rev = (getattr(self.graph, "reverse_of", None) or {}).get(self.edge_type)
+        if rev is not None:
+            ex[tuple(rev)] = eids
+        return ex
+
+    def _make(self, items, batch_seed):
+        eids, s, d = self.edge_ids[items], self.src_ids[items], self.dst_ids[items]
+        st, _, dt = self.edge_type
+        parts: dict[str, list[Tensor]] = {}
+        parts.setdefault(st, []).append(s)
+        parts.setdefault(dt, []).append(d)
+        seeds = _unique_seeds(parts)
+        blocks = self.sampler.sample(seeds, exclude_eids=self._exclude(eids) if self.exclude_self else None,
+                                     seed=batch_seed)
+        labels = None if self._labels is None else self._labels[eids.to(self._labels.device)]
+        return EdgeBatch(self.edge_type, eids, _local(seeds[st], s), _local(seeds[dt], d), seeds, blocks,
+                         dict(blocks[0].src_nodes), labels)
+
+
+class LinkLoader(EdgeLoader):
+    """Link-prediction batches: positive edges, negatives and blocks around all endpoints.
+
+    Positives are the relation's message-passing edges (``split="train"``, eids known, and
+    by default excluded from the blocks together with their reverses so a batch never sees
+    its own answers) or explicit ``(src, dst)`` pairs (e.g. ``graph.lp_edges[task]["val"]``).
+
+    Args:
+        graph, sampler, edge_type: as in :class:`EdgeLoader`.
+        edges: optional ``(src, dst)`` global ids of the positives (no eids).
+        negative: ``"uniform"``, ``"joint"``, ``"in_batch"`` or a NegativeSampler.
+        num_negatives: K for uniform / joint.
+        exclude_positives: exclude the batch's positive eids (and reverses) from sampling.
+    """
+
+    def __init__(self, graph, sampler: NeighborSampler, edge_type: EdgeType,
+                 edges: tuple[Tensor, Tensor] | None = None, split: str = "train",
+                 negative: str | NegativeSampler = "uniform", num_negatives: int = 1,
+                 batch_size: int = 1024, shuffle: bool = True, seed: int = 0, drop_last: bool = False,
+                 prefetch: int = 2, exclude_positives: bool = True):
+        self.negative = make_negative_sampler(negative, num_negatives)
+        if edges is None:
+            super().__init__(graph, sampler, edge_type, None, split, batch_size, shuffle, seed, drop_last,
+                             prefetch, exclude_self=exclude_positives)
+            self._has_eids = True
+        else:
+            edge_type = tuple(edge_type)
+            self.graph, self.sampler, self.edge_type = graph, sampler, edge_type
+            self.src_ids = torch.as_tensor(edges[0]).long().cpu()
+            self.dst_ids = torch.as_tensor(edges[1]).long().cpu()
+            if self.src_ids.shape != self.dst_ids.shape:
+                raise ValueError("LinkLoader: edges must be two tensors of the same shape")
+            self.edge_ids = torch.arange(self.src_ids.numel())
+            self.exclude_self, self._has_eids, self._labels = False, False, None
+            _Loader.__init__(self, self.src_ids.numel(), batch_size, shuffle, seed, drop_last, prefetch)
+        self._num_dst_nodes = int(graph.num_nodes[self.edge_type[2]])
+
+    def _make(self, items, batch_seed):
+        s, d = self.src_ids[items], self.dst_ids[items]
+        eids = self.edge_ids[items] if self._has_eids else None
+        g = torch.Generator().manual_seed(mix_seed(batch_seed, 0x4E47))
+        neg = self.negative(s, d, self._num_dst_nodes, g)
+        st, _, dt = self.edge_type
+        parts: dict[str, list[Tensor]] = {}
+        parts.setdefault(st, []).append(s)
+        parts.setdefault(dt, []).extend([d, neg.reshape(-1)])
+        seeds = _unique_seeds(parts)
+        ex = self._exclude(eids) if (self.exclude_self and eids is not None) else None
+        blocks = self.sampler.sample(seeds, exclude_eids=ex, seed=batch_seed)
+        return LinkBatch(self.edge_type, eids, _local(seeds[st], s), _local(seeds[dt], d),
+                         _local(seeds[dt], neg), self.negative.mode, seeds, blocks, dict(blocks[0].src_nodes))
