@@ -71,7 +71,8 @@ class Stage1Config:
     """Graph-aware LM: link prediction over the graph's relations on pooled text."""
     epochs: int = 1
     batch_size: int = 16  # edges per step
-    lr: float = 5e-5
+    lr: float = 5e-5  # LM
+    head_lr: float = 5e-3  # relation decoder and task head
     max_edges: int = 256  # edges drawn (seeded, balanced over relations) per epoch; 0 = all
     num_negatives: int = 4  # uniform negatives per destination type per batch (plus in-batch)
     relations: list | None = None  # relation names (or [src, rel, dst]); None = all with text

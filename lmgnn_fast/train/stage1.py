@@ -127,9 +127,11 @@ def run(trainer) -> dict:
     torch.manual_seed(mix_seed(cfg.run.seed, "stage1-init"))
     heads = Stage1Heads(trainer).to(trainer.device)
     modules = nn.ModuleDict({"lm": trainer.lm.model, "s1": heads})
-    opt = torch.optim.AdamW([{"params": trainer.lm.model.parameters(), "lr": c1.lr},
-                             {"params": heads.parameters(), "lr": max(c1.lr * 20, 1e-3)}],
-                            weight_decay=c1.weight_decay)
+    groups = [{"params": trainer.lm.model.parameters(), "lr": c1.lr},
+              {"params": heads.decoder.parameters(), "lr": c1.head_lr}]
+    if heads.task_head is not None:
+        groups.append({"params": heads.task_head.parameters(), "lr": c1.head_lr})
+    opt = torch.optim.AdamW(groups, weight_decay=c1.weight_decay, foreach=True)
     use_lp = c1.lp_weight > 0 and len(trainer.relations) > 0
     use_task = heads.task_head is not None
     if not use_lp and not use_task:

@@ -23,7 +23,7 @@ def run(trainer) -> dict:
     if trainer.text_types and (trainer.cache_source != source or not trainer.caches):
         trainer.encode_all(trainer.global_step)
     model = trainer.new_graph_model()
-    opt = torch.optim.AdamW(model.parameters(), lr=c2.lr, weight_decay=c2.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=c2.lr, weight_decay=c2.weight_decay, foreach=True)
     modules = nn.ModuleDict({"gnn": model})
     n = trainer.num_train_items()
     metric = trainer.task.primary_metric

@@ -33,8 +33,8 @@ def run(trainer) -> dict:
         sd = trainer.ckpt.load_stage(2)
         model.load_state_dict({k[4:]: v for k, v in sd.items() if k.startswith("gnn.")})
     lm = trainer.lm
-    opt_lm = torch.optim.AdamW(lm.model.parameters(), lr=c3.lm_lr, weight_decay=0.01)
-    opt_gnn = torch.optim.AdamW(model.parameters(), lr=c3.gnn_lr)
+    opt_lm = torch.optim.AdamW(lm.model.parameters(), lr=c3.lm_lr, weight_decay=0.01, foreach=True)
+    opt_gnn = torch.optim.AdamW(model.parameters(), lr=c3.gnn_lr, foreach=True)
     modules = nn.ModuleDict({"lm": lm.model, "gnn": model})
     n = trainer.num_train_items()
     state = {"warm": False}
