@@ -45,8 +45,14 @@ def main(argv: list[str] | None = None) -> int:
         i = rest.index("--stage")
         stages = [int(x) for x in rest[i + 1].split(",")]
         del rest[i:i + 2]
-    res = evaluate_run(run_dir, stages, rest)
-    from lmgnn_fast.train.data import TargetTask  # noqa: F401
+    from lmgnn_fast.train.config import ConfigError
+    from lmgnn_fast.train.errors import DataError, TrainingError
+
+    try:
+        res = evaluate_run(run_dir, stages, rest)
+    except (FileNotFoundError, ConfigError, DataError, TrainingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     with open(os.path.join(run_dir, "metrics.json")) as f:
         trained = json.load(f).get("stages", {})
     for stage, r in res.items():
