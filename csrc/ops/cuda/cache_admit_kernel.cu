@@ -1,0 +1,280 @@
+// CUDA kernel of lmgnn::cache_admit: the semantics of csrc/ops/cache_admit.cpp (and of its
+// sequential CPU twin) computed with sorts and scans, with no host sync: the number of rows
+// admitted stays on the device and every kernel reads it from there.
+//
+//  candidates: radix sort of (id or +inf for hits, position), first of each run, ranked by
+//              an inclusive scan; m = min(#candidates, C)
+//  CLOCK:      z[r] = (meta of the r-th slot from the hand == 0); cz = scan(z). With
+//              c = cz[C-1] >= m the victims are the zeros of rank < m and the bits before
+//              the m-th zero are cleared; otherwise all c zeros, then the first m - c
+//              referenced slots (all bits cleared). The hand moves past the last victim.
+//  LRU:        radix sort of (meta, slot); the first m slots.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/cumsum.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <climits>
+
+#include "ops/cache_common.h"
+#include "ops/cuda/cache_cuda_utils.cuh"
+
+namespace lmgnn {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kNoCandidate = LLONG_MAX;
+
+__global__ void touch_kernel(const int64_t* __restrict__ ids, const int64_t* __restrict__ slots,
+                             int64_t n, int64_t cap, bool clock, int64_t* __restrict__ meta,
+                             int64_t* __restrict__ state, int64_t* __restrict__ cand_key) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  const int64_t s = slots[i];
+  const int64_t tick = state[kTick] + 1;  // incremented by tick_kernel after this kernel
+  if (s >= 0 && s < cap) meta[s] = clock ? 1 : tick;
+  cand_key[i] = (s < 0 && ids[i] >= 0) ? ids[i] : kNoCandidate;
+}
+
+__global__ void tick_kernel(int64_t* state) { state[kTick] += 1; }
+
+// flag[j] = sorted_key[j] starts a run of a candidate id.
+__global__ void first_kernel(const int64_t* __restrict__ key, int64_t n, int64_t* __restrict__ flag) {
+  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (j < n) flag[j] = key[j] != kNoCandidate && (j == 0 || key[j] != key[j - 1]);
+}
+
+// Compacts the candidates by rank; m = min(#candidates, cap).
+__global__ void compact_kernel(const int64_t* __restrict__ key, const int64_t* __restrict__ pos,
+                               const int64_t* __restrict__ flag, const int64_t* __restrict__ incl,
+                               int64_t n, int64_t cap, int64_t* __restrict__ cand_id,
+                               int64_t* __restrict__ cand_pos, int64_t* __restrict__ m_out) {
+  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (j >= n) return;
+  if (flag[j]) {
+    cand_id[incl[j] - 1] = key[j];
+    cand_pos[incl[j] - 1] = pos[j];
+  }
+  if (j == n - 1) *m_out = incl[j] < cap ? incl[j] : cap;
+}
+
+__global__ void clock_zero_kernel(const int64_t* __restrict__ meta, const int64_t* __restrict__ state,
+                                  int64_t cap, int64_t* __restrict__ z) {
+  const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (r < cap) z[r] = meta[(state[kHand] + r) % cap] == 0;
+}
+
+__global__ void clock_victim_kernel(const int64_t* __restrict__ z, const int64_t* __restrict__ cz,
+                                    const int64_t* __restrict__ state, const int64_t* __restrict__ m_ptr,
+                                    int64_t cap, int64_t* __restrict__ meta,
+                                    int64_t* __restrict__ victim) {
+  const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (r >= cap) return;
+  const int64_t m = *m_ptr, c = cz[cap - 1];
+  const int64_t s = (state[kHand] + r) % cap;
+  if (z[r]) {
+    if (cz[r] - 1 < m) victim[cz[r] - 1] = s;
+  } else if (c >= m) {
+    if (cz[r] < m) meta[s] = 0;
+  } else {
+    meta[s] = 0;
+    const int64_t ones = r + 1 - cz[r];
+    if (ones <= m - c) victim[c + ones - 1] = s;
+  }
+}
+
+__global__ void clock_hand_kernel(const int64_t* __restrict__ victim, const int64_t* __restrict__ m_ptr,
+                                  int64_t cap, int64_t* __restrict__ state) {
+  const int64_t m = *m_ptr;
+  if (m > 0) state[kHand] = (victim[m - 1] + 1) % cap;
+}
+
+__global__ void evict_kernel(const int64_t* __restrict__ victim, const int64_t* __restrict__ m_ptr,
+                             int64_t cap, const int64_t* __restrict__ slot_ids,
+                             int64_t* __restrict__ keys, int64_t mask, int64_t* __restrict__ state) {
+  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (j >= cap || j >= *m_ptr) return;
+  const int64_t old = slot_ids[victim[j]];
+  if (old < 0) return;
+  const int64_t p = cache_find_pos(keys, mask, old);
+  if (p < 0) return;
+  keys[p] = kTombstone;
+  atomicAdd(reinterpret_cast<unsigned long long*>(state + kTombs), 1ULL);
+}
+
+__device__ void map_insert(int64_t* keys, int64_t* vals, int64_t mask, int64_t id, int64_t slot,
+                           int64_t* tombs) {
+  int64_t p = cache_hash(id, mask);
+  for (int64_t t = 0; t <= mask; ++t) {
+    const int64_t k = keys[p];
+    if (k == kEmpty || k == kTombstone) {
+      const auto prev = atomicCAS(reinterpret_cast<unsigned long long*>(keys + p),
+                                  static_cast<unsigned long long>(k),
+                                  static_cast<unsigned long long>(id));
+      if (static_cast<int64_t>(prev) == k) {
+        vals[p] = slot;
+        if (k == kTombstone && tombs != nullptr)
+          atomicAdd(reinterpret_cast<unsigned long long*>(tombs), ~0ULL);  // -1
+        return;
+      }
+      continue;  // lost the race: look at this position again
+    }
+    p = (p + 1) & mask;
+  }
+}
+
+__global__ void insert_kernel(const int64_t* __restrict__ victim, const int64_t* __restrict__ cand_id,
+                              const int64_t* __restrict__ m_ptr, int64_t cap, bool clock,
+                              int64_t* __restrict__ keys, int64_t* __restrict__ vals, int64_t mask,
+                              int64_t* __restrict__ slot_ids, int64_t* __restrict__ meta,
+                              int64_t* __restrict__ state) {
+  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (j >= cap || j >= *m_ptr) return;
+  const int64_t s = victim[j], id = cand_id[j];
+  map_insert(keys, vals, mask, id, s, state + kTombs);
+  slot_ids[s] = id;
+  meta[s] = clock ? 0 : state[kTick];
+}
+
+template <typename word_t>
+__global__ void copy_rows_kernel(const int64_t* __restrict__ victim,
+                                 const int64_t* __restrict__ cand_pos,
+                                 const int64_t* __restrict__ m_ptr, int64_t cap,
+                                 const word_t* __restrict__ out, int64_t row_words,
+                                 word_t* __restrict__ rows) {
+  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.y) + threadIdx.y;
+  if (j >= cap || j >= *m_ptr) return;
+  const word_t* src = out + cand_pos[j] * row_words;
+  word_t* dst = rows + victim[j] * row_words;
+  for (int64_t w = threadIdx.x; w < row_words; w += blockDim.x) dst[w] = src[w];
+}
+
+__global__ void rebuild_clear_kernel(int64_t* __restrict__ keys, int64_t h,
+                                     const int64_t* __restrict__ state) {
+  const int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (p < h && state[kTombs] * 4 > h) keys[p] = kEmpty;
+}
+
+__global__ void rebuild_insert_kernel(const int64_t* __restrict__ slot_ids, int64_t cap,
+                                      int64_t* __restrict__ keys, int64_t* __restrict__ vals,
+                                      int64_t h, const int64_t* __restrict__ state) {
+  const int64_t s = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (s < cap && state[kTombs] * 4 > h && slot_ids[s] >= 0)
+    map_insert(keys, vals, h - 1, slot_ids[s], s, nullptr);
+}
+
+__global__ void rebuild_done_kernel(int64_t h, int64_t* state) {
+  if (state[kTombs] * 4 > h) state[kTombs] = 0;
+}
+
+at::Tensor cache_admit_cuda(const at::Tensor& ids_in, const at::Tensor& slots,
+                            const at::Tensor& out, const at::Tensor& keys, const at::Tensor& vals,
+                            const at::Tensor& slot_ids, const at::Tensor& meta,
+                            const at::Tensor& rows, const at::Tensor& state,
+                            c10::string_view policy_name) {
+  constexpr const char* op = "cache_admit";
+  check_cache_admit_args(ids_in, slots, out, keys, vals, slot_ids, meta, rows, state);
+  check_device_type(op, ids_in, "ids", c10::DeviceType::CUDA);
+  const bool clock = parse_cache_policy(op, std::string(policy_name)) == CachePolicy::kClock;
+  c10::cuda::CUDAGuard guard(ids_in.device());
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  const auto ids = ids_in.to(at::kLong).contiguous();
+  const auto opts = ids.options();
+  const int64_t n = ids.numel(), cap = rows.size(0), h = keys.numel(), mask = h - 1;
+  auto m_dev = at::zeros({}, opts);
+  int64_t* st = state.data_ptr<int64_t>();
+  int64_t* mt = meta.data_ptr<int64_t>();
+
+  // 1. Reference the hits, mark the candidates, tick.
+  auto cand_key = at::empty({n}, opts);
+  if (n > 0) {
+    touch_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
+        ids.const_data_ptr<int64_t>(), slots.const_data_ptr<int64_t>(), n, cap, clock, mt, st,
+        cand_key.data_ptr<int64_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  tick_kernel<<<1, 1, 0, stream>>>(st);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (n == 0 || cap == 0) return m_dev;
+
+  // 2. Distinct candidates in increasing id order, each with its first position.
+  auto iota = at::arange(n, opts);
+  auto key = at::empty({n}, opts), pos = at::empty({n}, opts), flag = at::empty({n}, opts);
+  sort_pairs_i64(cand_key.const_data_ptr<int64_t>(), key.data_ptr<int64_t>(),
+                 iota.const_data_ptr<int64_t>(), pos.data_ptr<int64_t>(), n, opts, stream);
+  first_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(key.const_data_ptr<int64_t>(), n,
+                                                                  flag.data_ptr<int64_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  auto incl = at::cumsum(flag, 0);
+  auto cand_id = at::empty({n}, opts), cand_pos = at::empty({n}, opts);
+  compact_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
+      key.const_data_ptr<int64_t>(), pos.const_data_ptr<int64_t>(), flag.const_data_ptr<int64_t>(),
+      incl.const_data_ptr<int64_t>(), n, cap, cand_id.data_ptr<int64_t>(),
+      cand_pos.data_ptr<int64_t>(), m_dev.data_ptr<int64_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const int64_t* m_ptr = m_dev.const_data_ptr<int64_t>();
+
+  // 3. Victims.
+  auto victim = at::empty({cap}, opts);
+  const int64_t cap_blocks = blocks_for(cap, kThreads);
+  if (clock) {
+    auto z = at::empty({cap}, opts);
+    clock_zero_kernel<<<cap_blocks, kThreads, 0, stream>>>(mt, st, cap, z.data_ptr<int64_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    auto cz = at::cumsum(z, 0);
+    clock_victim_kernel<<<cap_blocks, kThreads, 0, stream>>>(
+        z.const_data_ptr<int64_t>(), cz.const_data_ptr<int64_t>(), st, m_ptr, cap, mt,
+        victim.data_ptr<int64_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    clock_hand_kernel<<<1, 1, 0, stream>>>(victim.const_data_ptr<int64_t>(), m_ptr, cap, st);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  } else {
+    auto slot_iota = at::arange(cap, opts);
+    auto sorted_meta = at::empty({cap}, opts);
+    sort_pairs_i64(mt, sorted_meta.data_ptr<int64_t>(), slot_iota.const_data_ptr<int64_t>(),
+                   victim.data_ptr<int64_t>(), cap, opts, stream);
+  }
+
+  // 4. Evict, insert, copy the rows from `out`.
+  int64_t* kp = keys.data_ptr<int64_t>();
+  int64_t* vp = vals.data_ptr<int64_t>();
+  int64_t* sp = slot_ids.data_ptr<int64_t>();
+  evict_kernel<<<cap_blocks, kThreads, 0, stream>>>(victim.const_data_ptr<int64_t>(), m_ptr, cap,
+                                                    sp, kp, mask, st);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  insert_kernel<<<cap_blocks, kThreads, 0, stream>>>(victim.const_data_ptr<int64_t>(),
+                                                     cand_id.const_data_ptr<int64_t>(), m_ptr, cap,
+                                                     clock, kp, vp, mask, sp, mt, st);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const int64_t row_bytes = rows.size(1) * rows.element_size();
+  if (row_bytes > 0) {
+    const int wb = copy_word_bytes(row_bytes, {}, {out.const_data_ptr(), rows.const_data_ptr()});
+    LMGNN_WORD_SWITCH(wb, [&] {
+      copy_rows_kernel<word_t><<<blocks_for(cap, kCacheWarps), dim3(32, kCacheWarps), 0, stream>>>(
+          victim.const_data_ptr<int64_t>(), cand_pos.const_data_ptr<int64_t>(), m_ptr, cap,
+          static_cast<const word_t*>(out.const_data_ptr()), row_bytes / wb,
+          static_cast<word_t*>(rows.data_ptr()));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+
+  // 5. Rebuild the map when tombstones exceed H / 4 (decided on the device).
+  rebuild_clear_kernel<<<blocks_for(h, kThreads), kThreads, 0, stream>>>(kp, h, st);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  rebuild_insert_kernel<<<cap_blocks, kThreads, 0, stream>>>(sp, cap, kp, vp, h, st);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  rebuild_done_kernel<<<1, 1, 0, stream>>>(h, st);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return m_dev;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(lmgnn, CUDA, m) { m.impl("cache_admit", &cache_admit_cuda); }
+
+}  // namespace lmgnn
