@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(Config().to_yaml())
         return 0
-    from lmgnn_fast.train.config import ConfigError, apply_overrides, load_config
+    from lmgnn_fast.train.config import ConfigError, load_config
     from lmgnn_fast.train.errors import DataError, TrainingError
 
     config_path = None

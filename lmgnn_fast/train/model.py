@@ -1,7 +1,6 @@
 """The graph model: node input features, R-GCN encoder, task head."""
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from lmgnn_fast.train import _deps

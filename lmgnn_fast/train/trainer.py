@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from lmgnn_fast.train import _deps
 from lmgnn_fast.train.checkpoint import CheckpointManager, atomic_write_json, seed_everything, set_rng_state
 from lmgnn_fast.train.config import Config
-from lmgnn_fast.train.data import (TargetTask, batches, known_edge_keys, resolve_relations, resolve_task,
+from lmgnn_fast.train.data import (TargetTask, known_edge_keys, resolve_relations, resolve_task,
                                    split_items, text_types)
 from lmgnn_fast.train.errors import DataError, SimulatedInterrupt, TrainingError
 from lmgnn_fast.train.heads import bce_link_loss, contrastive_loss
