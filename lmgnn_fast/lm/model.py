@@ -108,10 +108,17 @@ class LMEncoder(nn.Module):
         return int(self.model.config.hidden_size)
 
     def set_gradient_checkpointing(self, on: bool) -> None:
-        if on:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        m = self.model
+        kwargs = {"use_reentrant": False}
+        if hasattr(m, "activation_checkpointing_enable"):  # transformers >= 5
+            if on:
+                m.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                m.activation_checkpointing_disable()
+        elif on:
+            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         else:
-            self.model.gradient_checkpointing_disable()
+            m.gradient_checkpointing_disable()
 
     def set_autocast(self, device: torch.device | str, precision: str = "auto") -> None:
         """Choose the autocast dtype: ``auto`` = bf16 on GPUs that support it, else fp16;

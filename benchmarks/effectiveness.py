@@ -1,0 +1,180 @@
+"""Effectiveness of the stage-wise recipe, and the stage-3 speed-up the embedding cache buys.
+
+For each dataset and task, five variants, several seeds, mean ± std of the test metric:
+
+- (a) ``lm``       — LM fine-tuned alone on the task, no graph (stage 1 with only the task
+  loss; for link prediction: stage 1 on the target relation's training edges only);
+- (b) ``frozen``   — frozen pretrained LM + R-GCN (stage 2 alone);
+- (c) ``s12``      — stages 1+2 (graph-aware LM, then R-GCN);
+- (d) ``s123``     — stages 1+2+3 (plus joint fine-tuning);
+- (e) ``notext``   — R-GCN on learnable node embeddings (no text).
+
+Then stage-3 time per epoch with the cache (``lm_train_nodes`` nodes through the LM per
+batch) against re-encoding every sampled text node (``lm_train_nodes = -1``).
+
+Usage::
+
+    python benchmarks/effectiveness.py                      # quick: attack, 1 seed
+    python benchmarks/effectiveness.py --datasets attack,wordnet,hpo --seeds 0,1,2 \\
+        --max-nodes 3000 --out benchmarks/RESULTS.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+VARIANTS = {
+    "lm": {"run.stages": "1", "stage1.lp_weight": 0, "stage1.task_weight": 1, "stage1.epochs": 2},
+    "frozen": {"run.stages": "2"},
+    "s12": {"run.stages": "1,2"},
+    "s123": {"run.stages": "1,2,3"},
+    "notext": {"run.stages": "2", "gnn.text_features": "false", "stage2.lr": 0.01},
+}
+LABELS = {"lm": "(a) LM alone", "frozen": "(b) frozen LM + R-GCN", "s12": "(c) stages 1+2",
+          "s123": "(d) stages 1+2+3", "notext": "(e) R-GCN, learnable features"}
+
+
+def _config(dataset: str, task: str, seed: int, out: str, max_nodes: int | None, extra: dict):
+    from lmgnn_fast.train.config import Config, apply_overrides
+
+    c = Config()
+    c.data.name = dataset
+    if max_nodes:
+        c.data.options = {"max_nodes": max_nodes}
+    c.task.name = task
+    c.run.seed = seed
+    c.run.out_dir = out
+    c.run.progress = False
+    over = [x for k, v in extra.items() for x in (f"--{k}", str(v))]
+    return apply_overrides(c, over)
+
+
+def _tasks(dataset: str, max_nodes):
+    from lmgnn_fast.datasets import load_dataset
+
+    g = load_dataset(dataset, **({"max_nodes": max_nodes} if max_nodes else {}))
+    nc = next((t.name for t in g.tasks if t.type == "node_classification"), None)
+    lp = next((t.name for t in g.tasks if t.type == "link_prediction"), None)
+    sizes = {t: g.num_nodes[t] for t in g.node_types}
+    edges = sum(int(g.csc[et].indices.numel()) for et in g.edge_types)
+    return g, {"nc": nc, "lp": lp}, sizes, edges
+
+
+def run_grid(datasets, seeds, kinds, variants, max_nodes, extra):
+    from lmgnn_fast.train import Trainer
+
+    rows = []
+    for ds in datasets:
+        graph, tasks, sizes, edges = _tasks(ds, max_nodes.get(ds))
+        for kind in kinds:
+            task = tasks[kind]
+            if task is None:
+                continue
+            for v in variants:
+                vals, times = [], []
+                over = dict(VARIANTS[v])
+                if kind == "lp" and v == "lm":  # LM fine-tuned on the target relation's edges only
+                    et = list(graph.task(task).edge_type)
+                    over = {"run.stages": "1", "stage1.relations": f"[[{', '.join(et)}]]",
+                            "stage1.task_weight": 0, "stage1.epochs": 2}
+                for seed in seeds:
+                    with tempfile.TemporaryDirectory() as d:
+                        cfg = _config(ds, task, seed, d, max_nodes.get(ds), {**extra, **over})
+                        t0 = time.time()
+                        tr = Trainer(cfg, graph=graph, log=lambda *a: None)
+                        res = tr.run()
+                        times.append(time.time() - t0)
+                        last = res[f"stage{tr.stages[-1]}"]
+                        vals.append(last["test"].get(tr.task.primary_metric, float("nan")))
+                        metric = tr.task.primary_metric
+                print(f"{ds} {task} {v}: {vals} ({statistics.mean(times):.0f}s)", flush=True)
+                rows.append({"dataset": ds, "task": task, "metric": metric, "variant": v, "values": vals,
+                             "time_s": statistics.mean(times), "sizes": sizes, "edges": edges})
+    return rows
+
+
+def cache_speedup(dataset, task, seed, max_nodes, extra, lm_nodes=16, steps=4):
+    """Stage-3 seconds per step: cache (``lm_nodes`` per batch) vs every sampled node,
+    over the first ``steps`` batches of an epoch (same batches and sampling seeds)."""
+    from lmgnn_fast.train import Trainer
+
+    from lmgnn_fast.datasets import load_dataset
+
+    graph = load_dataset(dataset, **({"max_nodes": max_nodes} if max_nodes else {}))
+    out = {}
+    for name, n in (("cache", lm_nodes), ("no cache", -1)):
+        with tempfile.TemporaryDirectory() as d:
+            cfg = _config(dataset, task, seed, d, max_nodes, {**extra, "run.stages": "3", "stage3.epochs": 1,
+                                                             "stage3.lm_train_nodes": n, "stage3.refresh_every": 0,
+                                                             "stage3.max_steps_per_epoch": steps})
+            tr = Trainer(cfg, graph=graph, log=lambda *a: None)
+            res = tr.run()["stage3"]
+            full = -(-tr.num_train_items() // cfg.stage3.batch_size)
+            out[name] = {"step_s": res["epoch_time_s"][0] / res["steps_per_epoch"],
+                         "lm_nodes": res["lm_nodes_per_epoch"] / res["steps_per_epoch"], "steps_per_epoch": full}
+        print(f"stage 3 {name}: {out[name]}", flush=True)
+    return out
+
+
+def to_markdown(rows, speed, args) -> str:
+    lines = [f"Machine: {args.machine}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+             f"seeds {args.seeds}; default trainer settings unless stated; metric on the test split of "
+             "the last stage run (accuracy / micro-F1 / MRR as the task's primary metric).", ""]
+    lines += ["| dataset (nodes, edges) | task | metric | variant | mean ± std | per seed | time/run (s) |",
+              "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        v = r["values"]
+        sd = statistics.stdev(v) if len(v) > 1 else 0.0
+        n = sum(r["sizes"].values())
+        lines.append(f"| {r['dataset']} ({n}, {r['edges']}) | {r['task']} | {r['metric']} | {LABELS[r['variant']]} | "
+                     f"{statistics.mean(v):.4f} ± {sd:.4f} | {', '.join(f'{x:.4f}' for x in v)} | {r['time_s']:.0f} |")
+    if speed:
+        lines += ["", f"Stage 3 ({args.speedup}), first batches of an epoch, same batches and seeds; "
+                  "seconds per epoch = seconds per step x steps per epoch:", "",
+                  "| mode | LM nodes / step | seconds / step | seconds / epoch |", "|---|---|---|---|"]
+        for k, s in speed.items():
+            lines.append(f"| {k} | {s['lm_nodes']:.0f} | {s['step_s']:.2f} | {s['step_s'] * s['steps_per_epoch']:.0f} |")
+        if "cache" in speed and "no cache" in speed:
+            lines.append(f"\nSpeed-up from the cache: {speed['no cache']['step_s'] / speed['cache']['step_s']:.1f}x")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", default="attack")
+    p.add_argument("--tasks", default="nc,lp")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--max-nodes", default="", help="e.g. wordnet=3000,hpo=3000 (subsample large graphs)")
+    p.add_argument("--set", default="", help="extra overrides key=value,key=value for every run")
+    p.add_argument("--speedup", default="attack:tactic", help="dataset:task for the cache timing ('' = skip)")
+    p.add_argument("--machine", default="2-core shared CPU VM")
+    p.add_argument("--out", default="")
+    args = p.parse_args(argv)
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    max_nodes = {kv.split("=")[0]: int(kv.split("=")[1]) for kv in args.max_nodes.split(",") if kv}
+    extra = dict(kv.split("=", 1) for kv in args.set.split(",") if kv)
+    rows = run_grid(args.datasets.split(","), args.seeds, args.tasks.split(","), args.variants.split(","),
+                    max_nodes, extra)
+    speed = None
+    if args.speedup:
+        ds, task = args.speedup.split(":")
+        speed = cache_speedup(ds, task, args.seeds[0], max_nodes.get(ds), extra)
+    md = to_markdown(rows, speed, args)
+    print(md)
+    if args.out:
+        with open(args.out + ".json", "w") as f:
+            json.dump({"rows": rows, "speed": speed}, f, indent=1)
+        with open(args.out, "a") as f:
+            f.write("\n" + md + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""``python -m lmgnn_fast.evaluate RUN_DIR [--stage K] [--key value ...]``
+
+Re-evaluates a saved run: reads ``RUN_DIR/config.yaml``, rebuilds the LM and the graph model
+from the stage checkpoints, recomputes the embeddings and reports validation/test metrics
+under the same protocol as training (``lmgnn_fast.train.metrics``). Writes
+``RUN_DIR/evaluation.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def evaluate_run(run_dir: str, stages: list[int] | None = None, overrides: list[str] | None = None,
+                 graph=None) -> dict:
+    """``{"stage{k}": {"val": {...}, "test": {...}}}`` for the stages with a checkpoint."""
+    from lmgnn_fast.train.checkpoint import atomic_write_json
+    from lmgnn_fast.train.config import load_config
+    from lmgnn_fast.train.trainer import Trainer
+
+    path = os.path.join(run_dir, "config.yaml")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{run_dir!r} is not a run directory (no config.yaml)")
+    cfg = load_config(path, overrides)
+    cfg.run.out_dir = run_dir
+    cfg.run.resume = False
+    tr = Trainer(cfg, graph=graph)
+    stages = stages or [s for s in (1, 2, 3) if tr.ckpt.has_stage(s)]
+    out = {}
+    for s in stages:
+        out[f"stage{s}"] = tr.evaluate_stage(s)
+    atomic_write_json(os.path.join(run_dir, "evaluation.json"), out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    run_dir, rest = argv[0], argv[1:]
+    stages = None
+    if "--stage" in rest:
+        i = rest.index("--stage")
+        stages = [int(x) for x in rest[i + 1].split(",")]
+        del rest[i:i + 2]
+    from lmgnn_fast.train.config import ConfigError
+    from lmgnn_fast.train.errors import DataError, TrainingError
+
+    try:
+        res = evaluate_run(run_dir, stages, rest)
+    except (FileNotFoundError, ConfigError, DataError, TrainingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        trained = json.load(f).get("stages", {})
+    for stage, r in res.items():
+        for split in ("val", "test"):
+            got = r.get(split, {})
+            ref = (trained.get(stage) or {}).get(split, {})
+            line = ", ".join(f"{k} {v:.4f}" + (f" (trained {ref[k]:.4f})" if k in ref else "") for k, v in got.items())
+            print(f"{stage} {split}: {line or '-'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

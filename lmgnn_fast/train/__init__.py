@@ -1,0 +1,14 @@
+"""Stage-wise LM + R-GCN training (``python -m lmgnn_fast.train``).
+
+Public API: :class:`Config` (+ :func:`load_config`), :class:`Trainer`, :func:`train`.
+"""
+from lmgnn_fast.train.config import Config, ConfigError, load_config
+from lmgnn_fast.train.errors import DataError, TrainingError
+from lmgnn_fast.train.trainer import Trainer
+
+__all__ = ["Config", "ConfigError", "DataError", "TrainingError", "Trainer", "load_config", "train"]
+
+
+def train(cfg: Config, graph=None) -> dict:
+    """Run the stages of ``cfg``; returns the per-stage val/test metrics."""
+    return Trainer(cfg, graph=graph).run()

@@ -1,0 +1,288 @@
+"""Run configuration: one dataclass per concern, loaded from YAML, overridable from the
+command line (``--key value`` when ``key`` names one field, ``--section.key value``
+always), printed in full at the start of a run and saved beside its outputs."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import asdict, dataclass, field
+
+import yaml
+
+__all__ = ["Config", "DataConfig", "LMConfig", "GNNConfig", "TaskConfig", "Stage1Config",
+           "Stage2Config", "Stage3Config", "RunConfig", "ConfigError", "load_config",
+           "apply_overrides"]
+
+
+class ConfigError(ValueError):
+    """A configuration value or override is invalid."""
+
+
+@dataclass
+class DataConfig:
+    """Which graph: a built-in dataset name (``attack``, ``wordnet``, ``hpo``, ``synthetic``)
+    or a directory in the documented format."""
+    name: str = "attack"
+    options: dict = field(default_factory=dict)  # passed to the dataset loader
+
+
+@dataclass
+class LMConfig:
+    name: str | None = None  # HF folder or name; None = the packaged all-MiniLM-L6-v2
+    pooling: str = "mean"  # cls | mean
+    max_length: int = 32  # tokens per text, [CLS]/[SEP] included
+    precision: str = "auto"  # auto (bf16/fp16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32
+    gradient_checkpointing: bool = False
+    encode_batch_size: int = 128  # texts per forward in encode_all
+
+
+@dataclass
+class GNNConfig:
+    hidden: int = 128
+    num_layers: int = 2
+    fanouts: list = field(default_factory=lambda: [10, 10])  # per layer, -1 = all neighbours
+    num_bases: int | None = None
+    aggr: str = "mean"
+    dropout: float = 0.2
+    layer_norm: bool = False
+    text_features: bool = True  # false: every node type gets a learnable embedding (no LM)
+
+
+@dataclass
+class TaskConfig:
+    """The target task: a task of the graph by name (``None`` = the graph's first task), or
+    a task defined here (``type`` plus ``node_type`` or ``edge_type``)."""
+    name: str | None = None
+    type: str | None = None  # node_classification | edge_classification | link_prediction
+    node_type: str | None = None
+    edge_type: list | None = None
+    multilabel: bool | None = None  # override the task's single/multi-label kind
+    decoder: str = "distmult"  # link prediction: distmult | dot
+    loss: str = "contrastive"  # link prediction: contrastive | bce
+    negatives: str = "joint"  # link prediction training: uniform | joint | in_batch
+    num_negatives: int = 16  # per positive in training
+    eval_negatives: int = 100  # per positive in validation/test (seeded, filtered)
+    threshold: float = 0.5  # multi-label decision threshold on sigmoid outputs
+
+
+@dataclass
+class Stage1Config:
+    """Graph-aware LM: link prediction over the graph's relations on pooled text."""
+    epochs: int = 1
+    batch_size: int = 16  # edges per step
+    lr: float = 5e-5  # LM
+    head_lr: float = 5e-3  # relation decoder and task head
+    max_edges: int = 256  # edges drawn (seeded, balanced over relations) per epoch; 0 = all
+    num_negatives: int = 4  # uniform negatives per destination type per batch (plus in-batch)
+    relations: list | None = None  # relation names (or [src, rel, dst]); None = all with text
+    lp_weight: float = 1.0
+    task_weight: float = 1.0  # weight of the target task's loss (0 = off)
+    task_batch_size: int = 8
+    weight_decay: float = 0.01
+
+
+@dataclass
+class Stage2Config:
+    """R-GCN + head on frozen LM embeddings."""
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    patience: int = 10  # epochs without validation improvement before stopping (0 = off)
+
+
+@dataclass
+class Stage3Config:
+    """Joint LM + R-GCN training with the embedding cache."""
+    epochs: int = 1
+    batch_size: int = 64
+    lm_lr: float = 2e-5
+    gnn_lr: float = 1e-3
+    lm_train_nodes: int = 16  # nodes per batch through the LM with grad; -1 = every sampled node
+    refresh_every: int = 1  # full cache refresh every N epochs (0 = only at the end)
+    warmup_epochs: int = 0  # GNN-only epochs (LM frozen) first
+    cache_capacity: float = 1.0  # GPU cache rows (fraction of the table if <= 1); unused on CPU
+    cache_policy: str = "clock"  # clock | lru | static
+    max_steps_per_epoch: int = 0  # cut each epoch after this many batches (0 = full epochs)
+
+
+@dataclass
+class RunConfig:
+    stages: str = "1,2,3"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0
+    out_dir: str = "runs/default"
+    resume: bool = False
+    num_threads: int = 0  # torch intra-op threads (0 = torch's default)
+    eval_batch_size: int = 256
+    checkpoint_every: int = 20  # steps between mid-epoch checkpoints (0 = end of epoch only)
+    progress: bool = True
+    interrupt_after_steps: int = 0  # testing aid: raise after this many steps (0 = off)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    lm: LMConfig = field(default_factory=LMConfig)
+    gnn: GNNConfig = field(default_factory=GNNConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+    stage3: Stage3Config = field(default_factory=Stage3Config)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str) -> None:
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(self.to_yaml())
+        os.replace(tmp, path)
+
+    @property
+    def stage_list(self) -> list[int]:
+        try:
+            stages = [int(s) for s in str(self.run.stages).replace(" ", "").split(",") if s]
+        except ValueError:
+            raise ConfigError(f"run.stages must be a comma-separated list of 1, 2, 3, got {self.run.stages!r}") from None
+        bad = [s for s in stages if s not in (1, 2, 3)]
+        if bad or not stages:
+            raise ConfigError(f"run.stages must be a comma-separated list of 1, 2, 3, got {self.run.stages!r}")
+        return sorted(set(stages))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        cfg = cls()
+        for section, values in (d or {}).items():
+            if section not in _sections():
+                raise ConfigError(f"unknown config section {section!r}; sections: {', '.join(_sections())}")
+            if values is None:
+                continue
+            if not isinstance(values, dict):
+                raise ConfigError(f"config section {section!r} must be a mapping, got {values!r}")
+            for k, v in values.items():
+                _set(cfg, section, k, v)
+        return cfg
+
+
+def _sections() -> list[str]:
+    return [f.name for f in dataclasses.fields(Config)]
+
+
+def _field_types(section: str) -> dict[str, typing.Any]:
+    cls = type(getattr(Config(), section))
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value, tp, where: str):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if value is None:
+        if tp is type(None) or type(None) in args:
+            return None
+        raise ConfigError(f"{where} cannot be null")
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {value!r} is not a valid {tp}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"{where} must be an integer, got {value!r}") from None
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return str(value)
+    if tp is list or origin is list:
+        if isinstance(value, str):
+            value = [v for v in value.replace(" ", "").split(",") if v]
+            value = [yaml.safe_load(v) for v in value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return list(value)
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return dict(value)
+    return value
+
+
+def _set(cfg: Config, section: str, key: str, value) -> None:
+    types = _field_types(section)
+    if key not in types:
+        raise ConfigError(f"unknown config key {section}.{key}; {section} has: {', '.join(types)}")
+    setattr(getattr(cfg, section), key, _coerce(value, types[key], f"{section}.{key}"))
+
+
+def apply_overrides(cfg: Config, args: list[str]) -> Config:
+    """Apply ``--key value`` / ``--section.key value`` / ``--key=value`` overrides.
+
+    A bare ``--key`` must name a field of exactly one section (``--seed 3``); otherwise the
+    error lists the candidates (``--stage2.epochs 5``). A bare ``--flag`` with no value sets a
+    boolean field to true (``--resume``).
+    """
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if not a.startswith("--"):
+            raise ConfigError(f"unexpected argument {a!r}; overrides look like --section.key value")
+        key = a[2:]
+        if "=" in key:
+            key, raw = key.split("=", 1)
+            i += 1
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            raw = args[i + 1]
+            i += 2
+        else:
+            raw = "true"
+            i += 1
+        key = key.replace("-", "_")
+        if "." in key:
+            section, k = key.split(".", 1)
+            if section not in _sections():
+                raise ConfigError(f"unknown config section {section!r} in --{key}; sections: {', '.join(_sections())}")
+        else:
+            owners = [s for s in _sections() if key in _field_types(s)]
+            if not owners:
+                raise ConfigError(f"unknown config key --{key}")
+            if len(owners) > 1:
+                raise ConfigError(f"--{key} is ambiguous; use one of " + ", ".join(f"--{s}.{key}" for s in owners))
+            section, k = owners[0], key
+        _set(cfg, section, k, yaml.safe_load(raw) if raw != "" else "")
+    return cfg
+
+
+def load_config(path: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file at ``path`` (if any), then ``overrides``."""
+    cfg = Config()
+    if path:
+        if not os.path.exists(path):
+            raise ConfigError(f"config file {path!r} not found")
+        with open(path) as f:
+            cfg = Config.from_dict(yaml.safe_load(f) or {})
+    return apply_overrides(cfg, list(overrides or []))

