@@ -407,3 +407,52 @@ def test_cuda_matches_cpu_device_and_pinned(replace):
     got = hetero_neighbor_sample(pinned(ip), pinned(ix), pinned(ei), st, dt, nn, cuda(sd), fan, replace, 77,
                                  pinned(pos))
     assert_same(got, want)
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_large_fanouts_match_reference(replace):
+    # Fanouts above 32 take the hash-set membership path of Floyd's algorithm on CPU.
+    graph = make_graph(num_nodes=(50, 40, 8), num_edges=(3000, 4000, 400), seed=11)
+    seeds = {"paper": torch.tensor([0, 5, 9, 33]), "venue": torch.tensor([1, 6])}
+    args, _ = op_args(graph, seeds, [40, 70, 35, 100, 33] + [45] * 5)
+    pos = [torch.unique(torch.randint(0, int(e.numel()), (200,), generator=torch.Generator().manual_seed(r)))
+           for r, e in enumerate(args[2])]
+    for ex in (None, pos):
+        got = hetero_neighbor_sample(*args, replace=replace, seed=8, exclude=ex)
+        assert_same(got, hetero_neighbor_sample_ref(*args, replace=replace, seed=8, exclude=ex))
+
+
+def test_partitioned_dedup_matches_single_thread():
+    # One node type with > 2^17 sampled edges in a hop: 2 threads split its dedup into hash
+    # partitions; the result must equal the one-thread single pass and the reference.
+    graph = make_graph(num_nodes=(40000, 30000, 20), num_edges=(300000, 400000, 2000), seed=12)
+    seeds = {"paper": torch.randperm(40000, generator=torch.Generator().manual_seed(2))[:12000],
+             "author": torch.arange(0, 30000, 7)}
+    args, _ = op_args(graph, seeds, [10, 12, 2, 9, 3] + [6] * 5)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = hetero_neighbor_sample(*args, seed=21)
+        torch.set_num_threads(2)
+        two = hetero_neighbor_sample(*args, seed=21)
+    finally:
+        torch.set_num_threads(old)
+    assert_same(one, two)
+    assert max(int(x.numel()) for x in one[3][:5]) > 0
+    assert_same(one, hetero_neighbor_sample_ref(*args, seed=21))
+
+
+def test_torch_compile_fullgraph():
+    graph = make_graph(seed=13)
+    (ip, ix, ei, st, dt, nn_, _, fan), _ = op_args(graph, {}, [3] * 5 + [2] * 5)
+
+    @torch.compile(fullgraph=True, dynamic=True, backend="aot_eager")
+    def sample(paper_seeds, venue_seeds):
+        nodes, num_dst, indptr, indices, eid = torch.ops.lmgnn.hetero_neighbor_sample(
+            ip, ix, ei, st, dt, nn_, [paper_seeds, torch.empty(0, dtype=torch.long), venue_seeds], fan, False, 5)
+        return nodes, num_dst, indptr, indices, eid
+
+    for ps in (torch.tensor([1, 7, 30]), torch.tensor([2, 4, 8, 16, 59])):
+        vs = torch.tensor([3])
+        args, _ = op_args(graph, {"paper": ps, "venue": vs}, fan)
+        assert_same(sample(ps, vs), hetero_neighbor_sample(*args, seed=5))
