@@ -42,7 +42,7 @@ constexpr const char* kOp = "hetero_neighbor_sample";
 constexpr int64_t kBlock = 256;
 // Below this many items in a hop, or this many (destinations + edges) of a node type,
 // one thread does the work (a parallel region costs more than it saves).
-constexpr int64_t kParallelItems = 512;
+constexpr int64_t kParallelItems = 4096;
 constexpr int64_t kParallelDedup = 1 << 15;
 // A node type with at least this much dedup work is split into hash partitions (each
 // partition task rescans the type's edges, ~40% extra work in total, so only worth it when
