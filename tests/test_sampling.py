@@ -423,12 +423,13 @@ def test_large_fanouts_match_reference(replace):
 
 
 def test_partitioned_dedup_matches_single_thread():
-    # One node type with > 2^17 sampled edges in a hop: 2 threads split its dedup into hash
-    # partitions; the result must equal the one-thread single pass and the reference.
-    graph = make_graph(num_nodes=(40000, 30000, 20), num_edges=(300000, 400000, 2000), seed=12)
-    seeds = {"paper": torch.randperm(40000, generator=torch.Generator().manual_seed(2))[:12000],
-             "author": torch.arange(0, 30000, 7)}
-    args, _ = op_args(graph, seeds, [10, 12, 2, 9, 3] + [6] * 5)
+    # One node type with > 2^20 sampled edges in a hop: 2 threads split its dedup into hash
+    # partitions; the result must equal the one-thread single pass (reference equality is
+    # covered on smaller graphs above).
+    n, E = 200_000, 2_000_000
+    g = torch.Generator().manual_seed(12)
+    indptr, indices, eid = coo_to_csc(torch.randint(0, n, (E,), generator=g), torch.randint(0, n, (E,), generator=g), n)
+    args = ([indptr], [indices.int()], [eid], [0], [0], [n], [torch.randperm(n, generator=g)[:60000]], [12, 8])
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -437,9 +438,8 @@ def test_partitioned_dedup_matches_single_thread():
         two = hetero_neighbor_sample(*args, seed=21)
     finally:
         torch.set_num_threads(old)
+    assert one[3][0].numel() > (1 << 20)
     assert_same(one, two)
-    assert max(int(x.numel()) for x in one[3][:5]) > 0
-    assert_same(one, hetero_neighbor_sample_ref(*args, seed=21))
 
 
 def test_torch_compile_fullgraph():

@@ -1,6 +1,7 @@
 // CPU kernel of lmgnn::hetero_neighbor_sample.
 //
-// Each hop runs three phases, each at most one parallel region:
+// Each hop runs three phases; each phase is one set of work items claimed dynamically by
+// the calling thread and helpers from ATen's inter-op pool (see parallel_claim):
 //   A. sample: the (relation, destination) items are cut into blocks of kBlock items that
 //      threads claim from an atomic counter (a descheduled thread on a busy machine holds
 //      up one block, not a fixed share of the work). A block first plans its chosen CSC
@@ -27,6 +28,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
 #include <limits>
 #include <numeric>
 #include <vector>
@@ -44,10 +50,11 @@ constexpr int64_t kBlock = 256;
 // one thread does the work (a parallel region costs more than it saves).
 constexpr int64_t kParallelItems = 4096;
 constexpr int64_t kParallelDedup = 1 << 15;
-// A node type with at least this much dedup work is split into hash partitions (each
-// partition task rescans the type's edges, ~40% extra work in total, so only worth it when
-// the type dominates); smaller types run as one task each, types in parallel.
-constexpr int64_t kPartitionDedup = 1 << 17;
+// A node type with at least this much dedup work is split into hash partitions. Each
+// partition task rescans the type's edges (~40% more work in total, measured), which only
+// pays off when the helper threads really run in parallel; below this size types run as
+// one task each, types in parallel, which never costs more than the sequential pass.
+constexpr int64_t kPartitionDedup = 1 << 20;
 // Fanouts above this use a hash set for Floyd's membership test (else a linear scan).
 constexpr int64_t kSmallFanout = 32;
 // How far ahead the dedup pass prefetches hash slots.
@@ -258,23 +265,51 @@ struct DedupTask {
   std::vector<int64_t> first;  // their first positions (within the type's edges), when parts > 1
 };
 
-// Runs fn(task) for task in [0, n) on up to `threads` threads claiming tasks dynamically.
+// Runs fn(i, worker) for i in [0, n) on the calling thread plus up to `threads - 1`
+// helpers from ATen's inter-op pool, all claiming items from one atomic counter. Unlike an
+// OpenMP region, no barrier waits for a helper that has not started: the caller does any
+// unclaimed work itself and then waits only for items a helper is running. A helper that
+// starts late finds no work and never touches the caller's (by then gone) frame.
 template <typename F>
 void parallel_claim(int64_t n, int64_t threads, const F& fn) {
   threads = std::min(threads, n);
-  if (threads <= 1) {
+  if (threads <= 1 || at::in_parallel_region()) {
     for (int64_t i = 0; i < n; ++i) fn(i, 0);
     return;
   }
-  std::atomic<int64_t> next{0};
-  at::parallel_for(0, threads, 1, [&](int64_t b, int64_t e) {
-    for (int64_t w = b; w < e; ++w) {
-      for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < n;
-           i = next.fetch_add(1, std::memory_order_relaxed)) {
-        fn(i, w);
+  struct Shared {
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+    std::atomic<int64_t> worker{1};
+    int64_t n = 0;
+    std::function<void(int64_t, int64_t)> body;
+    std::mutex mu;
+    std::exception_ptr error;
+  };
+  auto sh = std::make_shared<Shared>();
+  sh->n = n;
+  sh->body = [&fn](int64_t i, int64_t w) { fn(i, w); };
+  auto work = [](Shared& s, int64_t w) {
+    for (int64_t i = s.next.fetch_add(1, std::memory_order_relaxed); i < s.n;
+         i = s.next.fetch_add(1, std::memory_order_relaxed)) {
+      try {
+        s.body(i, w);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(s.mu);
+        if (!s.error) s.error = std::current_exception();
       }
+      s.done.fetch_add(1, std::memory_order_acq_rel);
     }
-  });
+  };
+  for (int64_t h = 1; h < threads; ++h) {
+    at::launch([sh, work] {
+      const int64_t w = sh->worker.fetch_add(1);
+      work(*sh, w);
+    });
+  }
+  work(*sh, 0);
+  while (sh->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
+  if (sh->error) std::rethrow_exception(sh->error);
 }
 
 Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indices_in,
@@ -587,8 +622,8 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
       }
     }
     const int64_t num_fin = static_cast<int64_t>(fin_blocks.size());
-    at::parallel_for(0, num_fin, fin_edges >= kParallelDedup ? 1 : num_fin + 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t f = b0; f < b1; ++f) {
+    parallel_claim(num_fin, fin_edges >= kParallelDedup ? threads : 1, [&](int64_t f, int64_t) {
+      {
         const Block& bl = blocks[fin_blocks[f]];
         const Pair* pairs = bl.arena->data() + bl.arena_off;
         const int64_t t = rels[bl.r].src;
