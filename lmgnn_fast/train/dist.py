@@ -107,9 +107,14 @@ def wrap_modules(modules: nn.Module, ctx: DistContext):
         return lambda fn: fn()
     from torch.nn.parallel import DistributedDataParallel as DDP
 
+    import inspect
+
     ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    # buffers (BERT's position ids) are the same on every rank: no per-forward broadcast
+    params = inspect.signature(DDP.__init__).parameters
+    no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
     return DDP(_Step(modules), device_ids=ids, output_device=ids[0] if ids else None,
-               find_unused_parameters=True, broadcast_buffers=False)
+               find_unused_parameters=True, **no_sync)
 
 
 def mean_over_ranks(value: float, ctx: DistContext) -> float:

@@ -432,7 +432,7 @@ class Trainer:
             bl = tdist.shard_batches(make_batches(epoch), self.dist)
             modules.train()
             bar = tqdm(total=len(bl), desc=f"stage {stage} epoch {epoch + 1}/{epochs}",
-                       disable=not self.cfg.run.progress, leave=False, unit="batch", file=sys.stderr)
+                       disable=not self.cfg.run.progress or not self.dist.is_main, leave=False, unit="batch", file=sys.stderr)
             bar.update(start_step if epoch == start_epoch else 0)
             t0 = time.time()
             for i, batch in enumerate(bl):
