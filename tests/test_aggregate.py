@@ -6,7 +6,7 @@ from lmgnn_fast.nn.layout import layout_from_coo
 from lmgnn_fast.ops import choose_order, rgcn_aggregate, rgcn_aggregate_ref
 from lmgnn_fast.testing import with_devices
 
-ORDERS = [(0, False), (1, True), (2, True)]  # (order, uses bases)
+ORDERS = [(0, False), (1, True), (2, True), (3, False)]  # (order, uses bases)
 
 
 def _graph(num_src=40, num_dst=15, num_rel=5, num_edges=150, seed=0, empty_rel=True,
