@@ -46,6 +46,11 @@ except ImportError:  # pragma: no cover
     torch_geometric = pyg_nn = None
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# Intra-op threads: LMGNN_BENCH_THREADS, else 1 in quick mode (a smoke run; on a shared,
+# oversubscribed machine every parallel region of a 2-thread run can stall on a
+# descheduled thread, which made the quick sizes 50-100x slower) and torch's default in full.
+if "LMGNN_BENCH_THREADS" in os.environ or QUICK:
+    torch.set_num_threads(int(os.environ.get("LMGNN_BENCH_THREADS", "1")))
 
 
 def _env_list(name, default, conv=int):
@@ -57,7 +62,7 @@ BLOCKS = _env_list("LMGNN_BENCH_BLOCKS", "uniform,sampled", str)
 if QUICK:
     GRAPH = dict(E=5_000, N_src=2_000, N_dst=500)
     GRID = list(itertools.product([64], [32], [4, 16], [None, 4]))
-    SAMPLED = dict(num_nodes=20_000, num_edges=200_000, batch=128, fanouts=[15, 10])
+    SAMPLED = dict(num_nodes=10_000, num_edges=100_000, batch=64, fanouts=[15, 10])
     SAMPLED_GRID = list(itertools.product([64], [32], [4, 16], [None]))
 else:
     GRAPH = dict(E=100_000, N_src=50_000, N_dst=10_000)
