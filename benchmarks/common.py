@@ -69,6 +69,29 @@ def peak_memory(fn: Callable[[], object], device="cpu") -> int | None:
     return torch.cuda.max_memory_allocated(device) - base
 
 
+def tracked_peak_memory(fn: Callable[[], object], device="cpu") -> int | None:
+    """Peak bytes of tensors allocated while running ``fn`` once, above what was live before.
+
+    CUDA: the caching allocator's peak (:func:`peak_memory`). CPU (no allocator statistics):
+    ``torch.profiler`` with ``profile_memory=True`` records every CPU tensor allocation and
+    free with its size; the peak of their running sum, in time order, is returned.
+    """
+    if torch.device(device).type == "cuda":
+        return peak_memory(fn, device)
+    from torch.profiler import ProfilerActivity, profile
+
+    gc.collect()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
+
+
 def cpu_peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 

@@ -6,7 +6,7 @@ from lmgnn_fast.nn.layout import layout_from_coo
 from lmgnn_fast.ops import choose_order, rgcn_aggregate, rgcn_aggregate_ref
 from lmgnn_fast.testing import with_devices
 
-ORDERS = [(0, False), (1, True), (2, True)]  # (order, uses bases)
+ORDERS = [(0, False), (1, True), (2, True), (3, False)]  # (order, uses bases)
 
 
 def _graph(num_src=40, num_dst=15, num_rel=5, num_edges=150, seed=0, empty_rel=True,
@@ -208,6 +208,35 @@ def test_choose_order_cost_model():
     assert choose_order(num_pairs=10_000, num_relations=4, num_bases=None, **kw) == 0
     assert choose_order(num_pairs=100_000, num_relations=64, num_bases=4, **kw) == 2
     assert choose_order(num_pairs=10_000, num_relations=2, num_bases=4, **kw) == 1
+    # Full weights: dense pairs (order 3) where nearly every (dst, relation) pair has edges,
+    # per-pair GEMMs (order 0) where most pairs are empty.
+    kw = dict(num_dst=10_000, in_channels=128, out_channels=128)
+    assert choose_order(num_pairs=36_000, num_relations=4, num_bases=None, **kw) == 3
+    assert choose_order(num_pairs=90_000, num_relations=64, num_bases=None, **kw) == 0
+
+
+def test_dense_order_saves_aggregate_and_skips_pairs():
+    layout, g = _graph()
+    x, w, comp, xr, wr, b = _params(layout, 6, 4, None, torch.float32, "cpu", g)
+    lay = [layout.col, layout.pair_ptr, layout.pair_dst, layout.rel_ptr, layout.dst_ptr,
+           layout.dst_pairs, layout.src_ptr, layout.src_pairs]
+    out, agg, z = torch.ops.lmgnn.rgcn_aggregate(x, *lay, w, None, xr, wr, b, True, 3)
+    R, n_dst = layout.num_relations, layout.num_dst
+    assert agg.shape == (0, 6) and z.shape == (n_dst, R * 6)
+    # z holds the per-relation means; the last relation has no edges and isolated
+    # destinations have none: those slots are exact zeros.
+    zr = z.view(n_dst, R, 6)
+    assert torch.equal(zr[:, R - 1], torch.zeros(n_dst, 6))
+    assert torch.equal(zr[n_dst - 3:], torch.zeros(3, R, 6))
+    torch.testing.assert_close(out, zr.reshape(n_dst, -1) @ w.reshape(-1, 4) + xr @ wr + b)
+    # dst_pairs out of relation order within a destination is rejected (order 3 fills slots)
+    bad = [t.clone() for t in lay]
+    dp, dptr = bad[5], layout.dst_ptr
+    i = next(i for i in range(n_dst) if int(dptr[i + 1] - dptr[i]) >= 2)
+    lo = int(dptr[i])
+    dp[lo], dp[lo + 1] = int(dp[lo + 1]), int(dp[lo])
+    with pytest.raises(RuntimeError, match=r"rgcn_aggregate: dst_pairs of destination \d+ are not in increasing relation order"):
+        torch.ops.lmgnn.rgcn_aggregate(x, *bad, w, None, xr, wr, b, True, 3)
 
 
 def test_bad_inputs():

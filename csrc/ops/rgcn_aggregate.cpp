@@ -30,6 +30,14 @@
 //     order 0 (full W):          2 * P * F_in * F_out       one GEMM per relation segment
 //     order 1 (bases, form W):   2 * R * B * F_in * F_out + 2 * P * F_in * F_out
 //     order 2 (bases, combine):  2 * P * B * F_in + 2 * N_dst * B * F_in * F_out
+//     order 3 (full W, dense):   2 * R * N_dst * F_in * F_out — the aggregates go straight
+//       into z [N_dst, R * F_in] (zeros for empty pairs, each element written once) and one
+//       GEMM with W viewed [R * F_in, F_out] accumulates onto the root term in place: no
+//       [P, F_out] products, no per-destination reduction, one large GEMM instead of R.
+//       Pays (R * N_dst - P) * F_in zero writes and FLOPs on empty pairs; order 0 pays
+//       3 * P * F_out element passes (write y, reduce y, gather grad_out per pair). The
+//       caller weighs passes at PASS_COST FLOPs per element (lmgnn_fast.ops.aggregate);
+//       order 3 wins where most pairs are non-empty (few relations, e.g. R = 4).
 //   PyG's RGCNConv order (for comparison): 2 * R * N_dst * F_in * F_out + E * F_in — every
 //     destination row times every relation's weight, empty pairs included.
 //   transform, then aggregate: 2 * Q * F_in * F_out + E * F_out with Q the distinct
@@ -39,7 +47,11 @@
 // Buffers: agg [P, F_in] and y [P, F_out] (per-pair products, reduced per destination
 // in relation order: deterministic, no atomics); never [E, F_out] nor [E, F_in, F_out].
 //
+// Outputs by order: agg is [P, F_in] for orders 0-2 and [0, F_in] for order 3; basis_in is
+// z [N_dst, R * F_in] for order 3 (saved for dW = z^T @ g, never recomputed).
 // Backward (grad_out g [N_dst, F_out]); each gradient only when `needs` asks for it:
+//   order 3:    dW = z^T @ g (one GEMM); dz = g @ W^T; dx[j] = sum over edges (j -> pair
+//               p = (r, i)) of norm_p * dz[i, r]
 //   order 0/1:  G = g[pair_dst]; dagg_r = G_r @ W_r^T; dW_r = agg_r^T @ G_r;
 //               order 1: dV = comp^T @ dW, dcomp = dW @ V^T (flattened over F_in * F_out)
 //   order 2:    dV = Z^T @ g; dZ = g @ V^T; dagg[p] = sum_b comp[r_p, b] dZ[i_p, b];
@@ -63,9 +75,10 @@ void check_rgcn_aggregate_args(const char* op, const at::Tensor& x, const at::Te
                                const std::optional<at::Tensor>& x_root,
                                const std::optional<at::Tensor>& root_weight,
                                const std::optional<at::Tensor>& bias, int64_t order) {
-  TORCH_CHECK(order == kPairGemm || order == kPairGemmBases || order == kBasisCombine, op,
-              ": order must be 0 (full weight), 1 (bases, form W) or 2 (bases, combine), got ",
-              order);
+  TORCH_CHECK(order == kPairGemm || order == kPairGemmBases || order == kBasisCombine ||
+                  order == kDensePairs,
+              op, ": order must be 0 (full weight), 1 (bases, form W), 2 (bases, combine) or 3 ",
+              "(full weight, dense pairs), got ", order);
   check_dim(op, x, "x", 2);
   check_float_dtype(op, x, "x");
   const struct {
@@ -107,8 +120,8 @@ void check_rgcn_aggregate_args(const char* op, const at::Tensor& x, const at::Te
   TORCH_CHECK(weight.size(1) == F_in, op, ": weight must be [*, F_in = ", F_in, ", F_out], got ",
               weight.sizes());
   const int64_t F_out = weight.size(2);
-  if (order == kPairGemm) {
-    TORCH_CHECK(!comp.has_value(), op, ": order 0 (full weight) takes no comp");
+  if (order == kPairGemm || order == kDensePairs) {
+    TORCH_CHECK(!comp.has_value(), op, ": order ", order, " (full weight) takes no comp");
     TORCH_CHECK(weight.size(0) == R, op, ": weight must be [R = ", R,
                 ", F_in, F_out] (R = rel_ptr.numel() - 1), got ", weight.sizes());
   } else {

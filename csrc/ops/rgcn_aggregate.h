@@ -11,6 +11,7 @@ enum RgcnOrder : int64_t {
   kPairGemm = 0,       // full W [R, F_in, F_out]: aggregate per pair, one GEMM per relation segment
   kPairGemmBases = 1,  // bases: form W = a @ V once, then as kPairGemm
   kBasisCombine = 2,   // bases: combine pair aggregates into [N_dst, B*F_in], one GEMM with V
+  kDensePairs = 3,     // full W: aggregate into [N_dst, R*F_in] (empty pairs are zeros), one GEMM
 };
 
 // Shape, dtype and device checks shared by the CPU and CUDA kernels of rgcn_aggregate and

@@ -19,7 +19,12 @@ from torch import Tensor
 if TYPE_CHECKING:  # pragma: no cover
     from lmgnn_fast.nn.layout import RelLayout
 
-ORDER_FULL, ORDER_BASES_FORM_W, ORDER_BASES_COMBINE = 0, 1, 2
+ORDER_FULL, ORDER_BASES_FORM_W, ORDER_BASES_COMBINE, ORDER_FULL_DENSE = 0, 1, 2, 3
+
+# Cost of one element read or written by a memory-bound pass, in FLOP-equivalents at the
+# dense matmul rate (a matmul runs ~2 FLOPs per element-op at ~100x the rate a random-row
+# pass moves elements on a CPU core / an SM; the constant only decides near-ties).
+PASS_COST = 32
 
 
 def order_flops(order: int, *, num_edges, num_pairs, num_dst, num_relations, num_bases,
@@ -36,7 +41,31 @@ def order_flops(order: int, *, num_edges, num_pairs, num_dst, num_relations, num
         return agg + 2 * P * fi * fo
     if order == ORDER_BASES_FORM_W:
         return agg + 2 * R * B * fi * fo + 2 * P * fi * fo
+    if order == ORDER_FULL_DENSE:
+        return agg + 2 * R * N * fi * fo
     return agg + 2 * P * B * fi + 2 * N * B * fi * fo
+
+
+def order_cost(order: int, *, num_pairs, num_dst, num_relations, num_bases, in_channels,
+               out_channels) -> float:
+    """Modelled forward cost (FLOPs + ``PASS_COST`` x elements of the passes that differ
+    between orders), used by :func:`choose_order`.
+
+    Order 0 writes the per-pair products ``y [P, F_out]`` and reads them back in the
+    per-destination reduction (and gathers ``grad_out[pair_dst]`` in the backward):
+    ``3 * P * F_out`` elements. Order 3 writes zeros for the empty pairs of
+    ``[N_dst, R * F_in]``: ``(R * N_dst - P) * F_in`` elements. The gather of the edges
+    (``E * F_in``) is the same for both and left out.
+    """
+    kw = dict(num_edges=0, num_pairs=num_pairs, num_dst=num_dst, num_relations=num_relations,
+              num_bases=num_bases, in_channels=in_channels, out_channels=out_channels)
+    flops = order_flops(order, **kw)
+    P, N, R, fi, fo = num_pairs, num_dst, num_relations, in_channels, out_channels
+    if order in (ORDER_FULL, ORDER_BASES_FORM_W):
+        return flops + PASS_COST * 3 * P * fo
+    if order == ORDER_FULL_DENSE:
+        return flops + PASS_COST * max(R * N - P, 0) * fi
+    return flops
 
 
 def pyg_flops(*, num_edges, num_dst, num_relations, num_bases, in_channels, out_channels):
@@ -48,11 +77,17 @@ def pyg_flops(*, num_edges, num_dst, num_relations, num_bases, in_channels, out_
 
 def choose_order(*, num_pairs, num_dst, num_relations, num_bases: Optional[int], in_channels,
                  out_channels) -> int:
-    """Pick the cheaper order from shapes alone (no host sync): full weights always use
-    order 0; with bases, order 1 (form ``W``, one GEMM per relation segment) or order 2
+    """Pick the cheaper order from shapes alone (no host sync). Full weights: order 0 (one
+    GEMM per relation over the non-empty pairs, then a per-destination reduction) or order 3
+    (aggregate into ``[N_dst, R * F_in]`` with zeros for the empty pairs, one GEMM straight
+    into the output) by :func:`order_cost` — order 3 wins where most pairs are non-empty
+    (few relations). Bases: order 1 (form ``W``, one GEMM per relation segment) or order 2
     (combine into ``[N_dst, B * F_in]``, one GEMM with ``V``) by FLOP count."""
     if num_bases is None:
-        return ORDER_FULL
+        kw = dict(num_pairs=num_pairs, num_dst=num_dst, num_relations=num_relations, num_bases=None,
+                  in_channels=in_channels, out_channels=out_channels)
+        dense = order_cost(ORDER_FULL_DENSE, **kw)
+        return ORDER_FULL_DENSE if dense <= order_cost(ORDER_FULL, **kw) else ORDER_FULL
     kw = dict(num_edges=0, num_pairs=num_pairs, num_dst=num_dst, num_relations=num_relations,
               num_bases=num_bases, in_channels=in_channels, out_channels=out_channels)
     form_w = order_flops(ORDER_BASES_FORM_W, **kw)
@@ -73,8 +108,9 @@ def _rgcn_aggregate_fake(x, col, pair_ptr, pair_dst, rel_ptr, dst_ptr, dst_pairs
     f_in, f_out = x.shape[1], weight.shape[2]
     b = 1 if order == ORDER_FULL else weight.shape[0]
     out = x.new_empty((num_dst, f_out))
-    agg = x.new_empty((num_pairs, f_in))
-    basis_in = x.new_empty((num_dst if order == ORDER_BASES_COMBINE else 0, b * f_in))
+    agg = x.new_empty((0 if order == ORDER_FULL_DENSE else num_pairs, f_in))
+    dense_z = order in (ORDER_BASES_COMBINE, ORDER_FULL_DENSE)
+    basis_in = x.new_empty((num_dst if dense_z else 0, b * f_in))
     return out, agg, basis_in
 
 
@@ -156,7 +192,8 @@ def rgcn_aggregate(x: Tensor, layout: "RelLayout", weight: Tensor, comp: Optiona
         root_weight: Tensor  # [F_in, F_out] (with ``x_root``)
         bias: Tensor  # [F_out] (optional)
         aggr: ``"mean"`` (``1 / |N_r(i)|`` per relation) or ``"sum"``.
-        order: evaluation order (0, 1, 2; see the op file); ``None`` picks the cheaper by
+        order: evaluation order (0, 3 full weights; 1, 2 bases; see the op file); ``None``
+            picks the cheaper by
             :func:`choose_order`.
 
     Returns:

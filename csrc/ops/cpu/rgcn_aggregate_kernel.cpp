@@ -203,6 +203,77 @@ void src_scatter(const at::Tensor& dagg, const Layout& l, bool mean, at::Tensor&
   });
 }
 
+// Order 3: z[i, r * F : (r + 1) * F] = norm_{i,r} * sum_{j in N_r(i)} x[j], zeros where the
+// pair (r, i) is empty. One pass over the edges straight from x; every element of z is
+// written exactly once (no zero-fill pass, no [P, F] intermediate).
+template <typename scalar_t, typename index_t>
+void dense_sum(const at::Tensor& x, const Layout& l, bool mean, at::Tensor& z) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t F = x.size(1), RF = l.R * F;
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  const index_t* col = l.col.const_data_ptr<index_t>();
+  const int64_t* pptr = l.pair_ptr.const_data_ptr<int64_t>();
+  const int64_t* rptr = l.rel_ptr.const_data_ptr<int64_t>();
+  const int64_t* dptr = l.dst_ptr.const_data_ptr<int64_t>();
+  const index_t* dpairs = l.dst_pairs.const_data_ptr<index_t>();
+  scalar_t* zp = z.data_ptr<scalar_t>();
+  const int64_t avg = l.N_dst > 0 ? std::max<int64_t>(1, l.E / l.N_dst) : 1;
+  at::parallel_for(0, l.N_dst, grain_for(avg * F + RF), [&](int64_t b0, int64_t e0) {
+    std::vector<acc_t> acc(F);
+    for (int64_t i = b0; i < e0; ++i) {
+      scalar_t* zrow = zp + i * RF;
+      int64_t next = 0;  // first slot not yet written
+      for (int64_t k = dptr[i]; k < dptr[i + 1]; ++k) {
+        const int64_t p = dpairs[k];
+        const int64_t r = relation_of(rptr, l.R, p);
+        TORCH_CHECK(r >= next, kOp, ": dst_pairs of destination ", i,
+                    " are not in increasing relation order (relation ", r, " after ", next - 1, ")");
+        std::fill(zrow + next * F, zrow + r * F, scalar_t(0));
+        std::fill(acc.begin(), acc.end(), acc_t(0));
+        for (int64_t e = pptr[p]; e < pptr[p + 1]; ++e) {
+          const scalar_t* row = xp + static_cast<int64_t>(col[e]) * F;
+          for (int64_t f = 0; f < F; ++f) acc[f] += static_cast<acc_t>(row[f]);
+        }
+        const int64_t cnt = pptr[p + 1] - pptr[p];
+        const acc_t s = (mean && cnt > 0) ? acc_t(1) / static_cast<acc_t>(cnt) : acc_t(1);
+        scalar_t* o = zrow + r * F;
+        for (int64_t f = 0; f < F; ++f) o[f] = static_cast<scalar_t>(acc[f] * s);
+        next = r + 1;
+      }
+      std::fill(zrow + next * F, zrow + RF, scalar_t(0));
+    }
+  });
+}
+
+// Order 3 backward: dx[j] = sum over edges of source j (pair p = (r, i)) of norm_p * dz[i, r]
+template <typename scalar_t, typename index_t>
+void src_scatter_dense(const at::Tensor& dz, const Layout& l, bool mean, at::Tensor& dx) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t F = dx.size(1), RF = l.R * F;
+  const scalar_t* gp = dz.const_data_ptr<scalar_t>();
+  const int64_t* sptr = l.src_ptr.const_data_ptr<int64_t>();
+  const index_t* spairs = l.src_pairs.const_data_ptr<index_t>();
+  const int64_t* pptr = l.pair_ptr.const_data_ptr<int64_t>();
+  const int64_t* rptr = l.rel_ptr.const_data_ptr<int64_t>();
+  const index_t* pdst = l.pair_dst.const_data_ptr<index_t>();
+  scalar_t* out = dx.data_ptr<scalar_t>();
+  at::parallel_for(0, l.N_src, grain_for(F * 4), [&](int64_t b, int64_t e) {
+    std::vector<acc_t> acc(F);
+    for (int64_t j = b; j < e; ++j) {
+      std::fill(acc.begin(), acc.end(), acc_t(0));
+      for (int64_t k = sptr[j]; k < sptr[j + 1]; ++k) {
+        const int64_t p = spairs[k];
+        const int64_t cnt = pptr[p + 1] - pptr[p];
+        const acc_t s = (mean && cnt > 0) ? acc_t(1) / static_cast<acc_t>(cnt) : acc_t(1);
+        const scalar_t* row = gp + static_cast<int64_t>(pdst[p]) * RF + relation_of(rptr, l.R, p) * F;
+        for (int64_t f = 0; f < F; ++f) acc[f] += s * static_cast<acc_t>(row[f]);
+      }
+      scalar_t* o = out + j * F;
+      for (int64_t f = 0; f < F; ++f) o[f] = static_cast<scalar_t>(acc[f]);
+    }
+  });
+}
+
 // Order 2 backward per pair: dagg[p] = sum_b comp[r,b] dz[i_p,b];  dots[p,b] = <agg[p], dz[i_p,b]>
 template <typename scalar_t, typename index_t>
 void basis_pair_grads(const at::Tensor& dz, const at::Tensor& agg, const at::Tensor& comp,
@@ -264,6 +335,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cpu(
   const auto weight = weight_in.contiguous();
   const int64_t F_in = x.size(1), F_out = weight.size(2);
   const int64_t B = order == kPairGemm ? 1 : weight.size(0);
+
+  if (order == kDensePairs) {
+    // z [N_dst, R * F_in] straight from x, then one GEMM with W viewed [R * F_in, F_out]
+    // accumulated in place onto the root term (addmm with bias over all rows).
+    auto z = at::empty({l.N_dst, l.R * F_in}, x.options());
+    LMGNN_DISPATCH_FLOATING(x.scalar_type(), "rgcn_aggregate_cpu", [&] {
+      LMGNN_DISPATCH_INDEX(col.scalar_type(), "rgcn_aggregate_cpu", [&] {
+        dense_sum<scalar_t, index_t>(x, l, mean, z);
+      });
+    });
+    const auto wflat = weight.view({l.R * F_in, F_out});
+    at::Tensor out;
+    if (x_root.has_value()) {
+      out = bias.has_value() ? at::addmm(*bias, *x_root, *root_weight) : at::mm(*x_root, *root_weight);
+      out.addmm_(z, wflat);
+    } else if (bias.has_value()) {
+      out = at::addmm(bias->expand({l.N_dst, F_out}), z, wflat);
+    } else {
+      out = at::mm(z, wflat);
+    }
+    return {out, at::empty({0, F_in}, x.options()), z};
+  }
 
   auto agg = at::empty({l.P, F_in}, x.options());
   auto out = at::empty({l.N_dst, F_out}, x.options());
@@ -331,8 +424,15 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
               op, ": grad_out must be [N_dst = ", l.N_dst, ", F_out = ", F_out, "], got ",
               grad_out_in.sizes());
   check_same_dtype(op, grad_out_in, "grad_out", x_in, "x");
-  TORCH_CHECK(agg_in.dim() == 2 && agg_in.size(0) == l.P && agg_in.size(1) == F_in, op,
-              ": agg must be [P = ", l.P, ", F_in = ", F_in, "], got ", agg_in.sizes());
+  const int64_t agg_rows = order == kDensePairs ? 0 : l.P;
+  TORCH_CHECK(agg_in.dim() == 2 && agg_in.size(0) == agg_rows && agg_in.size(1) == F_in, op,
+              ": agg must be [", agg_rows, ", F_in = ", F_in, "] for order ", order, ", got ",
+              agg_in.sizes());
+  if (order == kDensePairs && (needs[1])) {
+    TORCH_CHECK(basis_in.dim() == 2 && basis_in.size(0) == l.N_dst && basis_in.size(1) == l.R * F_in,
+                op, ": basis_in must be [N_dst = ", l.N_dst, ", R * F_in = ", l.R * F_in, "], got ",
+                basis_in.sizes());
+  }
   if (order == kBasisCombine && (needs[1])) {
     TORCH_CHECK(basis_in.dim() == 2 && basis_in.size(0) == l.N_dst && basis_in.size(1) == B * F_in,
                 op, ": basis_in must be [N_dst = ", l.N_dst, ", B * F_in = ", B * F_in, "], got ",
@@ -349,7 +449,15 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
     LMGNN_DISPATCH_INDEX(col.scalar_type(), "rgcn_aggregate_backward_cpu", [&] {
       using acc_t = at::opmath_type<scalar_t>;
       at::Tensor dagg;
-      if (order == kBasisCombine) {
+      if (order == kDensePairs) {
+        const auto wflat = weight.view({l.R * F_in, F_out});
+        if (needs[1]) dweight = at::mm(basis_in.t(), g).view({l.R, F_in, F_out});
+        if (needs[0]) {
+          const auto dz = at::mm(g, wflat.t());  // [N_dst, R * F_in]
+          dx = at::empty({l.N_src, F_in}, x_in.options());
+          src_scatter_dense<scalar_t, index_t>(dz, l, mean, dx);
+        }
+      } else if (order == kBasisCombine) {
         const auto comp = comp_in->contiguous();
         const auto vflat = weight.view({B * F_in, F_out});
         if (needs[1]) dweight = at::mm(basis_in.t(), g).view({B, F_in, F_out});
@@ -375,11 +483,14 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
           const auto gp = g.index_select(0, l.pair_dst);  // [P, F_out]
           at::Tensor dw;
           if (needs[0]) dagg = at::empty({l.P, F_in}, x_in.options());
-          if (need_dw) dw = at::zeros({l.R, F_in, F_out}, x_in.options());
+          if (need_dw) dw = at::empty({l.R, F_in, F_out}, x_in.options());
           const int64_t* rp = l.rel_ptr.const_data_ptr<int64_t>();
           for (int64_t r = 0; r < l.R; ++r) {
             const int64_t lo = rp[r], n = rp[r + 1] - rp[r];
-            if (n == 0) continue;
+            if (n == 0) {
+              if (need_dw) dw.select(0, r).zero_();  // a relation without edges
+              continue;
+            }
             const auto g_r = gp.narrow(0, lo, n);
             if (needs[0]) {
               auto d_r = dagg.narrow(0, lo, n);
@@ -399,7 +510,7 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
           }
         }
       }
-      if (needs[0]) {
+      if (needs[0] && order != kDensePairs) {
         dx = at::empty({l.N_src, F_in}, x_in.options());
         src_scatter<scalar_t, index_t>(dagg, l, mean, dx);
       }

@@ -4,7 +4,8 @@
 //   pair buffer that reads the segment offsets from device memory (tile offsets per
 //   relation are computed on the device, the grid is sized by the bound P/TM + R, so no
 //   host sync), the per-destination reduction in relation order (no atomics), and
-//   at::mm for the dense products (root term, bases). Ids are range-checked in-kernel
+//   at::mm for the dense products (root term, bases; order 3: one GEMM over the dense
+//   [N_dst, R * F_in] aggregate, written by one block per destination). Ids are range-checked in-kernel
 //   (CUDA_KERNEL_ASSERT); the host checks shapes, dtypes and devices.
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
@@ -123,6 +124,70 @@ __global__ void src_scatter_kernel(const scalar_t* __restrict__ dagg, const int6
       const int64_t cnt = pair_ptr[p + 1] - pair_ptr[p];
       const acc_t s = (mean && cnt > 0) ? acc_t(1) / static_cast<acc_t>(cnt) : acc_t(1);
       acc += s * static_cast<acc_t>(dagg[p * F + f]);
+    }
+    dx[j * F + f] = static_cast<scalar_t>(acc);
+  }
+}
+
+// Order 3: z[i, r * F : (r + 1) * F] = norm_{i,r} * sum_{j in N_r(i)} x[j], zeros where the
+// pair (r, i) is empty (one block per destination; every element of z written once).
+template <typename scalar_t, typename index_t>
+__global__ void dense_sum_kernel(const scalar_t* __restrict__ x, const index_t* __restrict__ col,
+                                 const int64_t* __restrict__ pair_ptr, const int64_t* __restrict__ rel_ptr,
+                                 const int64_t* __restrict__ dst_ptr, const index_t* __restrict__ dst_pairs,
+                                 int64_t R, int64_t N_dst, int64_t P, int64_t E, int64_t F, int64_t N_src,
+                                 bool mean, scalar_t* __restrict__ z) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t i = blockIdx.x;
+  if (i >= N_dst) return;
+  CUDA_KERNEL_ASSERT(dst_ptr[i] >= 0 && dst_ptr[i] <= dst_ptr[i + 1] && dst_ptr[i + 1] <= P);
+  scalar_t* zrow = z + i * R * F;
+  int64_t next = 0;  // first slot not yet written
+  for (int64_t k = dst_ptr[i]; k < dst_ptr[i + 1]; ++k) {
+    const int64_t p = dst_pairs[k];
+    CUDA_KERNEL_ASSERT(p >= 0 && p < P);
+    const int64_t r = upper_bound_dev(rel_ptr, R + 1, p) - 1;
+    CUDA_KERNEL_ASSERT(r >= next && r < R);
+    const int64_t b = pair_ptr[p], e = pair_ptr[p + 1];
+    CUDA_KERNEL_ASSERT(b >= 0 && b <= e && e <= E);
+    const acc_t s = (mean && e > b) ? acc_t(1) / static_cast<acc_t>(e - b) : acc_t(1);
+    for (int64_t q = threadIdx.x; q < (r - next) * F; q += blockDim.x) zrow[next * F + q] = scalar_t(0);
+    for (int64_t f = threadIdx.x; f < F; f += blockDim.x) {
+      acc_t acc = 0;
+      for (int64_t t = b; t < e; ++t) {
+        const int64_t j = col[t];
+        CUDA_KERNEL_ASSERT(j >= 0 && j < N_src);
+        acc += static_cast<acc_t>(x[j * F + f]);
+      }
+      zrow[r * F + f] = static_cast<scalar_t>(acc * s);
+    }
+    next = r + 1;
+  }
+  for (int64_t q = threadIdx.x; q < (R - next) * F; q += blockDim.x) zrow[next * F + q] = scalar_t(0);
+}
+
+// Order 3 backward: dx[j] = sum over the edges of source j (pair p = (r, i)) of norm_p * dz[i, r]
+template <typename scalar_t, typename index_t>
+__global__ void src_scatter_dense_kernel(const scalar_t* __restrict__ dz, const int64_t* __restrict__ src_ptr,
+                                         const index_t* __restrict__ src_pairs, const int64_t* __restrict__ pair_ptr,
+                                         const int64_t* __restrict__ rel_ptr, const index_t* __restrict__ pair_dst,
+                                         int64_t R, int64_t N_src, int64_t N_dst, int64_t P, int64_t E, int64_t F,
+                                         bool mean, scalar_t* __restrict__ dx) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t j = blockIdx.x;
+  if (j >= N_src) return;
+  CUDA_KERNEL_ASSERT(src_ptr[j] >= 0 && src_ptr[j] <= src_ptr[j + 1] && src_ptr[j + 1] <= E);
+  for (int64_t f = threadIdx.x; f < F; f += blockDim.x) {
+    acc_t acc = 0;
+    for (int64_t k = src_ptr[j]; k < src_ptr[j + 1]; ++k) {
+      const int64_t p = src_pairs[k];
+      CUDA_KERNEL_ASSERT(p >= 0 && p < P);
+      const int64_t i = pair_dst[p];
+      CUDA_KERNEL_ASSERT(i >= 0 && i < N_dst);
+      const int64_t r = upper_bound_dev(rel_ptr, R + 1, p) - 1;
+      const int64_t cnt = pair_ptr[p + 1] - pair_ptr[p];
+      const acc_t s = (mean && cnt > 0) ? acc_t(1) / static_cast<acc_t>(cnt) : acc_t(1);
+      acc += s * static_cast<acc_t>(dz[(i * R + r) * F + f]);
     }
     dx[j * F + f] = static_cast<scalar_t>(acc);
   }
@@ -303,6 +368,32 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cuda(
   const auto weight = weight_in.contiguous();
   const int64_t F_in = x.size(1), F_out = weight.size(2);
   const int64_t B = order == kPairGemm ? 1 : weight.size(0);
+  if (order == kDensePairs) {
+    auto z = at::empty({l.N_dst, l.R * F_in}, x.options());
+    LMGNN_DISPATCH_FLOATING(x.scalar_type(), "rgcn_aggregate_cuda", [&] {
+      LMGNN_DISPATCH_INDEX(col.scalar_type(), "rgcn_aggregate_cuda", [&] {
+        if (l.N_dst > 0 && l.R * F_in > 0) {
+          dense_sum_kernel<scalar_t, index_t><<<l.N_dst, kThreads, 0, stream>>>(
+              x.const_data_ptr<scalar_t>(), l.col.const_data_ptr<index_t>(), l.pair_ptr.const_data_ptr<int64_t>(),
+              l.rel_ptr.const_data_ptr<int64_t>(), l.dst_ptr.const_data_ptr<int64_t>(),
+              l.dst_pairs.const_data_ptr<index_t>(), l.R, l.N_dst, l.P, l.E, F_in, l.N_src, mean,
+              z.data_ptr<scalar_t>());
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        }
+      });
+    });
+    const auto wflat = weight.view({l.R * F_in, F_out});
+    at::Tensor out;
+    if (x_root.has_value()) {
+      out = bias.has_value() ? at::addmm(*bias, *x_root, *root_weight) : at::mm(*x_root, *root_weight);
+      out.addmm_(z, wflat);
+    } else if (bias.has_value()) {
+      out = at::addmm(bias->expand({l.N_dst, F_out}), z, wflat);
+    } else {
+      out = at::mm(z, wflat);
+    }
+    return {out, at::empty({0, F_in}, x.options()), z};
+  }
   auto agg = at::empty({l.P, F_in}, x.options());
   auto out = at::empty({l.N_dst, F_out}, x.options());
   at::Tensor basis_in;
@@ -377,8 +468,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   TORCH_CHECK(grad_out_in.dim() == 2 && grad_out_in.size(0) == l.N_dst && grad_out_in.size(1) == F_out, op,
               ": grad_out must be [N_dst = ", l.N_dst, ", F_out = ", F_out, "], got ", grad_out_in.sizes());
   check_same_dtype(op, grad_out_in, "grad_out", x_in, "x");
-  TORCH_CHECK(agg_in.dim() == 2 && agg_in.size(0) == l.P && agg_in.size(1) == F_in, op, ": agg must be [P = ", l.P,
-              ", F_in = ", F_in, "], got ", agg_in.sizes());
+  const int64_t agg_rows = order == kDensePairs ? 0 : l.P;
+  TORCH_CHECK(agg_in.dim() == 2 && agg_in.size(0) == agg_rows && agg_in.size(1) == F_in, op, ": agg must be [",
+              agg_rows, ", F_in = ", F_in, "] for order ", order, ", got ", agg_in.sizes());
+  if (order == kDensePairs && needs[1]) {
+    TORCH_CHECK(basis_in.dim() == 2 && basis_in.size(0) == l.N_dst && basis_in.size(1) == l.R * F_in, op,
+                ": basis_in must be [N_dst = ", l.N_dst, ", R * F_in = ", l.R * F_in, "], got ", basis_in.sizes());
+  }
   TORCH_CHECK(!(needs[3] || needs[4]) || x_root.has_value(), op,
               ": gradients of x_root / root_weight asked for without x_root");
   const auto g = grad_out_in.contiguous();
@@ -391,7 +487,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       using acc_t = at::opmath_type<scalar_t>;
       const auto acc_type = c10::CppTypeToScalarType<acc_t>::value;
       at::Tensor dagg;
-      if (order == kBasisCombine) {
+      if (order == kDensePairs) {
+        const auto wflat = weight.view({l.R * F_in, F_out});
+        if (needs[1]) dweight = at::mm(basis_in.t(), g).view({l.R, F_in, F_out});
+        if (needs[0]) {
+          const auto dz = at::mm(g, wflat.t()).contiguous();  // [N_dst, R * F_in]
+          dx = at::empty({l.N_src, F_in}, x_in.options());
+          if (l.N_src > 0 && F_in > 0) {
+            src_scatter_dense_kernel<scalar_t, index_t><<<l.N_src, kThreads, 0, stream>>>(
+                dz.const_data_ptr<scalar_t>(), l.src_ptr.const_data_ptr<int64_t>(),
+                l.src_pairs.const_data_ptr<index_t>(), l.pair_ptr.const_data_ptr<int64_t>(),
+                l.rel_ptr.const_data_ptr<int64_t>(), l.pair_dst.const_data_ptr<index_t>(), l.R, l.N_src, l.N_dst,
+                l.P, l.E, F_in, mean, dx.data_ptr<scalar_t>());
+            C10_CUDA_KERNEL_LAUNCH_CHECK();
+          }
+        }
+      } else if (order == kBasisCombine) {
         const auto comp = comp_in->contiguous();
         const auto vflat = weight.view({B * F_in, F_out});
         if (needs[1]) dweight = at::mm(basis_in.t(), g).view({B, F_in, F_out});
@@ -446,7 +557,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
           }
         }
       }
-      if (needs[0]) {
+      if (needs[0] && order != kDensePairs) {
         dx = at::empty({l.N_src, F_in}, x_in.options());
         if (l.N_src > 0 && F_in > 0) {
           src_scatter_kernel<scalar_t, index_t><<<l.N_src, kThreads, 0, stream>>>(
