@@ -5,7 +5,7 @@ import torch
 
 import lmgnn_fast  # noqa: F401
 from lmgnn_fast.cache import EmbeddingCache, parse_capacity
-from lmgnn_fast.ops import (cache_admit, cache_admit_lfu, cache_admit_lfu_ref, cache_admit_ref,
+from lmgnn_fast.ops.cache import (cache_admit, cache_admit_lfu, cache_admit_lfu_ref, cache_admit_ref,
                             cache_gather, cache_gather_ref, cache_lookup, cache_lookup_ref,
                             cache_update, cache_update_ref, sketch_hash_ref)
 from lmgnn_fast.testing import HAS_CUDA, only_cuda, with_devices

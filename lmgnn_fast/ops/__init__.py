@@ -3,13 +3,18 @@
 Each family lives in its own module with its fake kernel, autograd registration and a
 pure-torch reference (``*_ref``) used by the tests and as a fallback.
 """
-from lmgnn_fast.ops.cache import *  # noqa: F401,F403
+from lmgnn_fast.ops.aggregate import choose_order, rgcn_aggregate, rgcn_aggregate_ref
+from lmgnn_fast.ops.cache import (
+    cache_admit, cache_admit_lfu, cache_admit_lfu_ref, cache_admit_ref, cache_gather,
+    cache_gather_ref, cache_lookup, cache_lookup_ref, cache_update, cache_update_ref,
+)
 from lmgnn_fast.ops.convert import coo_to_csc, coo_to_csc_ref
 from lmgnn_fast.ops.sampling import hetero_neighbor_sample, hetero_neighbor_sample_ref
-from lmgnn_fast.ops.aggregate import choose_order, rgcn_aggregate, rgcn_aggregate_ref
 
 __all__ = [
     "coo_to_csc", "coo_to_csc_ref",
     "hetero_neighbor_sample", "hetero_neighbor_sample_ref",
     "choose_order", "rgcn_aggregate", "rgcn_aggregate_ref",
+    "cache_lookup", "cache_gather", "cache_admit", "cache_admit_lfu", "cache_update",
+    "cache_lookup_ref", "cache_gather_ref", "cache_admit_ref", "cache_admit_lfu_ref", "cache_update_ref",
 ]

@@ -11,6 +11,7 @@
 
 #include "ops/cache_common.h"
 #include "utils/check.h"
+#include "utils/cpu_range.h"
 #include "utils/dispatch.h"
 
 namespace lmgnn {
@@ -20,19 +21,7 @@ inline void check_ids_in_range_cpu(const char* op, const at::Tensor& ids, int64_
                                    const char* what) {
   if (ids.numel() == 0) return;
   LMGNN_DISPATCH_INDEX(ids.scalar_type(), "cache_check_ids", [&] {
-    const index_t* p = ids.const_data_ptr<index_t>();
-    using Pair = std::pair<int64_t, int64_t>;
-    const Pair mm = at::parallel_reduce(
-        0, ids.numel(), 1 << 15,
-        Pair{std::numeric_limits<int64_t>::max(), std::numeric_limits<int64_t>::min()},
-        [&](int64_t b, int64_t e, Pair acc) {
-          for (int64_t i = b; i < e; ++i) {
-            acc.first = std::min<int64_t>(acc.first, p[i]);
-            acc.second = std::max<int64_t>(acc.second, p[i]);
-          }
-          return acc;
-        },
-        [](Pair a, Pair b) { return Pair{std::min(a.first, b.first), std::max(a.second, b.second)}; });
+    const auto mm = cpu_min_max(ids.const_data_ptr<index_t>(), ids.numel());
     check_id_range(op, "ids", mm.first, mm.second, count, what);
   });
 }

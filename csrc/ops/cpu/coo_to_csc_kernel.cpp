@@ -17,27 +17,13 @@
 
 #include "ops/coo_to_csc.h"
 #include "utils/check.h"
+#include "utils/cpu_range.h"
 #include "utils/dispatch.h"
 
 namespace lmgnn {
 namespace {
 
 constexpr int64_t kGrain = 1 << 15;
-
-template <typename index_t>
-std::pair<int64_t, int64_t> min_max(const index_t* p, int64_t n) {
-  using Pair = std::pair<int64_t, int64_t>;
-  return at::parallel_reduce(
-      0, n, kGrain, Pair{std::numeric_limits<int64_t>::max(), std::numeric_limits<int64_t>::min()},
-      [&](int64_t b, int64_t e, Pair acc) {
-        for (int64_t i = b; i < e; ++i) {
-          acc.first = std::min<int64_t>(acc.first, p[i]);
-          acc.second = std::max<int64_t>(acc.second, p[i]);
-        }
-        return acc;
-      },
-      [](Pair a, Pair b) { return Pair{std::min(a.first, b.first), std::max(a.second, b.second)}; });
-}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> coo_to_csc_cpu(const at::Tensor& src_in,
                                                               const at::Tensor& dst_in,
@@ -56,7 +42,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coo_to_csc_cpu(const at::Tensor& 
   LMGNN_DISPATCH_INDEX(src.scalar_type(), "coo_to_csc_cpu", [&] {
     const index_t* s = src.const_data_ptr<index_t>();
     const index_t* d = dst.const_data_ptr<index_t>();
-    const auto [dmin, dmax] = min_max(d, E);
+    const auto [dmin, dmax] = cpu_min_max(d, E);
     check_id_range("coo_to_csc", "dst", dmin, dmax, num_dst, "num_dst");
 
     int64_t T = std::min<int64_t>(at::get_num_threads(), (E + kGrain - 1) / kGrain);
