@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lmgnn_fast.ops.cache import cache_admit, cache_gather, cache_lookup, cache_update
+from lmgnn_fast.ops.cache import (SKETCH_DEPTH, cache_admit, cache_admit_lfu, cache_gather,
+                                  cache_lookup, cache_update)
 
-POLICIES = ("clock", "lru", "static")
+POLICIES = ("clock", "lru", "lfu", "static")
 BACKINGS = ("auto", "memory", "pinned", "mmap")
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -68,14 +69,21 @@ class EmbeddingCache:
         device: where the cache and the gathered rows live (``"cpu"`` or ``"cuda[:i]"``).
         capacity: cached rows (int) or a byte size (``"512MB"``); clamped to ``num_rows``;
             0 disables caching (every gather reads the table).
-        policy: ``"clock"`` (admission on miss, CLOCK eviction), ``"lru"`` or ``"static"``
-            (contents set by :meth:`fill_static`, never changed by gathers).
+        policy: ``"clock"`` (admission on miss, CLOCK eviction), ``"lru"``, ``"lfu"``
+            (frequency-aware admission: every access is counted in a count-min sketch on
+            the device, halved every ``aging_period`` accesses; a missed row replaces the
+            cached row of lowest estimated count only when its own count is higher) or
+            ``"static"`` (contents set by :meth:`fill_static`, never changed by gathers).
         backing: ``"memory"`` (plain host tensor), ``"pinned"`` (page-locked, CUDA only: the
             gather kernel reads misses in place), ``"mmap"`` (``numpy.memmap`` file at
             ``path``, kept when it exists with the right size) or ``"auto"`` (pinned when
             the device is CUDA, memory otherwise).
         path: the file of the mmap backing (a temporary file when None).
         table: optional initial contents ``[num_rows, dim]`` (copied into the backing).
+        sketch_width: ``lfu``: counters per sketch row, rounded up to a power of two
+            (default: 8 x capacity, at least 64); the sketch takes ``16 x width`` bytes.
+        aging_period: ``lfu``: accesses between two halvings of the counts (default:
+            16 x capacity); shorter forgets faster.
 
     Attributes:
         table: Tensor  # [num_rows, dim] the authoritative rows (host)
@@ -86,7 +94,8 @@ class EmbeddingCache:
     def __init__(self, num_rows: int, dim: int, dtype: torch.dtype = torch.float32,
                  device: str | torch.device = "cpu", capacity: int | str = 0,
                  policy: str = "clock", backing: str = "auto", path: str | os.PathLike | None = None,
-                 table: Tensor | None = None):
+                 table: Tensor | None = None, sketch_width: int | None = None,
+                 aging_period: int | None = None):
         if num_rows < 0 or dim < 0:
             raise ValueError(f"EmbeddingCache: num_rows and dim must be >= 0, got {num_rows} and {dim}")
         if policy not in POLICIES:
@@ -127,6 +136,17 @@ class EmbeddingCache:
         self.rows = torch.zeros(self.capacity, self.dim, dtype=dtype, device=dev)
         self.state = torch.zeros(4, dtype=long, device=dev)
         self.versions = torch.zeros(self.num_rows, dtype=long, device=dev)
+        width = 1
+        if policy == "lfu":
+            want = max(64, 8 * self.capacity) if sketch_width is None else int(sketch_width)
+            if want < 1:
+                raise ValueError(f"EmbeddingCache: sketch_width must be >= 1, got {sketch_width}")
+            while width < want:
+                width *= 2
+        self.sketch = torch.zeros(SKETCH_DEPTH, width, dtype=torch.int32, device=dev)
+        self.aging_period = max(1, 16 * self.capacity) if aging_period is None else int(aging_period)
+        if self.aging_period < 1:
+            raise ValueError(f"EmbeddingCache: aging_period must be >= 1, got {aging_period}")
         self.step = 0
         # hits, misses, bytes host->device, bytes device-local
         self._stats = torch.zeros(4, dtype=long, device=dev)
@@ -192,9 +212,15 @@ class EmbeddingCache:
         hits = (slots >= 0).sum()
         misses = ids.numel() - hits
         admitted = torch.zeros((), dtype=torch.long, device=self.device)
-        if self.policy != "static" and self.capacity > 0 and ids.numel() > 0:
+        # The ids were range-checked by the gather (or lookup) that produced `slots`, so the
+        # admission skips its own check (on CUDA a second host sync).
+        if self.policy == "lfu" and self.capacity > 0 and ids.numel() > 0:
+            admitted = cache_admit_lfu(ids, slots, out, self.keys, self.vals, self.slot_ids,
+                                       self.meta, self.rows, self.state, self.sketch,
+                                       self.aging_period, check=False)
+        elif self.policy != "static" and self.capacity > 0 and ids.numel() > 0:
             admitted = cache_admit(ids, slots, out, self.keys, self.vals, self.slot_ids, self.meta,
-                                   self.rows, self.state, self.policy)
+                                   self.rows, self.state, self.policy, check=False)
         self._stats += torch.stack([hits, misses, misses * self.row_bytes,
                                     (hits + admitted) * self.row_bytes])
         return out
@@ -288,7 +314,8 @@ class EmbeddingCache:
         return ids
 
     def clear(self) -> None:
-        """Empty the cache (the table and versions are kept)."""
+        """Empty the cache and forget the ``lfu`` counts (the table and versions are kept)."""
+        self.sketch.zero_()
         self.keys.fill_(-1)
         self.slot_ids.fill_(-1)
         self.meta.zero_()

@@ -140,6 +140,8 @@ def all_gather_variable(t: Tensor, ctx: DistContext) -> Tensor:
     ns = [torch.empty_like(n) for _ in range(ctx.world_size)]
     dist.all_gather(ns, n)
     ns = [int(x.item()) for x in ns]
+    if max(ns) == 0:
+        return t[:0]
     padded = t.new_zeros((max(ns), *t.shape[1:]), device=comm_device)
     padded[: t.shape[0]] = t.to(comm_device)
     out = [torch.empty_like(padded) for _ in ns]

@@ -5,8 +5,9 @@ import torch
 
 import lmgnn_fast  # noqa: F401
 from lmgnn_fast.cache import EmbeddingCache, parse_capacity
-from lmgnn_fast.ops import (cache_admit, cache_admit_ref, cache_gather, cache_gather_ref,
-                            cache_lookup, cache_lookup_ref, cache_update, cache_update_ref)
+from lmgnn_fast.ops import (cache_admit, cache_admit_lfu, cache_admit_lfu_ref, cache_admit_ref,
+                            cache_gather, cache_gather_ref, cache_lookup, cache_lookup_ref,
+                            cache_update, cache_update_ref, sketch_hash_ref)
 from lmgnn_fast.testing import HAS_CUDA, only_cuda, with_devices
 
 
@@ -26,7 +27,7 @@ def _check_invariants(c: EmbeddingCache):
 
 
 @with_devices
-@pytest.mark.parametrize("policy", ["clock", "lru", "static"])
+@pytest.mark.parametrize("policy", ["clock", "lru", "lfu", "static"])
 @pytest.mark.parametrize("capacity", [0, 37, 300, 400, 10_000])
 @pytest.mark.parametrize("id_dtype", [torch.int64, torch.int32])
 def test_gather_equals_table(device, policy, capacity, id_dtype):
@@ -48,7 +49,7 @@ def test_gather_equals_table(device, policy, capacity, id_dtype):
     assert st["hits"] + st["misses"] > 0
     if capacity == 0:
         assert st["hits"] == 0
-    if capacity >= n and policy != "static":  # everything admitted: later gathers all hit
+    if capacity >= n and policy != "static":  # free slots take every miss: later gathers all hit
         c.reset_stats()
         c.gather(torch.arange(n))
         c.reset_stats()
@@ -57,7 +58,7 @@ def test_gather_equals_table(device, policy, capacity, id_dtype):
 
 
 @with_devices
-@pytest.mark.parametrize("policy", ["clock", "lru"])
+@pytest.mark.parametrize("policy", ["clock", "lru", "lfu"])
 def test_gather_after_updates_and_evictions(device, policy):
     n, d = 500, 5
     shadow = _table(n, d, seed=1)
@@ -198,7 +199,7 @@ def test_pinned_backing_cuda():
 
 
 @only_cuda
-@pytest.mark.parametrize("policy", ["clock", "lru"])
+@pytest.mark.parametrize("policy", ["clock", "lru", "lfu"])
 def test_cuda_matches_cpu(policy):
     n, d = 400, 8
     table = _table(n, d, seed=6)
@@ -209,7 +210,8 @@ def test_cuda_matches_cpu(policy):
         ids = torch.randint(0, n, (150,), generator=g) ** 2 % n
         assert torch.equal(a.gather(ids), b.gather(ids.cuda()).cpu())
         assert torch.equal(a.slot_ids, b.slot_ids.cpu()) and torch.equal(a.meta, b.meta.cpu())
-        assert torch.equal(a.state[[0, 2]], b.state[[0, 2]].cpu())
+        assert torch.equal(a.state[[0, 2, 3]], b.state[[0, 2, 3]].cpu())
+        assert torch.equal(a.sketch, b.sketch.cpu())
     assert a.stats() == b.stats()
 
 
@@ -246,6 +248,60 @@ def test_lru_evicts_least_recent(device):
     for x in [0, 1, 2, 0, 3]:
         c.gather(torch.tensor([x]))
     assert sorted(c.cached_ids().tolist()) == [0, 2, 3]
+
+
+@with_devices
+def test_lfu_admits_only_more_frequent(device):
+    # Wide sketch: no collisions among the few ids used, so estimates are exact counts.
+    c = EmbeddingCache(100, 2, device=device, capacity=2, policy="lfu", sketch_width=1 << 12,
+                       aging_period=10**6)
+    c.gather(torch.tensor([5, 5, 6]))           # free slots take both: 5 (count 2) then 6 (1)
+    assert sorted(c.cached_ids().tolist()) == [5, 6]
+    c.gather(torch.tensor([7]))                  # count 1 does not beat 6's count 1
+    assert sorted(c.cached_ids().tolist()) == [5, 6]
+    c.gather(torch.tensor([7]))                  # count 2 beats 6's 1: 6 is evicted
+    assert sorted(c.cached_ids().tolist()) == [5, 7]
+    assert sorted(c.meta.tolist()) == [2, 2]
+    c.gather(torch.tensor([5, 8, 9, 9, 9]))     # 9 (3) beats 7 (2); 8 (1) beats nothing
+    assert sorted(c.cached_ids().tolist()) == [5, 9]
+    st = c.stats()
+    assert st["hits"] == 1 and st["misses"] == 3 + 1 + 1 + 4
+
+
+@with_devices
+def test_lfu_aging_halves_counts(device):
+    c = EmbeddingCache(1000, 2, device=device, capacity=1, policy="lfu", sketch_width=1 << 12,
+                       aging_period=8)
+    c.gather(torch.tensor([1] * 6))              # 6 accesses: no aging yet
+    assert int(c.sketch[:, sketch_hash_ref(1, 0, 1 << 12)][0]) == 6 and int(c.state[3]) == 6
+    c.gather(torch.tensor([2, 2]))               # 8 accesses: halved, counter restarts
+    assert int(c.state[3]) == 0
+    assert [int(c.sketch[d, sketch_hash_ref(1, d, 1 << 12)]) for d in range(4)] == [3] * 4
+    assert [int(c.sketch[d, sketch_hash_ref(2, d, 1 << 12)]) for d in range(4)] == [1] * 4
+    assert c.cached_ids().tolist() == [1]        # 2 (1) does not beat 1 (3)
+    c.gather(torch.tensor([2, 2, 2]))            # 2 (4) beats 1 (3)
+    assert c.cached_ids().tolist() == [2]
+
+
+@with_devices
+def test_lfu_keeps_hot_set_under_scans(device):
+    # A hot set that fits, interleaved with one-off scans: LFU keeps the hot rows, CLOCK loses them.
+    n, hot = 5000, 50
+    table = _table(n, 3)
+    g = torch.Generator().manual_seed(0)
+    rates = {}
+    for policy in ("lfu", "clock"):
+        c = EmbeddingCache(n, 3, device=device, capacity=64, policy=policy, table=table)
+        scan = iter(torch.randperm(n - hot, generator=g) + hot)
+        for b in range(30):
+            ids = torch.cat([torch.arange(hot), torch.tensor([next(scan) for _ in range(100)])])
+            if b == 10:
+                c.reset_stats()
+            assert torch.equal(c.gather(ids).cpu(), table[ids])
+        _check_invariants(c)
+        rates[policy] = c.stats()["hit_rate"]
+    assert rates["lfu"] == pytest.approx(hot / 150)
+    assert rates["clock"] < rates["lfu"]
 
 
 @with_devices
@@ -320,6 +376,54 @@ def test_admit_matches_reference(device, policy, cap):
 
 
 @with_devices
+@pytest.mark.parametrize("cap,width,period", [(1, 64, 1000), (8, 16, 40), (33, 256, 90)])
+def test_admit_lfu_matches_reference(device, cap, width, period):
+    n, d = 120, 3
+    table = _table(n, d, seed=cap).to(device)
+    ours = _empty_state(cap, d, device=device)
+    ours["sketch"] = torch.zeros(4, width, dtype=torch.int32, device=device)
+    ref = {k: v.clone().cpu() for k, v in ours.items()}
+    g = torch.Generator().manual_seed(cap)
+    for _ in range(25):
+        ids = (torch.randint(0, n, (int(torch.randint(1, 60, (1,), generator=g)),), generator=g) ** 2 % n)
+        out, slots = cache_gather(ids.to(device), ours["keys"], ours["vals"], ours["rows"], table)
+        out_r, slots_r = cache_gather_ref(ids, ref["keys"], ref["vals"], ref["rows"], table.cpu())
+        assert torch.equal(out.cpu(), out_r) and torch.equal(slots.cpu(), slots_r)
+        m = cache_admit_lfu(ids.to(device), slots, out, **ours, period=period)
+        m_r = cache_admit_lfu_ref(ids, slots_r, out_r, **ref, period=period)
+        assert int(m) == int(m_r)
+        for k in ("slot_ids", "meta", "rows", "sketch"):
+            assert torch.equal(ours[k].cpu(), ref[k]), k
+        assert ours["state"][[0, 2, 3]].tolist() == ref["state"][[0, 2, 3]].tolist()
+        probe = torch.arange(n, device=device)
+        assert torch.equal(cache_lookup(probe, ours["keys"], ours["vals"], n).cpu(),
+                           cache_lookup_ref(probe, ref["keys"], ref["vals"], n))
+
+
+@with_devices
+@pytest.mark.parametrize("lfu", [False, True])
+def test_admit_rejects_invalid_entries(device, lfu):
+    st = _empty_state(4, 3, device=device)
+    extra = {"sketch": torch.zeros(4, 64, dtype=torch.int32, device=device), "period": 100} if lfu else {}
+    admit = cache_admit_lfu if lfu else cache_admit
+    name = "cache_admit_lfu" if lfu else "cache_admit"
+    ids = torch.tensor([1, -3], device=device)
+    before = {k: v.clone() for k, v in st.items()}
+    with pytest.raises(IndexError, match=rf"{name}: ids holds negative id -3"):
+        admit(ids, torch.tensor([-1, -1], device=device), torch.zeros(2, 3, device=device), **st, **extra)
+    with pytest.raises(IndexError, match=rf"{name}: slots holds slot 9 at position 1 outside \[-1, 4\)"):
+        admit(ids.abs(), torch.tensor([-1, 9], device=device), torch.zeros(2, 3, device=device), **st,
+              **extra)
+    if lfu or device != "cpu":  # checked before anything changes
+        for k in st:
+            assert torch.equal(st[k], before[k]), k
+    if device != "cpu":  # check=False: invalid entries are ignored, never read
+        m = admit(torch.tensor([1, -3, 2], device=device), torch.tensor([-1, -1, 9], device=device),
+                  torch.ones(3, 3, device=device), **st, **extra, check=False)
+        assert int(m) == 1 and st["slot_ids"].tolist().count(1) == 1
+
+
+@with_devices
 def test_update_op_matches_reference(device):
     n, d, cap = 60, 4, 10
     st = _empty_state(cap, d, device=device)
@@ -354,6 +458,14 @@ def test_op_argument_errors():
         cache_admit(ids, torch.tensor([-1, -1]), torch.zeros(2, 3), **st, policy="mru")
     with pytest.raises(IndexError, match=r"cache_admit: slots holds slot 9 at position 1 outside \[-1, 4\)"):
         cache_admit(ids, torch.tensor([-1, 9]), torch.zeros(2, 3), **st)
+    sk = torch.zeros(4, 48, dtype=torch.int32)
+    with pytest.raises(RuntimeError, match=r"cache_admit_lfu: sketch width must be a power of two, got 48"):
+        cache_admit_lfu(ids, torch.tensor([-1, -1]), torch.zeros(2, 3), **st, sketch=sk, period=10)
+    with pytest.raises(RuntimeError, match=r"cache_admit_lfu: sketch must be int32"):
+        cache_admit_lfu(ids, torch.tensor([-1, -1]), torch.zeros(2, 3), **st, sketch=sk.long(), period=10)
+    with pytest.raises(RuntimeError, match=r"cache_admit_lfu: period must be in \[1, 2\^29\], got 0"):
+        cache_admit_lfu(ids, torch.tensor([-1, -1]), torch.zeros(2, 3), **st,
+                        sketch=torch.zeros(4, 64, dtype=torch.int32), period=0)
     with pytest.raises(RuntimeError, match=r"cache_update: values must have 2 rows \(one per id\), got 1"):
         cache_update(ids, torch.zeros(1, 3), 0, torch.zeros(10, 3), torch.zeros(10, dtype=torch.long),
                      st["keys"], st["vals"], st["rows"])

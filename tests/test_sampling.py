@@ -407,3 +407,161 @@ def test_cuda_matches_cpu_device_and_pinned(replace):
     got = hetero_neighbor_sample(pinned(ip), pinned(ix), pinned(ei), st, dt, nn, cuda(sd), fan, replace, 77,
                                  pinned(pos))
     assert_same(got, want)
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_large_fanouts_match_reference(replace):
+    # Fanouts above 32 take the hash-set membership path of Floyd's algorithm on CPU.
+    graph = make_graph(num_nodes=(50, 40, 8), num_edges=(3000, 4000, 400), seed=11)
+    seeds = {"paper": torch.tensor([0, 5, 9, 33]), "venue": torch.tensor([1, 6])}
+    args, _ = op_args(graph, seeds, [40, 70, 35, 100, 33] + [45] * 5)
+    pos = [torch.unique(torch.randint(0, int(e.numel()), (200,), generator=torch.Generator().manual_seed(r)))
+           for r, e in enumerate(args[2])]
+    for ex in (None, pos):
+        got = hetero_neighbor_sample(*args, replace=replace, seed=8, exclude=ex)
+        assert_same(got, hetero_neighbor_sample_ref(*args, replace=replace, seed=8, exclude=ex))
+
+
+def test_partitioned_dedup_matches_single_thread():
+    # One node type with > 2^20 sampled edges in a hop: 2 threads split its dedup into hash
+    # partitions; the result must equal the one-thread single pass (reference equality is
+    # covered on smaller graphs above).
+    n, E = 200_000, 2_000_000
+    g = torch.Generator().manual_seed(12)
+    indptr, indices, eid = coo_to_csc(torch.randint(0, n, (E,), generator=g), torch.randint(0, n, (E,), generator=g), n)
+    args = ([indptr], [indices.int()], [eid], [0], [0], [n], [torch.randperm(n, generator=g)[:60000]], [12, 8])
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = hetero_neighbor_sample(*args, seed=21)
+        torch.set_num_threads(2)
+        two = hetero_neighbor_sample(*args, seed=21)
+    finally:
+        torch.set_num_threads(old)
+    assert one[3][0].numel() > (1 << 20)
+    assert_same(one, two)
+
+
+def test_torch_compile_fullgraph():
+    graph = make_graph(seed=13)
+    (ip, ix, ei, st, dt, nn_, _, fan), _ = op_args(graph, {}, [3] * 5 + [2] * 5)
+
+    @torch.compile(fullgraph=True, dynamic=True, backend="aot_eager")
+    def sample(paper_seeds, venue_seeds):
+        nodes, num_dst, indptr, indices, eid = torch.ops.lmgnn.hetero_neighbor_sample(
+            ip, ix, ei, st, dt, nn_, [paper_seeds, torch.empty(0, dtype=torch.long), venue_seeds], fan, False, 5)
+        return nodes, num_dst, indptr, indices, eid
+
+    for ps in (torch.tensor([1, 7, 30]), torch.tensor([2, 4, 8, 16, 59])):
+        vs = torch.tensor([3])
+        args, _ = op_args(graph, {"paper": ps, "venue": vs}, fan)
+        assert_same(sample(ps, vs), hetero_neighbor_sample(*args, seed=5))
+
+
+# ------------------------------------------------------------- loaders on a real HeteroGraph
+@pytest.fixture(scope="module")
+def real_graph():
+    from lmgnn_fast.datasets import load_dataset
+    return load_dataset("synthetic", num_nodes=3000, num_edges=20000, with_text=False, seed=3)
+
+
+def _real_coo(graph):
+    """Per relation, (src, dst) indexed by eid (held-out link-prediction eids map to -1)."""
+    out = {}
+    for et in graph.edge_types:
+        c = graph.csc[et]
+        n = int(graph.num_eids[et])
+        src, dst = torch.full((n,), -1), torch.full((n,), -1)
+        src[c.eid] = c.indices.long()
+        dst[c.eid] = torch.repeat_interleave(torch.arange(c.indptr.numel() - 1), c.indptr.diff())
+        out[et] = (src, dst)
+    return out
+
+
+def test_sampler_and_node_loader_on_hetero_graph(real_graph):
+    g = real_graph
+    assert any(c.indices.dtype == torch.int32 for c in g.csc.values())
+    task = next(t for t in g.tasks if t.type == "node_classification")
+    sampler = NeighborSampler(g, [4, 3])
+    seeds = {task.node_type: torch.arange(0, g.num_nodes[task.node_type], 5)}
+    blocks = sampler.sample(seeds, seed=3)
+    g.coo = _real_coo(g)
+    check_blocks(g, blocks, seeds, sampler.fanouts, False)
+    args = ([g.csc[et].indptr for et in g.edge_types], [g.csc[et].indices for et in g.edge_types],
+            [g.csc[et].eid for et in g.edge_types], [g.node_types.index(et[0]) for et in g.edge_types],
+            [g.node_types.index(et[2]) for et in g.edge_types], [g.num_nodes[t] for t in g.node_types],
+            [seeds.get(t, torch.empty(0, dtype=torch.long)) for t in g.node_types],
+            [f for row in sampler.fanouts for f in row])
+    assert_same(hetero_neighbor_sample(*args, seed=3), hetero_neighbor_sample_ref(*args, seed=3))
+    loader = NodeLoader(g, sampler, task.node_type, split="train", batch_size=128, seed=0)
+    train = torch.nonzero(g.masks[task.node_type]["train"]).flatten()
+    got = []
+    for b in loader:
+        s = b.seeds[task.node_type]
+        assert torch.equal(b.labels, g.labels[task.node_type][s]) and (b.labels >= 0).all()
+        got.append(s)
+    assert torch.equal(torch.cat(got).sort().values, train)
+
+
+def test_link_loader_on_hetero_graph_splits(real_graph):
+    g = real_graph
+    g.coo = _real_coo(g)
+    task = next(t for t in g.tasks if t.type == "link_prediction")
+    et, rev = tuple(task.edge_type), g.reverse_of[tuple(task.edge_type)]
+    sampler = NeighborSampler(g, [3, 2])
+    train = LinkLoader(g, sampler, et, split="train", batch_size=256, num_negatives=2, seed=1)
+    n = 0
+    for b in train:
+        n += b.edge_ids.numel()
+        assert torch.equal(b.seeds[et[0]][b.src], g.coo[et][0][b.edge_ids])
+        assert torch.equal(b.seeds[et[2]][b.dst], g.coo[et][1][b.edge_ids])
+        check_blocks(g, b.blocks, b.seeds, sampler.fanouts, False, {et: b.edge_ids, rev: b.edge_ids})
+    assert n == int(g.edge_masks[et]["train"].sum())
+    for split in ("val", "test"):
+        src, dst = g.lp_edges[task.name][split]
+        loader = LinkLoader(g, sampler, et, split=split, batch_size=200, shuffle=False, prefetch=0)
+        assert len(loader) == -(-src.numel() // 200)
+        b = next(iter(loader))
+        assert b.edge_ids is None
+        assert torch.equal(b.seeds[et[0]][b.src], src[:200]) and torch.equal(b.seeds[et[2]][b.dst], dst[:200])
+        check_blocks(g, b.blocks, b.seeds, sampler.fanouts, False)
+        # Held-out edges are not in the message-passing graph, so no block samples their eids.
+        held = torch.nonzero(g.edge_masks[et][split]).flatten()
+        for blk in b.blocks:
+            for r in (g.edge_types.index(et), g.edge_types.index(rev)):
+                assert not torch.isin(blk.eid[r], held).any()
+    with pytest.raises(ValueError, match="no 'val' link-prediction edges"):
+        LinkLoader(g, sampler, g.edge_types[1], split="val")
+
+
+def test_edge_loader_on_hetero_graph(real_graph):
+    g = real_graph
+    g.coo = _real_coo(g)
+    et = g.edge_types[1]
+    sampler = NeighborSampler(g, [2])
+    loader = EdgeLoader(g, sampler, et, batch_size=512, seed=4, exclude_self=True)
+    assert len(loader) == -(-g.num_edges(et) // 512)
+    seen = []
+    for b in loader:
+        assert torch.equal(b.seeds[et[0]][b.src], g.coo[et][0][b.edge_ids])
+        assert torch.equal(b.seeds[et[2]][b.dst], g.coo[et][1][b.edge_ids])
+        check_blocks(g, b.blocks, b.seeds, sampler.fanouts, False, {et: b.edge_ids, g.reverse_of[et]: b.edge_ids})
+        seen.append(b.edge_ids)
+    assert torch.equal(torch.cat(seen).sort().values, torch.arange(g.num_edges(et)))
+    task = next(t for t in g.tasks if t.type == "link_prediction")
+    with pytest.raises(ValueError, match="no 'bogus' split"):
+        EdgeLoader(g, sampler, tuple(task.edge_type), split="bogus")
+
+
+def test_multilabel_node_loader():
+    from lmgnn_fast.datasets import load_dataset
+    g = load_dataset("attack")
+    task = next(t for t in g.tasks if t.multilabel)
+    sampler = NeighborSampler(g, [{"uses": 3, "mitigates": 2, "subtechnique-of": -1}, 2])
+    loader = NodeLoader(g, sampler, task.node_type, split="val", batch_size=64, shuffle=False)
+    b = next(iter(loader))
+    s = b.seeds[task.node_type]
+    assert b.labels.dtype == torch.float32 and b.labels.shape == (s.numel(), task.num_classes)
+    assert torch.equal(b.labels, g.labels[task.node_type][s])
+    g.coo = _real_coo(g)
+    check_blocks(g, b.blocks, b.seeds, sampler.fanouts, False)

@@ -5,6 +5,14 @@
 //                so admission reads nothing from the host)
 //   keys, vals, slot_ids, meta, rows, state : the cache state (cache_common.h), updated
 //   policy     : 'clock' or 'lru'
+//   check      : validate ids and slots first. The CPU kernel always validates (for free,
+//                while it works) and raises IndexError. On CUDA, check=True costs one
+//                device->host read (the same error path as cache_gather's id check) and raises
+//                the same errors; check=False skips it for ids/slots that come straight from
+//                cache_gather, which already checked the ids and produced the slots itself
+//                (EmbeddingCache does this, so admission adds no host sync). Unchecked invalid
+//                entries are never dereferenced on CUDA: a slot outside [-1, C) or a negative
+//                id is ignored.
 //   returns    : a 0-dim int64 tensor, the number of rows admitted
 //
 // Semantics (identical on CPU and CUDA):
@@ -63,8 +71,8 @@ void check_cache_admit_args(const at::Tensor& ids, const at::Tensor& slots, cons
 
 TORCH_LIBRARY_FRAGMENT(lmgnn, m) {
   m.def("cache_admit(Tensor ids, Tensor slots, Tensor out, Tensor(a!) keys, Tensor(b!) vals, "
-        "Tensor(c!) slot_ids, Tensor(d!) meta, Tensor(e!) rows, Tensor(f!) state, str policy) "
-        "-> Tensor",
+        "Tensor(c!) slot_ids, Tensor(d!) meta, Tensor(e!) rows, Tensor(f!) state, str policy, "
+        "bool check=True) -> Tensor",
         {at::Tag::pt2_compliant_tag});
 }
 

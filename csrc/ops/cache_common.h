@@ -8,7 +8,10 @@
 //   slot_ids [C] int64  slot -> node id (-1 = free slot)
 //   meta     [C] int64  per-slot policy word: CLOCK reference bit, LRU last-use tick
 //   rows     [C, D]     cached rows
-//   state    [4] int64  kHand (CLOCK hand), kTombs (tombstones in keys), kTick (batches seen)
+//   state    [4] int64  kHand (CLOCK hand), kTombs (tombstones in keys), kTick (batches seen),
+//                       kAdds (LFU: accesses counted since the sketch was last halved)
+//   sketch   [kSketchDepth, W] int32  LFU only: count-min sketch of access frequencies,
+//                       W a power of two; row d counts id at sketch_hash(id, d, W - 1)
 // Lookups probe linearly from hash(id) & (H - 1), skip tombstones and stop at kEmpty.
 #pragma once
 
@@ -24,7 +27,9 @@ namespace lmgnn {
 constexpr int64_t kEmpty = -1;
 constexpr int64_t kTombstone = -2;
 
-enum CacheState : int64_t { kHand = 0, kTombs = 1, kTick = 2, kStateSize = 4 };
+enum CacheState : int64_t { kHand = 0, kTombs = 1, kTick = 2, kAdds = 3, kStateSize = 4 };
+
+constexpr int64_t kSketchDepth = 4;
 
 enum class CachePolicy { kClock, kLru };
 
@@ -57,6 +62,14 @@ LMGNN_HOST_DEVICE int64_t cache_find_pos(const int64_t* keys, int64_t mask, int6
   return -1;
 }
 
+// Column of `id` in row `d` of the count-min sketch (`mask` = W - 1): the rows hash the
+// distinct words id * kSketchDepth + d, so they are independent mixes of the id.
+LMGNN_HOST_DEVICE int64_t sketch_hash(int64_t id, int64_t d, int64_t mask) {
+  return static_cast<int64_t>(
+      mix64(static_cast<uint64_t>(id) * static_cast<uint64_t>(kSketchDepth) + static_cast<uint64_t>(d)) &
+      static_cast<uint64_t>(mask));
+}
+
 CachePolicy parse_cache_policy(const char* op, const std::string& policy);
 
 // Shape, dtype and device checks shared by the CPU and CUDA kernels (id ranges are checked
@@ -72,6 +85,8 @@ void check_cache_admit_args(const at::Tensor& ids, const at::Tensor& slots, cons
                             const at::Tensor& keys, const at::Tensor& vals,
                             const at::Tensor& slot_ids, const at::Tensor& meta,
                             const at::Tensor& rows, const at::Tensor& state);
+void check_cache_sketch_args(const char* op, const at::Tensor& ids, const at::Tensor& sketch,
+                             int64_t period);
 void check_cache_update_args(const at::Tensor& ids, const at::Tensor& values,
                              const at::Tensor& table, const at::Tensor& versions,
                              const at::Tensor& keys, const at::Tensor& vals,

@@ -7,7 +7,8 @@ and :class:`lmgnn_fast.cache.EmbeddingCache`, which owns them):
   ``-2`` tombstone), ``H`` a power of two >= 2 * capacity, linear probing;
 - ``slot_ids``: ``[C]`` int64 slot -> node id (``-1`` free); ``meta``: ``[C]`` int64 policy
   word (CLOCK reference bit or LRU last-use tick); ``rows``: ``[C, D]`` cached rows;
-- ``state``: ``[4]`` int64 (CLOCK hand, tombstones, tick, reserved).
+- ``state``: ``[4]`` int64 (CLOCK hand, tombstones, tick, LFU accesses since the last aging);
+- ``sketch`` (policy ``lfu`` only): ``[4, W]`` int32 count-min sketch of access counts.
 
 None of these ops is differentiable (cache reads feed frozen or detached embeddings).
 """
@@ -18,8 +19,12 @@ from torch import Tensor
 
 _EMPTY = -1
 
-__all__ = ["cache_lookup", "cache_gather", "cache_admit", "cache_update", "cache_lookup_ref",
-           "cache_gather_ref", "cache_admit_ref", "cache_update_ref"]
+__all__ = ["cache_lookup", "cache_gather", "cache_admit", "cache_admit_lfu", "cache_update",
+           "cache_lookup_ref", "cache_gather_ref", "cache_admit_ref", "cache_admit_lfu_ref",
+           "cache_update_ref", "sketch_hash_ref", "SKETCH_DEPTH"]
+
+SKETCH_DEPTH = 4
+_M64 = (1 << 64) - 1
 
 
 # ----------------------------------------------------------------------------- fakes
@@ -38,7 +43,13 @@ def _cache_gather_fake(ids: Tensor, keys: Tensor, vals: Tensor, rows: Tensor, ta
 
 
 @torch.library.register_fake("lmgnn::cache_admit")
-def _cache_admit_fake(ids, slots, out, keys, vals, slot_ids, meta, rows, state, policy):
+def _cache_admit_fake(ids, slots, out, keys, vals, slot_ids, meta, rows, state, policy, check=True):
+    return ids.new_empty((), dtype=torch.long)
+
+
+@torch.library.register_fake("lmgnn::cache_admit_lfu")
+def _cache_admit_lfu_fake(ids, slots, out, keys, vals, slot_ids, meta, rows, state, sketch, period,
+                          check=True):
     return ids.new_empty((), dtype=torch.long)
 
 
@@ -89,7 +100,7 @@ def cache_gather(ids: Tensor, keys: Tensor, vals: Tensor, rows: Tensor,
 
 def cache_admit(ids: Tensor, slots: Tensor, out: Tensor, keys: Tensor, vals: Tensor,
                 slot_ids: Tensor, meta: Tensor, rows: Tensor, state: Tensor,
-                policy: str = "clock") -> Tensor:
+                policy: str = "clock", check: bool = True) -> Tensor:
     """Admit the missed ids of a gather and evict by ``policy`` ('clock' or 'lru'), in place.
 
     See ``csrc/ops/cache_admit.cpp`` for the exact semantics, shared by CPU and CUDA.
@@ -99,12 +110,41 @@ def cache_admit(ids: Tensor, slots: Tensor, out: Tensor, keys: Tensor, vals: Ten
         slots: Tensor  # [N] int64 the slots it returned (-1 = miss)
         out: Tensor  # [N, D] the rows it returned (admitted rows are copied from here)
         keys, vals, slot_ids, meta, rows, state: the cache state, updated in place.
+        check: validate ids (>= 0) and slots (in [-1, C)) and raise IndexError. Always done
+            on CPU; on CUDA it costs one device-to-host read, and ``check=False`` (for ids and
+            slots straight from :func:`cache_gather`, which checked the ids) skips it, invalid
+            entries then being ignored rather than read.
 
     Returns:
         Tensor  # [] int64, the number of rows admitted
     """
     return torch.ops.lmgnn.cache_admit(ids, slots, out, keys, vals, slot_ids, meta, rows, state,
-                                       policy)
+                                       policy, check)
+
+
+def cache_admit_lfu(ids: Tensor, slots: Tensor, out: Tensor, keys: Tensor, vals: Tensor,
+                    slot_ids: Tensor, meta: Tensor, rows: Tensor, state: Tensor, sketch: Tensor,
+                    period: int, check: bool = True) -> Tensor:
+    """Frequency-aware admission (TinyLFU-style) after a gather, in place.
+
+    Every access is counted in a count-min ``sketch`` (halved every ``period`` accesses); a
+    missed row is admitted only if its estimated count beats that of the coldest cached row
+    it would replace (free slots take anything). See ``csrc/ops/cache_admit_lfu.cpp`` for
+    the exact semantics, shared by CPU and CUDA.
+
+    Args:
+        ids, slots, out: as for :func:`cache_admit`.
+        keys, vals, slot_ids, meta, rows, state: the cache state, updated in place
+            (``meta[s]``: the estimated count of the row in slot ``s``, -1 when free).
+        sketch: Tensor  # [4, W] int32, W a power of two, updated in place
+        period: accesses between two halvings of the sketch.
+        check: as for :func:`cache_admit`.
+
+    Returns:
+        Tensor  # [] int64, the number of rows admitted
+    """
+    return torch.ops.lmgnn.cache_admit_lfu(ids, slots, out, keys, vals, slot_ids, meta, rows, state,
+                                           sketch, period, check)
 
 
 def cache_update(ids: Tensor, values: Tensor, step: int, table: Tensor, versions: Tensor,
@@ -208,6 +248,77 @@ def cache_admit_ref(ids: Tensor, slots: Tensor, out: Tensor, keys: Tensor, vals:
                 p = (p + 1) & mask
             keys[p], vals[p] = x, s
     state[1] = 0
+    return torch.tensor(m, dtype=torch.long)
+
+
+def _mix64(z: int) -> int:
+    z = (z + 0x9E3779B97F4A7C15) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+def sketch_hash_ref(x: int, d: int, width: int) -> int:
+    """Column of id ``x`` in row ``d`` of a count-min sketch of ``width`` (a power of two)."""
+    return _mix64((x * SKETCH_DEPTH + d) & _M64) & (width - 1)
+
+
+def _rebuild_map(keys: Tensor, vals: Tensor, slot_ids: Tensor, state: Tensor) -> None:
+    keys.fill_(_EMPTY)
+    mask = keys.numel() - 1
+    for s, x in enumerate(slot_ids.tolist()):  # any valid probing layout will do
+        if x >= 0:
+            p = (x * 2654435761) & mask
+            while int(keys[p]) != _EMPTY:
+                p = (p + 1) & mask
+            keys[p], vals[p] = x, s
+    state[1] = 0
+
+
+def cache_admit_lfu_ref(ids: Tensor, slots: Tensor, out: Tensor, keys: Tensor, vals: Tensor,
+                        slot_ids: Tensor, meta: Tensor, rows: Tensor, state: Tensor,
+                        sketch: Tensor, period: int) -> Tensor:
+    """Sequential pure-Python reference of :func:`cache_admit_lfu` (updates the state in place;
+    the hash map is rebuilt from ``slot_ids``, so its layout differs from the kernel's)."""
+    cap, w = rows.shape[0], sketch.shape[1]
+    ids_l, sl = ids.tolist(), slots.tolist()
+    for i, (x, s) in enumerate(zip(ids_l, sl)):
+        if not -1 <= s < cap:
+            raise IndexError(f"cache_admit_lfu: slots holds slot {s} at position {i} outside [-1, {cap})")
+        if x < 0:
+            raise IndexError(f"cache_admit_lfu: ids holds negative id {x}")
+    state[2] += 1
+    for x in ids_l:
+        for d in range(SKETCH_DEPTH):
+            sketch[d, sketch_hash_ref(x, d, w)] += 1
+    state[3] += len(ids_l)
+    if int(state[3]) >= period:
+        sketch.copy_(sketch // 2)
+        state[3] = 0
+    if cap == 0:
+        return torch.zeros((), dtype=torch.long)
+    sk = sketch.tolist()
+
+    def est(x):
+        return min(sk[d][sketch_hash_ref(x, d, w)] for d in range(SKETCH_DEPTH))
+
+    first: dict[int, int] = {}
+    for i, (x, s) in enumerate(zip(ids_l, sl)):
+        if s < 0 and x not in first:
+            first[x] = i
+    cand = sorted(first, key=lambda x: (-est(x), x))
+    for s, x in enumerate(slot_ids.tolist()):
+        meta[s] = -1 if x < 0 else est(x)
+    victims = sorted(range(cap), key=lambda s: (int(meta[s]), s))
+    m = 0
+    while m < min(len(cand), cap) and est(cand[m]) > int(meta[victims[m]]):
+        m += 1
+    for j in range(m):
+        s = victims[j]
+        slot_ids[s] = cand[j]
+        meta[s] = est(cand[j])
+        rows[s] = out[first[cand[j]]]
+    _rebuild_map(keys, vals, slot_ids, state)
     return torch.tensor(m, dtype=torch.long)
 
 

@@ -31,13 +31,24 @@ def _hetero_neighbor_sample_fake(indptr, indices, eid, src_type, dst_type, num_n
     ctx = torch.library.get_ctx()
     like = seeds[0]
 
-    def dyn(extra: int = 0) -> Tensor:
-        return like.new_empty((ctx.new_dynamic_size() + extra,), dtype=torch.long)
+    def vec(n) -> Tensor:
+        return like.new_empty((n,), dtype=torch.long)
 
-    nodes = [dyn() for _ in range(L * T)]
+    # Block l's destinations are block l + 1's sources (the seeds for the last block), so
+    # each indptr is sized from another output; indices and eid of a relation share a size.
+    sizes = [[ctx.new_dynamic_size() for _ in range(T)] for _ in range(L)]
+    nodes = [vec(sizes[l][t]) for l in range(L) for t in range(T)]
     num_dst = torch.empty((L * T,), dtype=torch.long, device="cpu")
-    return nodes, num_dst, [dyn(1) for _ in range(L * R)], [dyn() for _ in range(L * R)], \
-        [dyn() for _ in range(L * R)]
+    indptr_out, indices_out, eid_out = [], [], []
+    for l in range(L):
+        for r in range(R):
+            d = dst_type[r]
+            n_dst = seeds[d].shape[0] if l == L - 1 else sizes[l + 1][d]
+            indptr_out.append(vec(n_dst + 1))
+            e = ctx.new_dynamic_size()
+            indices_out.append(vec(e))
+            eid_out.append(vec(e))
+    return nodes, num_dst, indptr_out, indices_out, eid_out
 
 
 def hetero_neighbor_sample(

@@ -270,14 +270,19 @@ class EdgeLoader(_Loader):
         if edge_type not in [tuple(e) for e in graph.edge_types]:
             raise ValueError(f"EdgeLoader: unknown edge type {edge_type!r}")
         src, dst, eid = _csc_edges(graph, edge_type)
-        by_eid = torch.full((int(eid.max()) + 1 if eid.numel() else 0,), -1, dtype=torch.long)
+        num_eids = (getattr(graph, "num_eids", None) or {}).get(edge_type)
+        size = int(num_eids) if num_eids is not None else (int(eid.max()) + 1 if eid.numel() else 0)
+        by_eid = torch.full((max(size, int(eid.max()) + 1 if eid.numel() else 0),), -1, dtype=torch.long)
         by_eid[eid] = torch.arange(eid.numel())
         if edge_ids is None:
-            masks = getattr(graph, "edge_masks", None) or {}
-            if edge_type in masks and masks[edge_type] is not None and split in masks[edge_type]:
-                edge_ids = torch.nonzero(torch.as_tensor(masks[edge_type][split])).flatten()
+            masks = (getattr(graph, "edge_masks", None) or {}).get(edge_type)
+            if masks:
+                if split not in masks:
+                    raise ValueError(f"{type(self).__name__}: no '{split}' split for edge type {edge_type} "
+                                     f"(splits: {sorted(masks)}); pass edge_ids explicitly")
+                edge_ids = torch.nonzero(torch.as_tensor(masks[split])).flatten()
                 edge_ids = edge_ids[edge_ids < by_eid.numel()]
-                edge_ids = edge_ids[by_eid[edge_ids] >= 0]
+                edge_ids = edge_ids[by_eid[edge_ids] >= 0]  # held-out edges are not in the graph
             else:
                 edge_ids = torch.sort(eid).values
         edge_ids = torch.as_tensor(edge_ids).long().cpu()
@@ -290,6 +295,9 @@ class EdgeLoader(_Loader):
         self.exclude_self = exclude_self
         labels = getattr(graph, "edge_labels", None)
         self._labels = labels.get(edge_type) if isinstance(labels, dict) else None
+        rev = (getattr(graph, "reverse_of", None) or {}).get(edge_type)
+        if self._labels is None and isinstance(labels, dict) and rev is not None and edge_type[1].startswith("rev-"):
+            self._labels = labels.get(tuple(rev))  # a reverse edge shares its forward edge's eid
         super().__init__(edge_ids.numel(), batch_size, shuffle, seed, drop_last, prefetch)
 
     def _exclude(self, eids):
@@ -323,6 +331,10 @@ class LinkLoader(EdgeLoader):
     Args:
         graph, sampler, edge_type: as in :class:`EdgeLoader`.
         edges: optional ``(src, dst)`` global ids of the positives (no eids).
+        split: without ``edges``: ``"train"`` iterates the relation's training edges of the
+            message-passing graph (``edge_masks``, all edges when it has none); ``"val"`` /
+            ``"test"`` take ``graph.lp_edges[task][split]`` of the link-prediction task on
+            ``edge_type`` (held-out edges are not in the graph, so they have no eids).
         negative: ``"uniform"``, ``"joint"``, ``"in_batch"`` or a NegativeSampler.
         num_negatives: K for uniform / joint.
         exclude_positives: exclude the batch's positive eids (and reverses) from sampling.
@@ -334,6 +346,17 @@ class LinkLoader(EdgeLoader):
                  batch_size: int = 1024, shuffle: bool = True, seed: int = 0, drop_last: bool = False,
                  prefetch: int = 2, exclude_positives: bool = True):
         self.negative = make_negative_sampler(negative, num_negatives)
+        edge_type = tuple(edge_type)
+        if edges is None and split != "train":
+            # Held-out positives are not in the message-passing graph: take them from lp_edges.
+            lp = getattr(graph, "lp_edges", None) or {}
+            tasks = [t.name for t in (getattr(graph, "tasks", None) or [])
+                     if t.type == "link_prediction" and t.edge_type is not None and tuple(t.edge_type) == edge_type]
+            found = [lp[n][split] for n in tasks if n in lp and split in lp[n]]
+            if not found:
+                raise ValueError(f"LinkLoader: no '{split}' link-prediction edges for {edge_type} in "
+                                 "graph.lp_edges; pass edges=(src, dst)")
+            edges = found[0]
         if edges is None:
             super().__init__(graph, sampler, edge_type, None, split, batch_size, shuffle, seed, drop_last,
                              prefetch, exclude_self=exclude_positives)

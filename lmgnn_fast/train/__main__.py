@@ -43,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
                 cfg.run.interrupt_after_steps = 0
         from lmgnn_fast.train.trainer import Trainer
 
-        Trainer(cfg).run()
+        trainer = Trainer(cfg)
+        trainer.run()
+        from lmgnn_fast.train.dist import teardown
+
+        teardown(trainer.dist)
     except (ConfigError, DataError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -119,6 +119,7 @@ class RunConfig:
     checkpoint_every: int = 20  # steps between mid-epoch checkpoints (0 = end of epoch only)
     progress: bool = True
     interrupt_after_steps: int = 0  # testing aid: raise after this many steps (0 = off)
+    dist_timeout: float = 300.0  # seconds: bound on every collective under torchrun
 
 
 @dataclass

@@ -29,6 +29,8 @@ def _raw_ids(graph, t: str, ids: torch.Tensor) -> list:
 
 
 def _write_table(table: pa.Table, path: str) -> None:
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return  # under torchrun every rank computes (sharded), rank 0 writes
     tmp = f"{path}.tmp-{os.getpid()}"
     pq.write_table(table, tmp)
     os.replace(tmp, path)

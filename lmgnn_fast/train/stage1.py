@@ -120,6 +120,7 @@ def _task_nodes(trainer, ids, ids_by_type):
 
 
 def run(trainer) -> dict:
+    from lmgnn_fast.train.dist import rank_slice
     from lmgnn_fast.train.trainer import mix_seed
 
     cfg, c1 = trainer.cfg, trainer.cfg.stage1
@@ -151,6 +152,14 @@ def run(trainer) -> dict:
         return []
 
     def step(batch, epoch, i):
+        loss = trainer.ddp_forward(lambda: batch_loss(batch, epoch, i))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(modules.parameters(), 1.0)
+        opt.step()
+        return float(loss.detach())
+
+    def batch_loss(batch, epoch, i):
         gen = torch.Generator().manual_seed(mix_seed(cfg.run.seed, "stage1", epoch, i))
         ids_by_type: dict[str, list] = {}
         lp = _lp_loss(trainer, heads, *batch, gen, ids_by_type) if use_lp else None
@@ -160,7 +169,8 @@ def run(trainer) -> dict:
                 mix_seed(cfg.run.seed, "stage1-task", epoch)))
             nb = max(1, math.ceil(task_items.numel() / c1.task_batch_size))
             j = i % nb
-            tl = _task_nodes(trainer, task_items[perm[j * c1.task_batch_size:(j + 1) * c1.task_batch_size]], ids_by_type)
+            tl = _task_nodes(trainer, rank_slice(task_items[perm[j * c1.task_batch_size:(j + 1) * c1.task_batch_size]],
+                                                 trainer.dist), ids_by_type)
         uniq, lookup = {}, {}
         for t, parts in ids_by_type.items():
             u = torch.unique(torch.cat(parts))
@@ -172,11 +182,7 @@ def run(trainer) -> dict:
             loss = loss + c1.lp_weight * lp(rows, lookup)
         if tl is not None:
             loss = loss + c1.task_weight * tl(rows, lookup, heads.task_head)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(modules.parameters(), 1.0)
-        opt.step()
-        return float(loss.detach())
+        return loss
 
     trainer.train_loop(1, c1.epochs if (use_lp or use_task) else 0, make_batches, step, lambda e: {},
                        modules, {"opt": opt})
@@ -191,6 +197,8 @@ def run(trainer) -> dict:
 def evaluate(trainer) -> dict:
     """Val/test metrics of the stage-1 LM alone (its task head, or for link prediction its
     decoder), under the same protocol as the GNN stages."""
+    from lmgnn_fast.train.dist import map_chunks
+
     sd = trainer.ckpt.load_stage(1)
     trainer.load_lm("stage1")
     heads = Stage1Heads(trainer).to(trainer.device)
@@ -204,10 +212,10 @@ def evaluate(trainer) -> dict:
     task, g = trainer.task, trainer.graph
     bs = trainer.cfg.run.eval_batch_size
 
-    def enc(t, ids):
+    def enc(t, ids):  # chunks sharded over ranks, rows all-gathered (identity for one process)
         uniq, inv = torch.unique(ids, return_inverse=True)
-        rows = torch.cat([lm.encode(trainer.tokens[t], uniq[i:i + bs]) for i in range(0, uniq.numel(), bs)]) \
-            if uniq.numel() else torch.zeros(0, lm.hidden_size, device=trainer.device)
+        rows = map_chunks(uniq.numel(), bs, lambda i, j: lm.encode(trainer.tokens[t], uniq[i:j]), trainer.dist,
+                          lm.hidden_size, trainer.device)
         return rows[inv.to(trainer.device)]
 
     out = {}

@@ -33,7 +33,8 @@ def run(trainer) -> dict:
         return batches(n, c2.batch_size, mix_seed(cfg.run.seed, "stage2", epoch))
 
     def step(pos, epoch, i):
-        loss = trainer.gnn_batch_loss(model, pos, trainer.cache_features, mix_seed(cfg.run.seed, "s2", epoch, i))
+        loss = trainer.ddp_forward(lambda: trainer.gnn_batch_loss(model, pos, trainer.cache_features,
+                                                                  mix_seed(cfg.run.seed, "s2", epoch, i)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

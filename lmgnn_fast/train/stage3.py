@@ -21,6 +21,7 @@ __all__ = ["run"]
 
 def run(trainer) -> dict:
     from lmgnn_fast.train.data import batches
+    from lmgnn_fast.train.dist import sync_cache_update
     from lmgnn_fast.train.trainer import mix_seed
 
     cfg, c3 = trainer.cfg, trainer.cfg.stage3
@@ -67,7 +68,8 @@ def run(trainer) -> dict:
                 xt = x[t].clone()
                 xt[p.to(trainer.device)] = rows[t].to(xt.dtype)
                 x[t] = xt
-                trainer.caches[t].update(ids[t].to(trainer.device), rows[t].detach(), trainer.global_step)
+            # every rank calls this (it all-gathers the rows under torchrun): caches stay identical
+            sync_cache_update(trainer.caches[t], ids[t], rows[t], trainer.global_step, trainer.dist)
         return x
 
     def make_batches(epoch):
@@ -79,8 +81,8 @@ def run(trainer) -> dict:
         lm.model.requires_grad_(not state["warm"])
 
     def step(pos, epoch, i):
-        loss = trainer.gnn_batch_loss(model, pos, trainer.cache_features, mix_seed(cfg.run.seed, "s3", epoch, i),
-                                      lm_hook=lm_hook)
+        loss = trainer.ddp_forward(lambda: trainer.gnn_batch_loss(
+            model, pos, trainer.cache_features, mix_seed(cfg.run.seed, "s3", epoch, i), lm_hook=lm_hook))
         opt_lm.zero_grad(set_to_none=True)
         opt_gnn.zero_grad(set_to_none=True)
         loss.backward()

@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from lmgnn_fast.train import _deps
-from lmgnn_fast.train.checkpoint import CheckpointManager, atomic_write_json, seed_everything, set_rng_state
+from lmgnn_fast.train import dist as tdist
+from lmgnn_fast.train.checkpoint import atomic_write_json, seed_everything, set_rng_state
 from lmgnn_fast.train.config import Config
 from lmgnn_fast.train.data import (TargetTask, known_edge_keys, resolve_relations, resolve_task,
                                    split_items, text_types)
@@ -65,6 +66,10 @@ class Trainer:
         self.cfg = cfg
         self.log = log or (lambda *a: print(*a, flush=True))
         self.device = resolve_device(cfg.run.device)
+        self.dist = tdist.setup(self.device, cfg.run.dist_timeout)  # torchrun rank (or 1 process)
+        self.device = self.dist.device
+        if not self.dist.is_main:
+            self.log = lambda *a: None
         if cfg.run.num_threads > 0:
             torch.set_num_threads(cfg.run.num_threads)
         self.stages = cfg.stage_list
@@ -81,7 +86,7 @@ class Trainer:
             raise DataError(f"stages 1 and 3 train the LM but {why}; use --run.stages 2")
         os.makedirs(cfg.run.out_dir, exist_ok=True)
         self.out_dir = cfg.run.out_dir
-        self.ckpt = CheckpointManager(self.out_dir)
+        self.ckpt = tdist.RankZeroCheckpoints(self.out_dir, self.dist)
         self.history: dict[str, list[dict]] = {}
         self.results: dict[str, dict] = {}
         self.global_step = 0
@@ -154,7 +159,8 @@ class Trainer:
                     self.tokens[t] = tok
                     continue
             tok = self.lm.tokenize(texts, self.cfg.lm.max_length)
-            tok.save(path)
+            if self.dist.is_main:
+                tok.save(path)
             self.tokens[t] = tok
 
     def lm_source_for(self, stage: int) -> str:
@@ -171,6 +177,10 @@ class Trainer:
             if t not in self.caches:
                 self.caches[t] = _deps.make_cache(n, self.lm.hidden_size, self.device, capacity=cap,
                                                   policy=self.cfg.stage3.cache_policy)
+            if self.dist.is_distributed:
+                tdist.encode_all_sharded(self.lm, self.tokens[t], self.caches[t], self.cfg.lm.encode_batch_size,
+                                         step, self.dist)
+                continue
             self.lm.encode_all(self.tokens[t], self.caches[t], batch_size=self.cfg.lm.encode_batch_size,
                                step=step, desc=f"encode {t}", progress=self.cfg.run.progress)
         self.cache_source = self.lm_source
@@ -307,13 +317,12 @@ class Trainer:
         """GNN output rows ``[len(ids), hidden]`` for nodes ``ids`` of type ``t`` (eval mode,
         sampled with the fixed evaluation seed)."""
         model.eval()
-        out = []
-        bs = self.cfg.run.eval_batch_size
-        for i in range(0, ids.numel(), bs):
-            chunk = ids[i:i + bs]
-            blocks = self.sample({t: chunk}, mix_seed(seed, t, i))
-            out.append(model(feats(blocks[0]), blocks)[t])
-        return torch.cat(out) if out else torch.zeros(0, self.cfg.gnn.hidden, device=self.device)
+
+        def chunk(i, j):  # sharded over ranks by tdist.map_chunks (same chunks and seeds)
+            blocks = self.sample({t: ids[i:j]}, mix_seed(seed, t, i))
+            return model(feats(blocks[0]), blocks)[t]
+        return tdist.map_chunks(ids.numel(), self.cfg.run.eval_batch_size, chunk, self.dist,
+                                self.cfg.gnn.hidden, self.device)
 
     @torch.no_grad()
     def gnn_scores(self, model, split: str, feats) -> tuple[dict, dict]:
@@ -415,21 +424,23 @@ class Trainer:
             self.ckpt.save_last({"stage": stage, "epoch": epoch, "step": step, "global_step": self.global_step,
                                  "history": hist, "extra": extra_json}, sd, optimizers)
 
+        self.ddp_forward = tdist.wrap_modules(modules, self.dist)  # step closures run through it
         ce = self.cfg.run.checkpoint_every
         for epoch in range(start_epoch, epochs):
             if start_epoch_hook is not None:
                 start_epoch_hook(epoch)
-            bl = make_batches(epoch)
+            bl = tdist.shard_batches(make_batches(epoch), self.dist)
             modules.train()
             bar = tqdm(total=len(bl), desc=f"stage {stage} epoch {epoch + 1}/{epochs}",
-                       disable=not self.cfg.run.progress, leave=False, unit="batch", file=sys.stderr)
+                       disable=not self.cfg.run.progress or not self.dist.is_main, leave=False, unit="batch", file=sys.stderr)
             bar.update(start_step if epoch == start_epoch else 0)
             t0 = time.time()
             for i, batch in enumerate(bl):
                 if epoch == start_epoch and i < start_step:
                     continue
-                loss = step_fn(batch, epoch, i)
+                loss = tdist.mean_over_ranks(step_fn(batch, epoch, i), self.dist)
                 self.global_step += 1
+                tdist.maybe_fail(self.dist, self.global_step)
                 hist.append({"step": self.global_step, "epoch": epoch, "loss": float(loss)})
                 bar.set_postfix(loss=f"{float(loss):.4f}")
                 bar.update(1)
@@ -453,6 +464,8 @@ class Trainer:
                 break
 
     def write_metrics(self) -> None:
+        if not self.dist.is_main:
+            return
         atomic_write_json(os.path.join(self.out_dir, "metrics.json"),
                           {"task": {"name": self.task.name, "type": self.task.type,
                                     "primary_metric": self.task.primary_metric},
@@ -477,8 +490,10 @@ class Trainer:
         from lmgnn_fast.train import stage1, stage2, stage3
 
         self.log("lmgnn_fast.train configuration:\n" + self.cfg.to_yaml())
-        self.cfg.save(os.path.join(self.out_dir, "config.yaml"))
-        self.log(f"task {self.task.name!r} ({self.task.type}), device {self.device}")
+        if self.dist.is_main:
+            self.cfg.save(os.path.join(self.out_dir, "config.yaml"))
+        self.log(f"task {self.task.name!r} ({self.task.type}), device {self.device}"
+                 + (f", {self.dist.world_size} processes" if self.dist.is_distributed else ""))
         seed_everything(self.cfg.run.seed)
         if self.cfg.run.resume:
             self.load_previous_results()

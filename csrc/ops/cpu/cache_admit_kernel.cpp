@@ -17,15 +17,6 @@
 namespace lmgnn {
 namespace {
 
-void map_insert(int64_t* keys, int64_t* vals, int64_t mask, int64_t id, int64_t slot,
-                int64_t& tombs) {
-  int64_t p = cache_hash(id, mask);
-  while (keys[p] != kEmpty && keys[p] != kTombstone) p = (p + 1) & mask;
-  if (keys[p] == kTombstone) --tombs;
-  keys[p] = id;
-  vals[p] = slot;
-}
-
 // Victims of the CLOCK walk (see cache_admit.cpp), in walk order; advances the hand.
 std::vector<int64_t> clock_victims(int64_t* meta, int64_t cap, int64_t m, int64_t& hand) {
   std::vector<int64_t> victims;
@@ -64,7 +55,8 @@ at::Tensor cache_admit_cpu(const at::Tensor& ids_in, const at::Tensor& slots_in,
                            const at::Tensor& out, const at::Tensor& keys_t,
                            const at::Tensor& vals_t, const at::Tensor& slot_ids_t,
                            const at::Tensor& meta_t, const at::Tensor& rows,
-                           const at::Tensor& state_t, c10::string_view policy_name) {
+                           const at::Tensor& state_t, c10::string_view policy_name,
+                           bool /*check: the CPU kernel always validates*/) {
   constexpr const char* op = "cache_admit";
   check_cache_admit_args(ids_in, slots_in, out, keys_t, vals_t, slot_ids_t, meta_t, rows, state_t);
   check_device_type(op, ids_in, "ids", c10::DeviceType::CPU);
@@ -109,39 +101,16 @@ at::Tensor cache_admit_cpu(const at::Tensor& ids_in, const at::Tensor& slots_in,
                                            ? clock_victims(meta, cap, m, state[kHand])
                                            : lru_victims(meta, cap, m);
 
-  // 4. Evict, then insert, then copy the rows.
+  // 4-5. Evict, insert, copy the rows; rebuild the map when tombstones make probes long.
+  std::vector<int64_t> cand_ids(m), cand_pos(m);
   for (int64_t j = 0; j < m; ++j) {
-    const int64_t old = slot_ids[victims[j]];
-    if (old < 0) continue;
-    const int64_t p = cache_find_pos(keys, mask, old);
-    TORCH_CHECK(p >= 0, op, ": corrupt cache state, cached id ", old, " missing from the map");
-    keys[p] = kTombstone;
-    ++state[kTombs];
+    cand_ids[j] = cand[j].first;
+    cand_pos[j] = cand[j].second;
   }
-  for (int64_t j = 0; j < m; ++j) {
-    const int64_t s = victims[j];
-    map_insert(keys, vals, mask, cand[j].first, s, state[kTombs]);
-    slot_ids[s] = cand[j].first;
-    meta[s] = policy == CachePolicy::kClock ? 0 : tick;
-  }
-  const int64_t row_bytes = rows.size(1) * rows.element_size();
-  const char* src = static_cast<const char*>(out.const_data_ptr());
-  char* dst = static_cast<char*>(rows.data_ptr());
-  at::parallel_for(0, m, 256, [&](int64_t b, int64_t e) {
-    for (int64_t j = b; j < e; ++j) {
-      if (row_bytes) std::memcpy(dst + victims[j] * row_bytes, src + cand[j].second * row_bytes,
-                                 static_cast<size_t>(row_bytes));
-    }
-  });
-
-  // 5. Rebuild the map when tombstones make probes long.
-  if (state[kTombs] * 4 > mask + 1) {
-    std::fill(keys, keys + mask + 1, kEmpty);
-    int64_t none = 0;
-    for (int64_t s = 0; s < cap; ++s)
-      if (slot_ids[s] >= 0) map_insert(keys, vals, mask, slot_ids[s], s, none);
-    state[kTombs] = 0;
-  }
+  const int64_t new_meta = policy == CachePolicy::kClock ? 0 : tick;
+  apply_admission_cpu(op, m, victims.data(), cand_ids.data(), cand_pos.data(),
+                      [&](int64_t) { return new_meta; }, out, keys, vals, mask, slot_ids, meta,
+                      rows, state);
   return at::scalar_tensor(m, ids.options());
 }
 

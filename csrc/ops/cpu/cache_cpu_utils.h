@@ -5,9 +5,11 @@
 #include <ATen/core/Tensor.h>
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
 #include <utility>
 
+#include "ops/cache_common.h"
 #include "utils/check.h"
 #include "utils/dispatch.h"
 
@@ -33,6 +35,63 @@ inline void check_ids_in_range_cpu(const char* op, const at::Tensor& ids, int64_
         [](Pair a, Pair b) { return Pair{std::min(a.first, b.first), std::max(a.second, b.second)}; });
     check_id_range(op, "ids", mm.first, mm.second, count, what);
   });
+}
+
+}  // namespace lmgnn
+
+namespace lmgnn {
+
+// Inserts id -> slot into the hash map (reusing a tombstone, which `tombs` counts).
+inline void cache_map_insert_cpu(int64_t* keys, int64_t* vals, int64_t mask, int64_t id,
+                                 int64_t slot, int64_t& tombs) {
+  int64_t p = cache_hash(id, mask);
+  while (keys[p] != kEmpty && keys[p] != kTombstone) p = (p + 1) & mask;
+  if (keys[p] == kTombstone) --tombs;
+  keys[p] = id;
+  vals[p] = slot;
+}
+
+// Steps 4-5 of cache admission (csrc/ops/cache_admit.cpp), shared by every policy: slot
+// victims[j] receives id cand_ids[j] for j < m (its old id leaves the hash map, its row is
+// copied from row cand_pos[j] of `out`, meta = meta_of(j)); then the map is rebuilt from
+// slot_ids when tombstones exceed H / 4.
+template <typename MetaOf>
+void apply_admission_cpu(const char* op, int64_t m, const int64_t* victims, const int64_t* cand_ids,
+                         const int64_t* cand_pos, MetaOf meta_of, const at::Tensor& out,
+                         int64_t* keys, int64_t* vals, int64_t mask, int64_t* slot_ids,
+                         int64_t* meta, const at::Tensor& rows, int64_t* state) {
+  const int64_t cap = rows.size(0);
+  for (int64_t j = 0; j < m; ++j) {
+    const int64_t old = slot_ids[victims[j]];
+    if (old < 0) continue;
+    const int64_t p = cache_find_pos(keys, mask, old);
+    TORCH_CHECK(p >= 0, op, ": corrupt cache state, cached id ", old, " missing from the map");
+    keys[p] = kTombstone;
+    ++state[kTombs];
+  }
+  for (int64_t j = 0; j < m; ++j) {
+    const int64_t s = victims[j];
+    cache_map_insert_cpu(keys, vals, mask, cand_ids[j], s, state[kTombs]);
+    slot_ids[s] = cand_ids[j];
+    meta[s] = meta_of(j);
+  }
+  const int64_t row_bytes = rows.size(1) * rows.element_size();
+  const char* src = static_cast<const char*>(out.const_data_ptr());
+  char* dst = static_cast<char*>(rows.data_ptr());
+  if (row_bytes > 0) {
+    at::parallel_for(0, m, 256, [&](int64_t b, int64_t e) {
+      for (int64_t j = b; j < e; ++j)
+        std::memcpy(dst + victims[j] * row_bytes, src + cand_pos[j] * row_bytes,
+                    static_cast<size_t>(row_bytes));
+    });
+  }
+  if (state[kTombs] * 4 > mask + 1) {
+    std::fill(keys, keys + mask + 1, kEmpty);
+    int64_t none = 0;
+    for (int64_t s = 0; s < cap; ++s)
+      if (slot_ids[s] >= 0) cache_map_insert_cpu(keys, vals, mask, slot_ids[s], s, none);
+    state[kTombs] = 0;
+  }
 }
 
 }  // namespace lmgnn

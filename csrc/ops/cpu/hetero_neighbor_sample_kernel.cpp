@@ -1,24 +1,40 @@
 // CPU kernel of lmgnn::hetero_neighbor_sample.
 //
-// Per hop, all (relation, destination) pairs form one flat range processed with
-// at::parallel_for in two passes: count the neighbours each destination takes (giving the
-// block's indptr), then draw them (see hetero_neighbor_sample.h for the rule). New source
-// nodes are then deduplicated per node type with a concurrent open-addressing hash table
-// sized to the frontier (no O(num_nodes) array): destinations are inserted with value
-// i (their prefix position), the sampled edge at flat position g with num_dst + g, each
-// slot keeping the minimum. A slot whose value is num_dst + g marks the first appearance of
-// a new node at g; a prefix sum over those marks gives the new nodes' local ids in order of
-// first appearance. Every value depends only on the inputs, never on the thread count.
+// Each hop runs three phases; each phase is one set of work items claimed dynamically by
+// the calling thread and helpers from ATen's inter-op pool (see parallel_claim):
+//   A. sample: the (relation, destination) items are cut into blocks of kBlock items that
+//      threads claim from an atomic counter (a descheduled thread on a busy machine holds
+//      up one block, not a fixed share of the work). A block first plans its chosen CSC
+//      positions (prefetching them), then writes the items' counts into the relation's
+//      indptr and the (source id, edge id) pairs into its thread's arena.
+//   B. dedup: per source node type, the sampled sources are numbered in order of first
+//      appearance after the destinations, with a hash table probed kPrefetch edges behind
+//      its prefetches. A type is one task (a single pass over its edges in output order,
+//      which also copies the edge ids); a dominating type is split into P hash partitions:
+//      task j scans the type's edges in order but handles only the ids whose hash falls in
+//      partition j, so each id has one owner and no atomics are needed. Tasks are claimed
+//      dynamically, largest first.
+//   C. finalise (partitioned types only): partitions are merged by first position, then
+//      per block the edge ids are copied and partition-local ids become final ids.
+// Output positions are fixed by prefix sums over blocks in block order, so the result is
+// bit-identical for any number of threads and any schedule. Hash tables live in
+// thread-local storage reused across calls, with generation-stamped slots (no
+// O(num_nodes) work and no clearing per call).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <atomic>
-#include <limits>
+#include <cstring>
+#include <exception>
+#include <functional>
 #include <memory>
+#include <mutex>
+#include <thread>
+#include <limits>
+#include <numeric>
 #include <vector>
 
 #include "ops/hetero_neighbor_sample.h"
@@ -28,9 +44,21 @@ namespace lmgnn {
 namespace {
 
 constexpr const char* kOp = "hetero_neighbor_sample";
-constexpr int64_t kGrain = 1024;
-// Frontiers up to this size are deduplicated by one thread (same result, less overhead).
-constexpr int64_t kSerialDedup = 1 << 17;
+// Items (destinations) per sampling block.
+constexpr int64_t kBlock = 256;
+// Below this many items in a hop, or this many (destinations + edges) of a node type,
+// one thread does the work (a parallel region costs more than it saves).
+constexpr int64_t kParallelItems = 4096;
+constexpr int64_t kParallelDedup = 1 << 15;
+// A node type with at least this much dedup work is split into hash partitions. Each
+// partition task rescans the type's edges (~40% more work in total, measured), which only
+// pays off when the helper threads really run in parallel; below this size types run as
+// one task each, types in parallel, which never costs more than the sequential pass.
+constexpr int64_t kPartitionDedup = 1 << 20;
+// Fanouts above this use a hash set for Floyd's membership test (else a linear scan).
+constexpr int64_t kSmallFanout = 32;
+// How far ahead the dedup pass prefetches hash slots.
+constexpr int64_t kPrefetch = 8;
 
 using Result = std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>,
                           std::vector<at::Tensor>, std::vector<at::Tensor>>;
@@ -70,108 +98,219 @@ Range node_range(const Rel& rel, int64_t r, int64_t v) {
   return g;
 }
 
-// Runs fn(segment, index within segment, flat index) over the concatenation of segments
-// [off[s], off[s+1]), in parallel.
-template <typename F>
-void parallel_segments(const std::vector<int64_t>& off, const F& fn) {
-  const int64_t total = off.back();
-  if (total == 0) return;
-  at::parallel_for(0, total, kGrain, [&](int64_t b, int64_t e) {
-    int64_t s = std::upper_bound(off.begin(), off.end(), b) - off.begin() - 1;
-    for (int64_t g = b; g < e; ++g) {
-      while (g >= off[s + 1]) ++s;
-      fn(s, g - off[s], g);
-    }
-  });
-}
+inline void prefetch(const void* p) { __builtin_prefetch(p, 0, 1); }
 
-// Exclusive prefix sum of flags[0, n) into rank[0, n); returns the total. Chunked over
-// threads; integer sums, so the result is the same for any chunking.
-int64_t exclusive_scan(const uint8_t* flags, int64_t* rank, int64_t n) {
-  if (n == 0) return 0;
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n / 4096));
-  const int64_t step = (n + chunks - 1) / chunks;
-  std::vector<int64_t> sums(chunks + 1, 0);
-  at::parallel_for(0, chunks, 1, [&](int64_t cb, int64_t ce) {
-    for (int64_t c = cb; c < ce; ++c) {
-      int64_t acc = 0;
-      for (int64_t i = c * step, e = std::min(n, (c + 1) * step); i < e; ++i) acc += flags[i];
-      sums[c + 1] = acc;
-    }
-  });
-  for (int64_t c = 0; c < chunks; ++c) sums[c + 1] += sums[c];
-  at::parallel_for(0, chunks, 1, [&](int64_t cb, int64_t ce) {
-    for (int64_t c = cb; c < ce; ++c) {
-      int64_t acc = sums[c];
-      for (int64_t i = c * step, e = std::min(n, (c + 1) * step); i < e; ++i) {
-        rank[i] = acc;
-        acc += flags[i];
-      }
-    }
-  });
-  return sums[chunks];
-}
+// A sampled edge before relabelling.
+struct Pair {
+  int64_t src;
+  int64_t eid;
+};
 
-// Concurrent insert-or-min hash table from node id to the smallest value inserted for it.
-class FrontierMap {
+// Single-threaded open-addressing map from node id to an int64 value. Slots are valid only
+// when their stamp equals the current generation, so begin() never clears memory; the slot
+// array grows (and is kept, thread-local) as needed.
+class IdMap {
  public:
   struct Slot {
     int64_t key;
-    int64_t val;
+    int32_t val;
+    uint32_t stamp;
   };
 
-  explicit FrontierMap(int64_t n) {
-    cap_ = 64;
-    while (cap_ < 2 * n) cap_ <<= 1;
-    mask_ = static_cast<uint64_t>(cap_ - 1);
-    slots_.reset(new Slot[cap_]);
-    at::parallel_for(0, cap_, 1 << 16, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) slots_[i] = Slot{-1, std::numeric_limits<int64_t>::max()};
-    });
+  // Starts an empty map expecting up to `expected` keys.
+  void begin(int64_t expected) {
+    int64_t cap = 64;
+    while (cap < 2 * expected) cap <<= 1;
+    reserve(cap);
+    size_ = 0;
+    next_generation();
   }
 
-  // Inserts key (>= 0) with val, keeping the minimum value; returns the key's slot.
-  int64_t insert(int64_t key, int64_t val) {
-    uint64_t h = mix64(static_cast<uint64_t>(key)) & mask_;
+  static uint64_t hash(int64_t key) { return mix64(static_cast<uint64_t>(key)); }
+
+  void prefetch_slot(uint64_t h) const { prefetch(&slots_[h & mask_]); }
+
+  // The value of `key` (hash h), inserting `val` (< 2^31) first when the key is new.
+  int64_t find_or_insert(int64_t key, uint64_t h, int64_t val, bool* inserted) {
+    uint64_t i = h & mask_;
     while (true) {
-      std::atomic_ref<int64_t> k(slots_[h].key);
-      int64_t cur = k.load(std::memory_order_relaxed);
-      if (cur == -1) {
-        if (k.compare_exchange_strong(cur, key, std::memory_order_relaxed)) cur = key;
-      }
-      if (cur == key) {
-        std::atomic_ref<int64_t> v(slots_[h].val);
-        int64_t old = v.load(std::memory_order_relaxed);
-        while (val < old && !v.compare_exchange_weak(old, val, std::memory_order_relaxed)) {
+      Slot& s = slots_[i];
+      if (s.stamp != gen_) {
+        if (2 * (size_ + 1) > static_cast<int64_t>(mask_ + 1)) {
+          grow();
+          return find_or_insert(key, h, val, inserted);
         }
-        return static_cast<int64_t>(h);
+        s = Slot{key, static_cast<int32_t>(val), gen_};
+        ++size_;
+        *inserted = true;
+        return val;
       }
-      h = (h + 1) & mask_;
+      if (s.key == key) {
+        *inserted = false;
+        return s.val;
+      }
+      i = (i + 1) & mask_;
     }
   }
 
-  // Single-threaded: the key's value, inserting `val` first when the key is new.
-  int64_t get_or_insert(int64_t key, int64_t val, bool* inserted) {
-    uint64_t h = mix64(static_cast<uint64_t>(key)) & mask_;
-    while (slots_[h].key != key && slots_[h].key != -1) h = (h + 1) & mask_;
-    *inserted = slots_[h].key == -1;
-    if (*inserted) slots_[h] = Slot{key, val};
-    return slots_[h].val;
-  }
-
-  int64_t find(int64_t key) const {
-    uint64_t h = mix64(static_cast<uint64_t>(key)) & mask_;
-    while (slots_[h].key != key && slots_[h].key != -1) h = (h + 1) & mask_;
-    return slots_[h].key == key ? static_cast<int64_t>(h) : -1;
-  }
-
-  Slot& operator[](int64_t i) { return slots_[i]; }
-
  private:
-  int64_t cap_ = 0;
+  void reserve(int64_t cap) {
+    if (static_cast<int64_t>(slots_.size()) < cap) {
+      slots_.assign(static_cast<size_t>(cap), Slot{0, 0, 0});
+      gen_ = 0;
+    }
+    mask_ = static_cast<uint64_t>(cap - 1);
+  }
+
+  void next_generation() {
+    if (++gen_ == 0) {  // wrapped: clear every stamp once
+      for (auto& s : slots_) s.stamp = 0;
+      gen_ = 1;
+    }
+  }
+
+  void grow() {
+    std::vector<Slot> live;
+    live.reserve(static_cast<size_t>(size_));
+    for (uint64_t i = 0; i <= mask_; ++i) {
+      if (slots_[i].stamp == gen_) live.push_back(slots_[i]);
+    }
+    const int64_t cap = static_cast<int64_t>(mask_ + 1) * 2;
+    reserve(cap);
+    next_generation();
+    for (const Slot& s : live) {
+      uint64_t i = hash(s.key) & mask_;
+      while (slots_[i].stamp == gen_) i = (i + 1) & mask_;
+      slots_[i] = Slot{s.key, s.val, gen_};
+    }
+  }
+
+  std::vector<Slot> slots_;
   uint64_t mask_ = 0;
-  std::unique_ptr<Slot[]> slots_;
+  uint32_t gen_ = 0;
+  int64_t size_ = 0;
 };
+
+IdMap& thread_map() {
+  thread_local IdMap map;
+  return map;
+}
+
+// The partition (of p) that owns a key with hash h; independent of the slot bits.
+inline int64_t partition_of(uint64_t h, int64_t p) {
+  return static_cast<int64_t>(((h >> 32) * static_cast<uint64_t>(p)) >> 32);
+}
+
+// Random words of one (hop, relation): draw c of node v is
+// philox_like(seed, a, v, c) = mix64(node_base(v) + cmix[c]) (see utils/random.h).
+struct DrawKey {
+  uint64_t sa;                  // seed ^ mix64(a)
+  const uint64_t* cmix;         // mix64(c ^ constant) per draw index
+  uint64_t node_base(int64_t v) const { return mix64(mix64(sa) ^ static_cast<uint64_t>(v)); }
+};
+
+// Eligible indices of one node (not takes_all), sorted ascending: the same values as
+// sampling::draw_indices, with the per-node part of the random word computed once and a
+// hash set for Floyd's membership test when k is large.
+void draw_cpu(const DrawKey& key, int64_t v, int64_t m, int64_t k, bool replace, int64_t* out) {
+  const uint64_t base = key.node_base(v);
+  if (replace) {
+    for (int64_t c = 0; c < k; ++c) {
+      out[c] = static_cast<int64_t>(uniform_below(mix64(base + key.cmix[c]), static_cast<uint64_t>(m)));
+    }
+  } else if (k <= kSmallFanout) {
+    for (int64_t c = 0; c < k; ++c) {
+      const int64_t j = m - k + c;
+      int64_t t = static_cast<int64_t>(uniform_below(mix64(base + key.cmix[c]), static_cast<uint64_t>(j + 1)));
+      for (int64_t q = 0; q < c; ++q) {
+        if (out[q] == t) {
+          t = j;
+          break;
+        }
+      }
+      out[c] = t;
+    }
+  } else {
+    IdMap& chosen = thread_map();
+    chosen.begin(k);
+    bool inserted = false;
+    for (int64_t c = 0; c < k; ++c) {
+      const int64_t j = m - k + c;
+      int64_t t = static_cast<int64_t>(uniform_below(mix64(base + key.cmix[c]), static_cast<uint64_t>(j + 1)));
+      chosen.find_or_insert(t, IdMap::hash(t), 0, &inserted);
+      if (!inserted) {  // t was taken: Floyd keeps j, which no earlier draw could reach
+        t = j;
+        chosen.find_or_insert(t, IdMap::hash(t), 0, &inserted);
+      }
+      out[c] = t;
+    }
+  }
+  if (k <= kSmallFanout) sampling::small_sort(out, k);
+  else std::sort(out, out + k);
+}
+
+// A sampling block: items [i0, i1) of relation r.
+struct Block {
+  int64_t r, i0, i1;
+  std::vector<Pair>* arena = nullptr;  // the arena of the thread that sampled it
+  int64_t arena_off = 0;
+  int64_t count = 0;
+  int64_t out_off = 0;  // first output position within relation r
+};
+
+// A dedup task: partition `part` of `parts` of node type t.
+struct DedupTask {
+  int64_t t, part, parts, work;
+  std::vector<int64_t> keys;   // new node ids owned by this task, in first-appearance order
+  std::vector<int64_t> first;  // their first positions (within the type's edges), when parts > 1
+};
+
+// Runs fn(i, worker) for i in [0, n) on the calling thread plus up to `threads - 1`
+// helpers from ATen's inter-op pool, all claiming items from one atomic counter. Unlike an
+// OpenMP region, no barrier waits for a helper that has not started: the caller does any
+// unclaimed work itself and then waits only for items a helper is running. A helper that
+// starts late finds no work and never touches the caller's (by then gone) frame.
+template <typename F>
+void parallel_claim(int64_t n, int64_t threads, const F& fn) {
+  threads = std::min(threads, n);
+  if (threads <= 1 || at::in_parallel_region()) {
+    for (int64_t i = 0; i < n; ++i) fn(i, 0);
+    return;
+  }
+  struct Shared {
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+    std::atomic<int64_t> worker{1};
+    int64_t n = 0;
+    std::function<void(int64_t, int64_t)> body;
+    std::mutex mu;
+    std::exception_ptr error;
+  };
+  auto sh = std::make_shared<Shared>();
+  sh->n = n;
+  sh->body = [&fn](int64_t i, int64_t w) { fn(i, w); };
+  auto work = [](Shared& s, int64_t w) {
+    for (int64_t i = s.next.fetch_add(1, std::memory_order_relaxed); i < s.n;
+         i = s.next.fetch_add(1, std::memory_order_relaxed)) {
+      try {
+        s.body(i, w);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(s.mu);
+        if (!s.error) s.error = std::current_exception();
+      }
+      s.done.fetch_add(1, std::memory_order_acq_rel);
+    }
+  };
+  for (int64_t h = 1; h < threads; ++h) {
+    at::launch([sh, work] {
+      const int64_t w = sh->worker.fetch_add(1);
+      work(*sh, w);
+    });
+  }
+  work(*sh, 0);
+  while (sh->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
+  if (sh->error) std::rethrow_exception(sh->error);
+}
 
 Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indices_in,
                                   at::TensorList eid_in, at::IntArrayRef src_type,
@@ -186,6 +325,7 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
   const int64_t T = shape.num_types, R = shape.num_rels, L = shape.num_layers;
   const uint64_t useed = static_cast<uint64_t>(seed);
   const auto i64 = at::TensorOptions().dtype(at::kLong);
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
 
   // Contiguous views of the graph (kept alive for the call) and their raw pointers.
   std::vector<at::Tensor> keep;
@@ -235,9 +375,16 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
     }
   }
 
+  // mix64(c ^ constant) for every draw index any hop uses.
+  int64_t max_draws = 0;
+  for (int64_t f : fanouts) max_draws = std::max(max_draws, f);
+  std::vector<uint64_t> cmix(static_cast<size_t>(max_draws));
+  for (int64_t c = 0; c < max_draws; ++c) cmix[c] = mix64(static_cast<uint64_t>(c) ^ 0xD1B54A32D192ED03ULL);
+
   std::vector<at::Tensor> out_nodes(L * T), out_indptr(L * R), out_indices(L * R), out_eid(L * R);
   auto out_num_dst = at::empty({L * T}, i64);
   int64_t* num_dst_ptr = out_num_dst.data_ptr<int64_t>();
+  std::vector<std::vector<Pair>> arenas(threads);
 
   for (int64_t h = 0; h < L; ++h) {
     const int64_t blk = L - 1 - h;  // outermost block first
@@ -250,157 +397,246 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
       num_dst_ptr[blk * T + t] = nd[t];
     }
 
-    // Pass 1: per-destination counts into each relation's indptr.
-    std::vector<int64_t> item_off(R + 1, 0);
+    // ---- A. sample ------------------------------------------------------------------
     std::vector<int64_t*> ipo(R);
+    std::vector<Block> blocks;
+    std::vector<int64_t> first_block(R + 1, 0);
+    int64_t num_items = 0;
     for (int64_t r = 0; r < R; ++r) {
       const int64_t n = nd[rels[r].dst];
       auto ip = at::empty({n + 1}, i64);
       ipo[r] = ip.data_ptr<int64_t>();
       ipo[r][0] = 0;
-      if (fan[r] == 0) std::fill(ipo[r] + 1, ipo[r] + n + 1, int64_t{0});
       out_indptr[blk * R + r] = ip;
-      item_off[r + 1] = item_off[r] + (fan[r] != 0 ? n : 0);
+      first_block[r] = static_cast<int64_t>(blocks.size());
+      if (fan[r] == 0) {
+        std::fill(ipo[r] + 1, ipo[r] + n + 1, int64_t{0});
+        continue;
+      }
+      for (int64_t i0 = 0; i0 < n; i0 += kBlock) blocks.push_back(Block{r, i0, std::min(n, i0 + kBlock)});
+      num_items += n;
     }
-    parallel_segments(item_off, [&](int64_t r, int64_t i, int64_t) {
+    first_block[R] = static_cast<int64_t>(blocks.size());
+    for (auto& a : arenas) a.clear();
+    const int64_t sample_threads = num_items >= kParallelItems ? threads : 1;
+    parallel_claim(static_cast<int64_t>(blocks.size()), sample_threads, [&](int64_t b, int64_t w) {
+      thread_local std::vector<int64_t> pos;
+      Block& bl = blocks[b];
+      const int64_t r = bl.r;
       const Rel& rel = rels[r];
-      const Range g = node_range(rel, r, dst_ptr[rel.dst][i]);
-      ipo[r][i + 1] = sampling::sample_count(g.eligible(), fan[r], replace);
+      const int64_t k = fan[r];
+      const int64_t n_src = num_nodes[rel.src];
+      const DrawKey key{useed ^ mix64(static_cast<uint64_t>(h * R + r)), cmix.data()};
+      const int64_t* dst = dst_ptr[rel.dst];
+      int64_t* counts = ipo[r] + 1;
+      std::vector<Pair>& arena = arenas[w];
+      bl.arena = &arena;
+      bl.arena_off = static_cast<int64_t>(arena.size());
+      // Plan: every chosen CSC position of the block (prefetched), then emit them.
+      pos.clear();
+      for (int64_t i = bl.i0; i < bl.i1; ++i) {
+        if (i + 4 < bl.i1) prefetch(rel.indptr + dst[i + 4]);
+        const int64_t v = dst[i];
+        const Range g = node_range(rel, r, v);
+        const int64_t m = g.eligible();
+        const int64_t cnt = sampling::sample_count(m, k, replace);
+        counts[i] = cnt;
+        if (cnt == 0) continue;
+        const size_t base = pos.size();
+        pos.resize(base + static_cast<size_t>(cnt));
+        int64_t* out = pos.data() + base;
+        if (sampling::takes_all(m, k, replace)) {
+          int64_t q = 0, x = 0;
+          for (int64_t p = g.p0; p < g.p1; ++p) {
+            if (x < g.nx && g.ex[x] == p) {
+              ++x;
+              continue;
+            }
+            out[q++] = p;
+          }
+          continue;
+        }
+        draw_cpu(key, v, m, k, replace, out);
+        for (int64_t q = 0; q < cnt; ++q) {
+          out[q] = g.nx == 0 ? g.p0 + out[q] : sampling::eligible_position(g.p0, out[q], g.ex, g.nx);
+          prefetch(rel.eid + out[q]);
+          if (rel.idx32 != nullptr) prefetch(rel.idx32 + out[q]);
+          else prefetch(rel.idx64 + out[q]);
+        }
+      }
+      const int64_t total = static_cast<int64_t>(pos.size());
+      arena.resize(static_cast<size_t>(bl.arena_off + total));
+      Pair* out = arena.data() + bl.arena_off;
+      for (int64_t q = 0; q < total; ++q) {
+        const int64_t p = pos[q];
+        const int64_t u = rel.index(p);
+        TORCH_CHECK_INDEX(u >= 0 && u < n_src, kOp, ": indices[", r, "] holds source id ", u,
+                          " out of range for node type ", node_type_label(names, rel.src), " (", n_src,
+                          " nodes)");
+        out[q] = Pair{u, rel.eid[p]};
+      }
+      bl.count = static_cast<int64_t>(arena.size()) - bl.arena_off;
     });
-    std::vector<int64_t> num_out(R);
+
+    // Block offsets and indptr prefix sums.
+    std::vector<int64_t> num_out(R, 0);
     for (int64_t r = 0; r < R; ++r) {
+      for (int64_t b = first_block[r]; b < first_block[r + 1]; ++b) {
+        blocks[b].out_off = num_out[r];
+        num_out[r] += blocks[b].count;
+      }
+      if (fan[r] == 0) continue;
       int64_t* p = ipo[r];
       for (int64_t i = 0, n = nd[rels[r].dst]; i < n; ++i) p[i + 1] += p[i];
-      num_out[r] = p[nd[rels[r].dst]];
     }
-
-    // Pass 2: draw the neighbours; global source ids go to a temporary, eids to the output.
-    std::vector<at::Tensor> src_tmp(R);
-    std::vector<int64_t*> src_ptr(R), eid_ptr(R);
+    std::vector<int64_t*> local_ptr(R), eid_ptr(R);
     for (int64_t r = 0; r < R; ++r) {
-      src_tmp[r] = at::empty({num_out[r]}, i64);
+      out_indices[blk * R + r] = at::empty({num_out[r]}, i64);
       out_eid[blk * R + r] = at::empty({num_out[r]}, i64);
-      src_ptr[r] = src_tmp[r].data_ptr<int64_t>();
+      local_ptr[r] = out_indices[blk * R + r].data_ptr<int64_t>();
       eid_ptr[r] = out_eid[blk * R + r].data_ptr<int64_t>();
     }
-    parallel_segments(item_off, [&](int64_t r, int64_t i, int64_t) {
-      thread_local std::vector<int64_t> buf;
-      const Rel& rel = rels[r];
-      const int64_t v = dst_ptr[rel.dst][i];
-      const Range g = node_range(rel, r, v);
-      const int64_t m = g.eligible(), k = fan[r];
-      const int64_t base = ipo[r][i], cnt = ipo[r][i + 1] - base;
-      if (cnt == 0) return;
-      const int64_t n_src = num_nodes[rel.src];
-      auto emit = [&](int64_t q, int64_t pos) {
-        const int64_t u = rel.index(pos);
-        TORCH_CHECK_INDEX(u >= 0 && u < n_src, kOp, ": indices[", r, "] holds source id ", u,
-                          " out of range for node type ", node_type_label(names, rel.src), " (",
-                          n_src, " nodes)");
-        src_ptr[r][base + q] = u;
-        eid_ptr[r][base + q] = rel.eid[pos];
-      };
-      if (sampling::takes_all(m, k, replace)) {
-        int64_t q = 0, x = 0;
-        for (int64_t pos = g.p0; pos < g.p1; ++pos) {
-          if (x < g.nx && g.ex[x] == pos) {
-            ++x;
-            continue;
+
+    // ---- B. dedup -------------------------------------------------------------------
+    // Per type: its relations' edges in output order are the "type edges"; type_off[r] is
+    // where relation r starts among them.
+    std::vector<int64_t> type_edges(T, 0), type_off(R, 0);
+    for (int64_t r = 0; r < R; ++r) {
+      type_off[r] = type_edges[rels[r].src];
+      type_edges[rels[r].src] += num_out[r];
+    }
+    std::vector<DedupTask> tasks;
+    std::vector<int64_t> parts(T, 1);
+    for (int64_t t = 0; t < T; ++t) {
+      if (type_edges[t] == 0 && h > 0) continue;  // the next hop keeps this hop's nodes
+      const int64_t work = nd[t] + type_edges[t];
+      TORCH_CHECK(work < std::numeric_limits<int32_t>::max(), kOp, ": hop ", h, " samples ", type_edges[t],
+                  " edges from node type ", node_type_label(names, t), ", more than one call supports (2^31)");
+      parts[t] = (threads > 1 && work >= kPartitionDedup) ? threads : 1;
+      for (int64_t j = 0; j < parts[t]; ++j) tasks.push_back(DedupTask{t, j, parts[t], work / parts[t]});
+    }
+    std::stable_sort(tasks.begin(), tasks.end(),
+                     [](const DedupTask& a, const DedupTask& b) { return a.work > b.work; });
+    const bool dedup_parallel = tasks.size() > 1 && std::any_of(tasks.begin(), tasks.end(), [](const DedupTask& x) {
+      return x.work >= kParallelDedup / 4;
+    });
+    parallel_claim(static_cast<int64_t>(tasks.size()), dedup_parallel ? threads : 1, [&](int64_t ti, int64_t) {
+      DedupTask& task = tasks[ti];
+      const int64_t t = task.t, j = task.part, P = task.parts, n_dst = nd[t];
+      const int64_t* dst = dst_ptr[t];
+      IdMap& map = thread_map();
+      map.begin((n_dst + type_edges[t]) / P + 16);
+      bool inserted = false;
+      for (int64_t i = 0; i < n_dst; ++i) {
+        const uint64_t hh = IdMap::hash(dst[i]);
+        if (P > 1 && partition_of(hh, P) != j) continue;
+        const int64_t val = map.find_or_insert(dst[i], hh, i, &inserted);
+        TORCH_CHECK(inserted, kOp, ": seeds of node type ", node_type_label(names, t), " contain duplicate id ",
+                    dst[i], " (positions ", val, " and ", i, "); pass unique seeds");
+      }
+      for (int64_t r = 0; r < R; ++r) {
+        if (rels[r].src != t) continue;
+        int64_t* local = local_ptr[r];
+        int64_t* eids = eid_ptr[r];
+        for (int64_t b = first_block[r]; b < first_block[r + 1]; ++b) {
+          const Block& bl = blocks[b];
+          const Pair* pairs = bl.arena->data() + bl.arena_off;
+          const int64_t cnt = bl.count;
+          // Hashes run kPrefetch edges ahead of the probes (ring), prefetching owned slots.
+          uint64_t ring[kPrefetch];
+          const int64_t ahead = std::min(cnt, kPrefetch);
+          for (int64_t q = 0; q < ahead; ++q) {
+            ring[q] = IdMap::hash(pairs[q].src);
+            if (P == 1 || partition_of(ring[q], P) == j) map.prefetch_slot(ring[q]);
           }
-          emit(q++, pos);
-        }
-      } else {
-        if (static_cast<int64_t>(buf.size()) < cnt) buf.resize(cnt);
-        sampling::draw_indices(useed, h, R, r, v, m, k, replace, buf.data());
-        for (int64_t q = 0; q < cnt; ++q) {
-          emit(q, g.nx == 0 ? g.p0 + buf[q] : sampling::eligible_position(g.p0, buf[q], g.ex, g.nx));
+          for (int64_t q = 0; q < cnt; ++q) {
+            const uint64_t hh = ring[q % kPrefetch];
+            if (q + kPrefetch < cnt) {
+              const uint64_t hn = IdMap::hash(pairs[q + kPrefetch].src);
+              ring[q % kPrefetch] = hn;
+              if (P == 1 || partition_of(hn, P) == j) map.prefetch_slot(hn);
+            }
+            if (P > 1 && partition_of(hh, P) != j) continue;
+            const int64_t u = pairs[q].src;
+            const int64_t fresh = n_dst + static_cast<int64_t>(task.keys.size());
+            const int64_t val = map.find_or_insert(u, hh, fresh, &inserted);
+            if (inserted) {
+              task.keys.push_back(u);
+              if (P > 1) task.first.push_back(type_off[r] + bl.out_off + q);
+            }
+            local[bl.out_off + q] = val;
+            if (P == 1) eids[bl.out_off + q] = pairs[q].eid;
+          }
         }
       }
     });
 
-    // Dedup and relabel, per source node type.
+    // Merge the partitions of each type by first position: the nodes of the next hop, and
+    // per partition the map from partition-local to final ids.
     std::vector<at::Tensor> next(T);
+    std::vector<std::vector<std::vector<int64_t>>> remap(T);
+    std::vector<std::vector<const DedupTask*>> by_type(T);
+    for (const auto& task : tasks) by_type[task.t].push_back(&task);
     for (int64_t t = 0; t < T; ++t) {
-      std::vector<int64_t> seg_rel, eoff{0};
-      for (int64_t r = 0; r < R; ++r) {
-        if (rels[r].src == t && num_out[r] > 0) {
-          seg_rel.push_back(r);
-          eoff.push_back(eoff.back() + num_out[r]);
-        }
-      }
-      const int64_t n_dst = nd[t], n_edges = eoff.back();
-      const int64_t* dst_ids = dst_ptr[t];
-      for (int64_t r = 0; r < R; ++r) {
-        if (rels[r].src == t) out_indices[blk * R + r] = at::empty({num_out[r]}, i64);
-      }
-      if (n_edges == 0 && h > 0) {
+      if (by_type[t].empty()) {
         next[t] = cur[t].clone();
         continue;
       }
-      FrontierMap map(n_dst + n_edges);
-      if (n_dst + n_edges <= kSerialDedup || at::get_num_threads() == 1) {
-        // One thread: a single pass in first-appearance order gives the same ids directly.
-        bool inserted = false;
-        for (int64_t i = 0; i < n_dst; ++i) {
-          const int64_t val = map.get_or_insert(dst_ids[i], i, &inserted);
-          TORCH_CHECK(val == i, kOp, ": seeds of node type ", node_type_label(names, t),
-                      " contain duplicate id ", dst_ids[i], "; pass unique seeds");
-        }
-        std::vector<int64_t> fresh;
-        for (size_t q = 0; q < seg_rel.size(); ++q) {
-          const int64_t r = seg_rel[q];
-          const int64_t* src = src_ptr[r];
-          int64_t* local = out_indices[blk * R + r].data_ptr<int64_t>();
-          for (int64_t j = 0; j < num_out[r]; ++j) {
-            local[j] = map.get_or_insert(src[j], n_dst + static_cast<int64_t>(fresh.size()), &inserted);
-            if (inserted) fresh.push_back(src[j]);
-          }
-        }
-        auto nodes = at::empty({n_dst + static_cast<int64_t>(fresh.size())}, i64);
-        int64_t* np = nodes.data_ptr<int64_t>();
-        std::copy(dst_ids, dst_ids + n_dst, np);
-        std::copy(fresh.begin(), fresh.end(), np + n_dst);
-        next[t] = nodes;
-        continue;
-      }
-      at::parallel_for(0, n_dst, kGrain, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) map.insert(dst_ids[i], i);
-      });
-      if (h == 0) {  // seeds must be unique: a later duplicate lost the min
-        at::parallel_for(0, n_dst, kGrain, [&](int64_t b, int64_t e) {
-          for (int64_t i = b; i < e; ++i) {
-            TORCH_CHECK(map[map.find(dst_ids[i])].val == i, kOp, ": seeds of node type ",
-                        node_type_label(names, t), " contain duplicate id ", dst_ids[i],
-                        "; pass unique seeds");
-          }
-        });
-      }
-      std::vector<int64_t> slot(n_edges), rank(n_edges);
-      std::vector<uint8_t> first(n_edges);
-      parallel_segments(eoff, [&](int64_t s, int64_t j, int64_t g) {
-        slot[g] = map.insert(src_ptr[seg_rel[s]][j], n_dst + g);
-      });
-      at::parallel_for(0, n_edges, kGrain * 8, [&](int64_t b, int64_t e) {
-        for (int64_t g = b; g < e; ++g) first[g] = map[slot[g]].val == n_dst + g;
-      });
-      const int64_t n_new = exclusive_scan(first.data(), rank.data(), n_edges);
-      auto nodes = at::empty({n_dst + n_new}, i64);
+      auto& ts = by_type[t];
+      std::sort(ts.begin(), ts.end(), [](const DedupTask* a, const DedupTask* b) { return a->part < b->part; });
+      int64_t n_new = 0;
+      for (const auto* x : ts) n_new += static_cast<int64_t>(x->keys.size());
+      auto nodes = at::empty({nd[t] + n_new}, i64);
       int64_t* np = nodes.data_ptr<int64_t>();
-      std::copy(dst_ids, dst_ids + n_dst, np);
-      at::parallel_for(0, n_edges, kGrain * 8, [&](int64_t b, int64_t e) {
-        for (int64_t g = b; g < e; ++g) {
-          if (!first[g]) continue;
-          np[n_dst + rank[g]] = map[slot[g]].key;
-          map[slot[g]].val = n_dst + rank[g];  // now the local id
+      std::copy(dst_ptr[t], dst_ptr[t] + nd[t], np);
+      np += nd[t];
+      if (ts.size() == 1) {
+        std::copy(ts[0]->keys.begin(), ts[0]->keys.end(), np);
+      } else {
+        const int64_t P = static_cast<int64_t>(ts.size());
+        remap[t].resize(P);
+        std::vector<size_t> head(P, 0);
+        for (int64_t j = 0; j < P; ++j) remap[t][j].resize(ts[j]->keys.size());
+        for (int64_t o = 0; o < n_new; ++o) {
+          int64_t best = -1;
+          for (int64_t j = 0; j < P; ++j) {
+            if (head[j] < ts[j]->first.size() &&
+                (best < 0 || ts[j]->first[head[j]] < ts[best]->first[head[best]])) {
+              best = j;
+            }
+          }
+          np[o] = ts[best]->keys[head[best]];
+          remap[t][best][head[best]++] = nd[t] + o;
         }
-      });
-      std::vector<int64_t*> local_ptr;
-      for (int64_t r : seg_rel) local_ptr.push_back(out_indices[blk * R + r].data_ptr<int64_t>());
-      parallel_segments(eoff, [&](int64_t s, int64_t j, int64_t g) {
-        local_ptr[s][j] = map[slot[g]].val;
-      });
+      }
       next[t] = nodes;
     }
+
+    // ---- C. finalise (types deduplicated in partitions) -------------------------------
+    std::vector<int64_t> fin_blocks;
+    int64_t fin_edges = 0;
+    for (int64_t b = 0; b < static_cast<int64_t>(blocks.size()); ++b) {
+      if (!remap[rels[blocks[b].r].src].empty()) {
+        fin_blocks.push_back(b);
+        fin_edges += blocks[b].count;
+      }
+    }
+    const int64_t num_fin = static_cast<int64_t>(fin_blocks.size());
+    parallel_claim(num_fin, fin_edges >= kParallelDedup ? threads : 1, [&](int64_t f, int64_t) {
+      {
+        const Block& bl = blocks[fin_blocks[f]];
+        const Pair* pairs = bl.arena->data() + bl.arena_off;
+        const int64_t t = rels[bl.r].src;
+        const int64_t P = static_cast<int64_t>(remap[t].size()), n_dst = nd[t];
+        int64_t* eo = eid_ptr[bl.r] + bl.out_off;
+        int64_t* lo = local_ptr[bl.r] + bl.out_off;
+        for (int64_t q = 0; q < bl.count; ++q) {
+          eo[q] = pairs[q].eid;
+          if (lo[q] >= n_dst) lo[q] = remap[t][partition_of(IdMap::hash(pairs[q].src), P)][lo[q] - n_dst];
+        }
+      }
+    });
+
     for (int64_t t = 0; t < T; ++t) out_nodes[blk * T + t] = next[t];
     cur = std::move(next);
   }

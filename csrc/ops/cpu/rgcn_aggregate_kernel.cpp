@@ -392,7 +392,7 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
           }
           if (order == kPairGemm) {
             if (needs[1]) dweight = dw;
-          } else {
+          } else if (need_dw) {
             const auto dwf = dw.view({l.R, F_in * F_out});
             if (needs[1]) dweight = at::mm(comp_in->t(), dwf).view({B, F_in, F_out});
             if (needs[2]) dcomp = at::mm(dwf, weight.view({B, F_in * F_out}).t());

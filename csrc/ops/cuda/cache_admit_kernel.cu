@@ -22,6 +22,7 @@
 #include <climits>
 
 #include "ops/cache_common.h"
+#include "ops/cuda/cache_admit_apply.cuh"
 #include "ops/cuda/cache_cuda_utils.cuh"
 
 namespace lmgnn {
@@ -38,7 +39,7 @@ __global__ void touch_kernel(const int64_t* __restrict__ ids, const int64_t* __r
   const int64_t s = slots[i];
   const int64_t tick = state[kTick] + 1;  // incremented by tick_kernel after this kernel
   if (s >= 0 && s < cap) meta[s] = clock ? 1 : tick;
-  cand_key[i] = (s < 0 && ids[i] >= 0) ? ids[i] : kNoCandidate;
+  cand_key[i] = (s == -1 && ids[i] >= 0) ? ids[i] : kNoCandidate;
 }
 
 __global__ void tick_kernel(int64_t* state) { state[kTick] += 1; }
@@ -94,89 +95,11 @@ __global__ void clock_hand_kernel(const int64_t* __restrict__ victim, const int6
   if (m > 0) state[kHand] = (victim[m - 1] + 1) % cap;
 }
 
-__global__ void evict_kernel(const int64_t* __restrict__ victim, const int64_t* __restrict__ m_ptr,
-                             int64_t cap, const int64_t* __restrict__ slot_ids,
-                             int64_t* __restrict__ keys, int64_t mask, int64_t* __restrict__ state) {
-  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (j >= cap || j >= *m_ptr) return;
-  const int64_t old = slot_ids[victim[j]];
-  if (old < 0) return;
-  const int64_t p = cache_find_pos(keys, mask, old);
-  if (p < 0) return;
-  keys[p] = kTombstone;
-  atomicAdd(reinterpret_cast<unsigned long long*>(state + kTombs), 1ULL);
-}
-
-__device__ void map_insert(int64_t* keys, int64_t* vals, int64_t mask, int64_t id, int64_t slot,
-                           int64_t* tombs) {
-  int64_t p = cache_hash(id, mask);
-  for (int64_t t = 0; t <= mask; ++t) {
-    const int64_t k = keys[p];
-    if (k == kEmpty || k == kTombstone) {
-      const auto prev = atomicCAS(reinterpret_cast<unsigned long long*>(keys + p),
-                                  static_cast<unsigned long long>(k),
-                                  static_cast<unsigned long long>(id));
-      if (static_cast<int64_t>(prev) == k) {
-        vals[p] = slot;
-        if (k == kTombstone && tombs != nullptr)
-          atomicAdd(reinterpret_cast<unsigned long long*>(tombs), ~0ULL);  // -1
-        return;
-      }
-      continue;  // lost the race: look at this position again
-    }
-    p = (p + 1) & mask;
-  }
-}
-
-__global__ void insert_kernel(const int64_t* __restrict__ victim, const int64_t* __restrict__ cand_id,
-                              const int64_t* __restrict__ m_ptr, int64_t cap, bool clock,
-                              int64_t* __restrict__ keys, int64_t* __restrict__ vals, int64_t mask,
-                              int64_t* __restrict__ slot_ids, int64_t* __restrict__ meta,
-                              int64_t* __restrict__ state) {
-  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (j >= cap || j >= *m_ptr) return;
-  const int64_t s = victim[j], id = cand_id[j];
-  map_insert(keys, vals, mask, id, s, state + kTombs);
-  slot_ids[s] = id;
-  meta[s] = clock ? 0 : state[kTick];
-}
-
-template <typename word_t>
-__global__ void copy_rows_kernel(const int64_t* __restrict__ victim,
-                                 const int64_t* __restrict__ cand_pos,
-                                 const int64_t* __restrict__ m_ptr, int64_t cap,
-                                 const word_t* __restrict__ out, int64_t row_words,
-                                 word_t* __restrict__ rows) {
-  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.y) + threadIdx.y;
-  if (j >= cap || j >= *m_ptr) return;
-  const word_t* src = out + cand_pos[j] * row_words;
-  word_t* dst = rows + victim[j] * row_words;
-  for (int64_t w = threadIdx.x; w < row_words; w += blockDim.x) dst[w] = src[w];
-}
-
-__global__ void rebuild_clear_kernel(int64_t* __restrict__ keys, int64_t h,
-                                     const int64_t* __restrict__ state) {
-  const int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (p < h && state[kTombs] * 4 > h) keys[p] = kEmpty;
-}
-
-__global__ void rebuild_insert_kernel(const int64_t* __restrict__ slot_ids, int64_t cap,
-                                      int64_t* __restrict__ keys, int64_t* __restrict__ vals,
-                                      int64_t h, const int64_t* __restrict__ state) {
-  const int64_t s = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (s < cap && state[kTombs] * 4 > h && slot_ids[s] >= 0)
-    map_insert(keys, vals, h - 1, slot_ids[s], s, nullptr);
-}
-
-__global__ void rebuild_done_kernel(int64_t h, int64_t* state) {
-  if (state[kTombs] * 4 > h) state[kTombs] = 0;
-}
-
 at::Tensor cache_admit_cuda(const at::Tensor& ids_in, const at::Tensor& slots,
                             const at::Tensor& out, const at::Tensor& keys, const at::Tensor& vals,
                             const at::Tensor& slot_ids, const at::Tensor& meta,
                             const at::Tensor& rows, const at::Tensor& state,
-                            c10::string_view policy_name) {
+                            c10::string_view policy_name, bool check) {
   constexpr const char* op = "cache_admit";
   check_cache_admit_args(ids_in, slots, out, keys, vals, slot_ids, meta, rows, state);
   check_device_type(op, ids_in, "ids", c10::DeviceType::CUDA);
@@ -185,7 +108,8 @@ at::Tensor cache_admit_cuda(const at::Tensor& ids_in, const at::Tensor& slots,
   auto stream = c10::cuda::getCurrentCUDAStream();
   const auto ids = ids_in.to(at::kLong).contiguous();
   const auto opts = ids.options();
-  const int64_t n = ids.numel(), cap = rows.size(0), h = keys.numel(), mask = h - 1;
+  const int64_t n = ids.numel(), cap = rows.size(0);
+  if (check) check_admit_entries_cuda(op, ids, slots, cap, /*all_ids=*/false, stream);
   auto m_dev = at::zeros({}, opts);
   int64_t* st = state.data_ptr<int64_t>();
   int64_t* mt = meta.data_ptr<int64_t>();
@@ -240,36 +164,10 @@ at::Tensor cache_admit_cuda(const at::Tensor& ids_in, const at::Tensor& slots,
                    victim.data_ptr<int64_t>(), cap, opts, stream);
   }
 
-  // 4. Evict, insert, copy the rows from `out`.
-  int64_t* kp = keys.data_ptr<int64_t>();
-  int64_t* vp = vals.data_ptr<int64_t>();
-  int64_t* sp = slot_ids.data_ptr<int64_t>();
-  evict_kernel<<<cap_blocks, kThreads, 0, stream>>>(victim.const_data_ptr<int64_t>(), m_ptr, cap,
-                                                    sp, kp, mask, st);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  insert_kernel<<<cap_blocks, kThreads, 0, stream>>>(victim.const_data_ptr<int64_t>(),
-                                                     cand_id.const_data_ptr<int64_t>(), m_ptr, cap,
-                                                     clock, kp, vp, mask, sp, mt, st);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  const int64_t row_bytes = rows.size(1) * rows.element_size();
-  if (row_bytes > 0) {
-    const int wb = copy_word_bytes(row_bytes, {}, {out.const_data_ptr(), rows.const_data_ptr()});
-    LMGNN_WORD_SWITCH(wb, [&] {
-      copy_rows_kernel<word_t><<<blocks_for(cap, kCacheWarps), dim3(32, kCacheWarps), 0, stream>>>(
-          victim.const_data_ptr<int64_t>(), cand_pos.const_data_ptr<int64_t>(), m_ptr, cap,
-          static_cast<const word_t*>(out.const_data_ptr()), row_bytes / wb,
-          static_cast<word_t*>(rows.data_ptr()));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
-  }
-
-  // 5. Rebuild the map when tombstones exceed H / 4 (decided on the device).
-  rebuild_clear_kernel<<<blocks_for(h, kThreads), kThreads, 0, stream>>>(kp, h, st);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  rebuild_insert_kernel<<<cap_blocks, kThreads, 0, stream>>>(sp, cap, kp, vp, h, st);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  rebuild_done_kernel<<<1, 1, 0, stream>>>(h, st);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  // 4-5. Evict, insert, copy the rows from `out`; rebuild the map when needed.
+  apply_admission_cuda(victim.const_data_ptr<int64_t>(), cand_id.const_data_ptr<int64_t>(),
+                       cand_pos.const_data_ptr<int64_t>(), nullptr, /*meta_tick=*/!clock, m_ptr,
+                       out, keys, vals, slot_ids, meta, rows, state, stream);
   return m_dev;
 }
 

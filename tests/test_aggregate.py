@@ -1,0 +1,242 @@
+import pytest
+import torch
+
+import lmgnn_fast  # noqa: F401
+from lmgnn_fast.nn.layout import layout_from_coo
+from lmgnn_fast.ops import choose_order, rgcn_aggregate, rgcn_aggregate_ref
+from lmgnn_fast.testing import with_devices
+
+ORDERS = [(0, False), (1, True), (2, True)]  # (order, uses bases)
+
+
+def _graph(num_src=40, num_dst=15, num_rel=5, num_edges=150, seed=0, empty_rel=True,
+           isolated_dst=True, device="cpu", index_dtype=None):
+    """Random COO graph: the last relation has no edges, some destinations have none."""
+    g = torch.Generator().manual_seed(seed)
+    hi_rel = num_rel - 1 if (empty_rel and num_rel > 1) else num_rel
+    hi_dst = max(1, num_dst - 3) if isolated_dst else num_dst
+    src = torch.randint(0, max(1, num_src // 2), (num_edges,), generator=g)  # upper half isolated
+    dst = torch.randint(0, hi_dst, (num_edges,), generator=g)
+    et = torch.randint(0, hi_rel, (num_edges,), generator=g)
+    layout = layout_from_coo(torch.stack([src, dst]).to(device), et.to(device), num_src, num_dst,
+                             num_rel, index_dtype=index_dtype)
+    return layout, g
+
+
+def _params(layout, f_in, f_out, bases, dtype, device, g, root=True, bias=True):
+    R = layout.num_relations
+    rnd = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).to(device, dtype)  # noqa: E731
+    x = rnd(layout.num_src, f_in)
+    if bases:
+        weight, comp = rnd(bases, f_in, f_out), rnd(R, bases)
+    else:
+        weight, comp = rnd(R, f_in, f_out), None
+    x_root = rnd(layout.num_dst, f_in) if root else None
+    w_root = rnd(f_in, f_out) if root else None
+    b = rnd(f_out) if bias else None
+    return x, weight, comp, x_root, w_root, b
+
+
+@with_devices
+@pytest.mark.parametrize("order,bases", ORDERS)
+@pytest.mark.parametrize("aggr", ["mean", "sum"])
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_matches_reference(device, order, bases, aggr, index_dtype):
+    layout, g = _graph(device=device, index_dtype=index_dtype)
+    assert layout.col.dtype == index_dtype
+    args = _params(layout, 12, 7, 3 if bases else None, torch.float32, device, g)
+    got = rgcn_aggregate(args[0], layout, *args[1:], aggr=aggr, order=order)
+    want = rgcn_aggregate_ref(args[0], layout, *args[1:], aggr=aggr)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@with_devices
+@pytest.mark.parametrize("case", ["single_relation", "no_edges", "no_dst", "no_root_no_bias", "bias_only",
+                                  "many_relations", "one_edge"])
+@pytest.mark.parametrize("order,bases", ORDERS)
+def test_edge_cases(device, case, order, bases):
+    kw = dict(device=device)
+    root = bias = True
+    if case == "single_relation":
+        kw.update(num_rel=1, empty_rel=False)
+    elif case == "no_edges":
+        kw.update(num_edges=0)
+    elif case == "no_dst":
+        kw.update(num_dst=0, num_edges=0)
+    elif case == "no_root_no_bias":
+        root = bias = False
+    elif case == "bias_only":
+        root = False
+    elif case == "many_relations":
+        kw.update(num_rel=40, num_edges=60)
+    elif case == "one_edge":
+        kw.update(num_edges=1)
+    layout, g = _graph(**kw)
+    args = _params(layout, 6, 5, 2 if bases else None, torch.float64, device, g, root=root, bias=bias)
+    got = rgcn_aggregate(args[0], layout, *args[1:], order=order)
+    want = rgcn_aggregate_ref(args[0], layout, *args[1:])
+    assert got.shape == (layout.num_dst, 5)
+    torch.testing.assert_close(got, want)
+    if case == "single_relation":
+        assert layout.num_relations == 1
+    # Destinations without neighbours get exactly the root term + bias.
+    deg = layout.dst_ptr.diff()
+    lonely = (deg == 0).nonzero().flatten()
+    if lonely.numel():
+        x, _, _, x_root, w_root, b = args
+        expect = torch.zeros(lonely.numel(), 5, dtype=x.dtype, device=x.device)
+        if x_root is not None:
+            expect = expect + x_root[lonely] @ w_root
+        if b is not None:
+            expect = expect + b
+        torch.testing.assert_close(got[lonely], expect)
+
+
+@pytest.mark.parametrize("order,bases", ORDERS)
+@pytest.mark.parametrize("aggr", ["mean", "sum"])
+def test_gradcheck_every_input(order, bases, aggr):
+    layout, g = _graph(num_src=14, num_dst=7, num_rel=4, num_edges=30)
+    args = [t.requires_grad_() if t is not None else None
+            for t in _params(layout, 4, 3, 2 if bases else None, torch.float64, "cpu", g)]
+    x, weight, comp, x_root, w_root, b = args
+    inputs = [t for t in args if t is not None]
+
+    def f(*ts):
+        it = iter(ts)
+        vals = [next(it) if t is not None else None for t in args]
+        return rgcn_aggregate(vals[0], layout, vals[1], vals[2], vals[3], vals[4], vals[5], aggr, order=order)
+
+    assert torch.autograd.gradcheck(f, inputs)
+
+
+@pytest.mark.parametrize("order,bases", ORDERS)
+def test_grad_only_where_needed(order, bases):
+    layout, g = _graph()
+    full = _params(layout, 8, 6, 3 if bases else None, torch.float64, "cpu", g)
+    names = ["x", "weight", "comp", "x_root", "root_weight", "bias"]
+    for i, name in enumerate(names):
+        if full[i] is None:
+            continue
+        args = [t.detach().clone() if t is not None else None for t in full]
+        args[i].requires_grad_()
+        rgcn_aggregate(args[0], layout, *args[1:], order=order).square().sum().backward()
+        ref = [t.detach().clone() if t is not None else None for t in full]
+        ref[i].requires_grad_()
+        rgcn_aggregate_ref(ref[0], layout, *ref[1:]).square().sum().backward()
+        torch.testing.assert_close(args[i].grad, ref[i].grad, msg=name)
+        assert all(t.grad is None for j, t in enumerate(args) if j != i and t is not None)
+
+
+@with_devices
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 3e-2), (torch.float16, 5e-3)])
+@pytest.mark.parametrize("order,bases", ORDERS)
+def test_low_precision_against_float64(device, dtype, tol, order, bases):
+    # Tolerance relative to the output scale: bf16 keeps 8 mantissa bits (one rounding of the
+    # per-pair aggregate, the GEMM operands and the result), fp16 keeps 11.
+    layout, g = _graph(num_src=200, num_dst=60, num_rel=6, num_edges=800, device=device)
+    args64 = _params(layout, 32, 16, 3 if bases else None, torch.float64, device, g)
+    args = [t.to(dtype).requires_grad_() if t is not None else None for t in args64]
+    want_args = [t.to(dtype).double().requires_grad_() if t is not None else None for t in args64]
+    out = rgcn_aggregate(args[0], layout, *args[1:], order=order)
+    want = rgcn_aggregate_ref(want_args[0], layout, *want_args[1:])
+    assert out.dtype == dtype
+    scale = want.abs().max().item()
+    assert (out.double() - want).abs().max().item() <= tol * scale
+    gout = torch.randn(out.shape, generator=g, dtype=torch.float64).to(device)
+    out.backward(gout.to(dtype))
+    want.backward(gout)
+    for a, w in zip(args, want_args):
+        if a is None:
+            continue
+        s = w.grad.abs().max().item()
+        assert (a.grad.double() - w.grad).abs().max().item() <= 2 * tol * s
+
+
+def test_opcheck():
+    for order, bases in ORDERS:
+        layout, g = _graph(num_src=20, num_dst=8, num_edges=40, seed=order)
+        args = [t.requires_grad_() if t is not None else None
+                for t in _params(layout, 5, 4, 2 if bases else None, torch.float32, "cpu", g)]
+        x, w, comp, xr, wr, b = args
+        lay = (layout.col, layout.pair_ptr, layout.pair_dst, layout.rel_ptr, layout.dst_ptr,
+               layout.dst_pairs, layout.src_ptr, layout.src_pairs)
+        torch.library.opcheck(torch.ops.lmgnn.rgcn_aggregate.default,
+                              (x, *lay, w, comp, xr, wr, b, True, order))
+        out, agg, basis_in = torch.ops.lmgnn.rgcn_aggregate(x, *lay, w, comp, xr, wr, b, True, order)
+        needs = [True, True, bases, True, True, True]
+        torch.library.opcheck(torch.ops.lmgnn.rgcn_aggregate_backward.default,
+                              (torch.randn_like(out), x.detach(), *lay, w.detach(),
+                               None if comp is None else comp.detach(), xr.detach(), wr.detach(),
+                               agg.detach(), basis_in.detach(), True, order, needs))
+
+
+def test_torch_compile_fullgraph():
+    layout, g = _graph()
+    x, w, comp, xr, wr, b = _params(layout, 8, 4, 2, torch.float32, "cpu", g)
+    w.requires_grad_()
+
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def f(x, w, comp, xr, wr, b):
+        return rgcn_aggregate(x, layout, w, comp, xr, wr, b, order=2).relu().sum()
+
+    loss = f(x, w, comp, xr, wr, b)
+    loss.backward()
+    w2 = w.detach().clone().requires_grad_()
+    rgcn_aggregate_ref(x, layout, w2, comp, xr, wr, b).relu().sum().backward()
+    torch.testing.assert_close(w.grad, w2.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_non_contiguous_and_thread_count():
+    layout, g = _graph(num_src=300, num_dst=100, num_edges=3000)
+    x, w, comp, xr, wr, b = _params(layout, 16, 8, None, torch.float32, "cpu", g)
+    xt = x.t().contiguous().t()
+    assert not xt.is_contiguous()
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = rgcn_aggregate(xt, layout, w, comp, xr, wr, b)
+        torch.set_num_threads(max(2, old))
+        many = rgcn_aggregate(x, layout, w, comp, xr, wr, b)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(one, many)
+
+
+def test_choose_order_cost_model():
+    # Combining wins when the pairs outnumber N_dst * B (many relations per destination).
+    kw = dict(num_dst=10_000, in_channels=768, out_channels=128)
+    assert choose_order(num_pairs=10_000, num_relations=4, num_bases=None, **kw) == 0
+    assert choose_order(num_pairs=100_000, num_relations=64, num_bases=4, **kw) == 2
+    assert choose_order(num_pairs=10_000, num_relations=2, num_bases=4, **kw) == 1
+
+
+def test_bad_inputs():
+    layout, g = _graph()
+    x, w, comp, xr, wr, b = _params(layout, 6, 4, None, torch.float32, "cpu", g)
+    lay = [layout.col, layout.pair_ptr, layout.pair_dst, layout.rel_ptr, layout.dst_ptr,
+           layout.dst_pairs, layout.src_ptr, layout.src_pairs]
+    op = torch.ops.lmgnn.rgcn_aggregate
+    with pytest.raises(IndexError, match=r"rgcn_aggregate: col holds id 40 out of range for x rows \(N_src\) \(40\)"):
+        bad = lay.copy()
+        bad[0] = lay[0].clone()
+        bad[0][3] = 40
+        op(x, *bad, w, None, xr, wr, b, True, 0)
+    with pytest.raises(RuntimeError, match=r"weight must be \[R = 5, F_in, F_out\]"):
+        op(x, *lay, w[:3], None, xr, wr, b, True, 0)
+    with pytest.raises(RuntimeError, match=r"order must be 0 .* got 7"):
+        op(x, *lay, w, None, xr, wr, b, True, 7)
+    with pytest.raises(RuntimeError, match=r"needs comp"):
+        op(x, *lay, w, None, xr, wr, b, True, 2)
+    with pytest.raises(RuntimeError, match=r"x_root must be \[N_dst = 15"):
+        op(x, *lay, w, None, xr[:3], wr, b, True, 0)
+    with pytest.raises(RuntimeError, match=r"pair_ptr decreases"):
+        bad = lay.copy()
+        bad[1] = lay[1].clone()
+        bad[1][2] = int(bad[1][3]) + 1
+        op(x, *bad, w, None, xr, wr, b, True, 0)
+    with pytest.raises(RuntimeError, match=r"is Double but x is Float|weight is Double"):
+        op(x, *lay, w.double(), None, xr, wr, b, True, 0)
+    with pytest.raises(ValueError, match=r"aggr must be 'mean' or 'sum'"):
+        rgcn_aggregate(x, layout, w, aggr="max")
+    with pytest.raises(IndexError, match=r"layout: edge_type id 3 out of range \(3\)"):
+        layout_from_coo(torch.tensor([[0], [0]]), torch.tensor([3]), 2, 2, 3)
