@@ -1,10 +1,8 @@
 """The trainer's view of the other parts of the package: graph loading
 (:mod:`lmgnn_fast.datasets`, :class:`lmgnn_fast.HeteroGraph`), the neighbour sampler
 (:class:`lmgnn_fast.sampling.NeighborSampler`), the R-GCN encoder (:class:`lmgnn_fast.nn.RGCN`)
-and the embedding cache (:class:`lmgnn_fast.cache.EmbeddingCache`).
-
-Where the R-GCN module is missing from a build, the pure-torch
-:class:`lmgnn_fast.train.fallback.FallbackRGCN` stands in (same contract, slower).
+and the embedding cache (:class:`lmgnn_fast.cache.EmbeddingCache`), in one place so the
+trainer depends on their contracts only.
 """
 from __future__ import annotations
 
@@ -37,13 +35,8 @@ def make_sampler(graph, fanouts: list[int], seed: int = 0):
 def make_encoder(node_types, edge_types, in_dims: dict[str, int], hidden: int, num_layers: int,
                  num_bases=None, aggr: str = "mean", dropout: float = 0.0, layer_norm: bool = False):
     """R-GCN encoder: ``forward(x: dict[type, [N_src_t, F_t]], blocks) -> dict[type, [N_dst_t, hidden]]``."""
-    try:
-        from lmgnn_fast.nn import RGCN
-    except ImportError:
-        from lmgnn_fast.train.fallback import FallbackRGCN
+    from lmgnn_fast.nn import RGCN
 
-        return FallbackRGCN(node_types, edge_types, in_dims, hidden, num_layers, num_bases=num_bases,
-                            aggr=aggr, dropout=dropout, layer_norm=layer_norm)
     return RGCN(dict(in_dims), hidden, hidden, list(node_types), [tuple(e) for e in edge_types],
                 num_layers=num_layers, num_bases=num_bases, dropout=dropout, layer_norm=layer_norm, aggr=aggr)
 
