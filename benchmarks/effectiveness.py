@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -66,7 +67,36 @@ def _tasks(dataset: str, max_nodes):
     return g, {"nc": nc, "lp": lp}, sizes, edges
 
 
-def run_grid(datasets, seeds, kinds, variants, max_nodes, extra):
+def _append_partial(path: str, rec: dict) -> None:
+    """Append one finished run as a JSON line (flushed), so a stopped grid loses nothing."""
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def rows_from_partial(path: str) -> list:
+    """Group the JSON lines of ``--partial`` runs into table rows (one per dataset/task/variant)."""
+    rows: dict = {}
+    with open(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            key = (r["dataset"], r["task"], r["variant"])
+            row = rows.setdefault(key, {"dataset": r["dataset"], "task": r["task"], "metric": r["metric"],
+                                        "variant": r["variant"], "values": [], "seeds": [], "times": [],
+                                        "sizes": r["sizes"], "edges": r["edges"]})
+            row["values"].append(r["value"])
+            row["seeds"].append(r["seed"])
+            row["times"].append(r["time_s"])
+    out = list(rows.values())
+    for r in out:
+        r["time_s"] = statistics.mean(r["times"])
+    return out
+
+
+def run_grid(datasets, seeds, kinds, variants, max_nodes, extra, partial: str = ""):
     from lmgnn_fast.train import Trainer
 
     rows = []
@@ -93,6 +123,12 @@ def run_grid(datasets, seeds, kinds, variants, max_nodes, extra):
                         last = res[f"stage{tr.stages[-1]}"]
                         vals.append(last["test"].get(tr.task.primary_metric, float("nan")))
                         metric = tr.task.primary_metric
+                    if partial:
+                        _append_partial(partial, {"dataset": ds, "task": task, "metric": metric, "variant": v,
+                                                  "seed": seed, "value": vals[-1], "time_s": times[-1],
+                                                  "val": last["val"].get(metric), "sizes": sizes,
+                                                  "edges": edges, "max_nodes": max_nodes.get(ds),
+                                                  "overrides": {**extra, **over}})
                 print(f"{ds} {task} {v}: {vals} ({statistics.mean(times):.0f}s)", flush=True)
                 rows.append({"dataset": ds, "task": task, "metric": metric, "variant": v, "values": vals,
                              "time_s": statistics.mean(times), "sizes": sizes, "edges": edges})
@@ -156,12 +192,21 @@ def main(argv=None):
     p.add_argument("--speedup", default="attack:tactic", help="dataset:task for the cache timing ('' = skip)")
     p.add_argument("--machine", default="2-core shared CPU VM")
     p.add_argument("--out", default="")
+    p.add_argument("--partial", default="", help="append each finished run to this JSON-lines file")
+    p.add_argument("--aggregate", default="", help="only print the table built from a --partial file")
     args = p.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
     max_nodes = {kv.split("=")[0]: int(kv.split("=")[1]) for kv in args.max_nodes.split(",") if kv}
-    extra = dict(kv.split("=", 1) for kv in args.set.split(",") if kv)
+    # ';' separates overrides so list values keep their commas (gnn.fanouts=[5, 5]); a plain ','
+    # still works when no value contains one
+    sep = ";" if ";" in args.set or "[" in args.set else ","
+    extra = dict(kv.split("=", 1) for kv in args.set.split(sep) if kv)
+    if args.aggregate:
+        args.speedup = ""
+        print(to_markdown(rows_from_partial(args.aggregate), None, args))
+        return 0
     rows = run_grid(args.datasets.split(","), args.seeds, args.tasks.split(","), args.variants.split(","),
-                    max_nodes, extra)
+                    max_nodes, extra, args.partial)
     speed = None
     if args.speedup:
         ds, task = args.speedup.split(":")
