@@ -201,7 +201,8 @@ def test_rgcn_aggregate_sampled(benchmark, impl, f_in, f_out, R, bases, device):
     x_src, x_dst, ei, et, layout = _sampled_inputs(R, f_in, device)
     impls, _ = _impls(f_in, f_out, R, bases, x_src, x_dst, ei, et, device, layout)
     benchmark.extra_info.update(f_in=f_in, f_out=f_out, R=R, bases=bases, device=device_name(device),
-                                num_edges=layout.num_edges, **SAMPLED)
+                                block_edges=layout.num_edges,
+                                **{f"graph_{k}": v for k, v in SAMPLED.items()})
     benchmark(impls[impl])
 
 
