@@ -239,15 +239,7 @@ def cache_admit_ref(ids: Tensor, slots: Tensor, out: Tensor, keys: Tensor, vals:
         slot_ids[s] = order[j]
         meta[s] = 0 if policy == "clock" else tick
         rows[s] = out[cand[order[j]]]
-    keys.fill_(_EMPTY)
-    mask = keys.numel() - 1
-    for s, x in enumerate(slot_ids.tolist()):  # any valid probing layout will do
-        if x >= 0:
-            p = (x * 2654435761) & mask
-            while int(keys[p]) != _EMPTY:
-                p = (p + 1) & mask
-            keys[p], vals[p] = x, s
-    state[1] = 0
+    _rebuild_map(keys, vals, slot_ids, state)
     return torch.tensor(m, dtype=torch.long)
 
 
