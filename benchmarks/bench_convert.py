@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import lmgnn_fast  # noqa: F401
-from common import QUICK, Table, device_name, results_dir, time_fn
+from common import QUICK, Table, bench_devices, device_name, results_dir, time_fn
 from lmgnn_fast.ops import coo_to_csc, coo_to_csc_ref
 
 SIZES = [(100_000, 10_000)] if QUICK else [(1_000_000, 100_000), (10_000_000, 1_000_000)]
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DEVICES = bench_devices()
 
 
 def _inputs(E, N, device):

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import lmgnn_fast  # noqa: F401
-from common import QUICK, Table, device_name, results_dir
+from common import QUICK, Table, bench_devices, device_name, results_dir
 from lmgnn_fast.ops import coo_to_csc, hetero_neighbor_sample, hetero_neighbor_sample_ref
 
 NODE_TYPES = ["paper", "author", "field"]
@@ -144,33 +144,35 @@ def test_hetero_neighbor_sample(benchmark, impl, fanouts):
 
 
 def main():
-    old = torch.get_num_threads()
-    backend = pyg_backend()
-    table = Table(f"hetero_neighbor_sample, CPU, batch {BATCH}, graph {SCALE[0]:,} nodes / {SCALE[1]:,} edges "
-                  f"(PyG backend: {backend})",
-                  ["relations", "fanouts", "threads", "impl", "ms / batch", "sampled edges / batch",
-                   "M edges / s", "edges/s vs PyG", "time vs PyG"])
-    for R in RELATIONS:
-        g = _graph(R)
-        for fanouts in FANOUTS:
-            for threads in THREADS:
-                torch.set_num_threads(threads)
-                rows = []
-                if backend not in ("absent", "none"):
-                    rows.append(("PyG " + backend, *measure(lambda i: g.pyg(fanouts, i), NUM_BATCHES)))
-                rows.append(("reference (torch)", *measure(lambda i: g.ours(fanouts, i, hetero_neighbor_sample_ref),
-                                                           1 if QUICK else 3)))
-                rows.append(("ours", *measure(lambda i: g.ours(fanouts, i), NUM_BATCHES * 3)))
-                base = rows[0]
-                for name, t, e in rows:
-                    table.add(R, str(fanouts), threads, name, t * 1e3, int(e), e / t / 1e6,
-                              (e / t) / (base[2] / base[1]), base[1] / t)
-                print(table.rows[-1], flush=True)
-    torch.set_num_threads(old)
-    print(f"device: {device_name('cpu')}; torch {torch.__version__}")
-    table.print()
-    table.save(results_dir() / "sampling.json")
-    if torch.cuda.is_available():
+    devices = bench_devices()
+    if "cpu" in devices:
+        old = torch.get_num_threads()
+        backend = pyg_backend()
+        table = Table(f"hetero_neighbor_sample, CPU, batch {BATCH}, graph {SCALE[0]:,} nodes / {SCALE[1]:,} edges "
+                      f"(PyG backend: {backend})",
+                      ["relations", "fanouts", "threads", "impl", "ms / batch", "sampled edges / batch",
+                       "M edges / s", "edges/s vs PyG", "time vs PyG"])
+        for R in RELATIONS:
+            g = _graph(R)
+            for fanouts in FANOUTS:
+                for threads in THREADS:
+                    torch.set_num_threads(threads)
+                    rows = []
+                    if backend not in ("absent", "none"):
+                        rows.append(("PyG " + backend, *measure(lambda i: g.pyg(fanouts, i), NUM_BATCHES)))
+                    rows.append(("reference (torch)", *measure(lambda i: g.ours(fanouts, i, hetero_neighbor_sample_ref),
+                                                               1 if QUICK else 3)))
+                    rows.append(("ours", *measure(lambda i: g.ours(fanouts, i), NUM_BATCHES * 3)))
+                    base = rows[0]
+                    for name, t, e in rows:
+                        table.add(R, str(fanouts), threads, name, t * 1e3, int(e), e / t / 1e6,
+                                  (e / t) / (base[2] / base[1]), base[1] / t)
+                    print(table.rows[-1], flush=True)
+        torch.set_num_threads(old)
+        print(f"device: {device_name('cpu')}; torch {torch.__version__}")
+        table.print()
+        table.save(results_dir() / "sampling.json")
+    if "cuda" in devices:
         cuda_table()
 
 

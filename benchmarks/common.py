@@ -23,6 +23,17 @@ MODE = os.environ.get("LMGNN_BENCH", "quick")
 QUICK = MODE != "full"
 
 
+def bench_devices() -> list[str]:
+    """Devices to measure on: ``LMGNN_BENCH_DEVICES`` (comma list, e.g. ``cuda`` for a GPU
+    check that skips the CPU rows measured elsewhere), else ``cpu`` plus ``cuda`` when visible."""
+    avail = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    want = [d for d in os.environ.get("LMGNN_BENCH_DEVICES", ",".join(avail)).split(",") if d]
+    bad = [d for d in want if d not in ("cpu", "cuda")]
+    if bad:
+        raise ValueError(f"LMGNN_BENCH_DEVICES: unknown device {bad[0]!r} (use cpu and/or cuda)")
+    return [d for d in want if d in avail]
+
+
 def device_name(device: str | torch.device = "cpu") -> str:
     device = torch.device(device)
     if device.type == "cuda":
@@ -36,8 +47,11 @@ def sync(device: str | torch.device = "cpu") -> None:
 
 
 def time_fn(fn: Callable[[], object], device="cpu", warmup: int = 1, rounds: int | None = None,
-            min_time: float = 0.5) -> float:
-    """Median seconds per call of ``fn`` (after ``warmup`` calls)."""
+            min_time: float | None = None) -> float:
+    """Median seconds per call of ``fn`` (after ``warmup`` calls): at least ``rounds`` calls
+    and, in full mode, at least ``min_time`` seconds (default ``LMGNN_BENCH_MIN_TIME`` or 0.5)."""
+    if min_time is None:
+        min_time = float(os.environ.get("LMGNN_BENCH_MIN_TIME", "0.5"))
     for _ in range(warmup):
         fn()
     sync(device)

@@ -12,6 +12,7 @@ from _toy_graph import write_toy_dir
 from lmgnn_fast.lm import make_tiny_bert
 from lmgnn_fast.train import Config, ConfigError, DataError, Trainer, TrainingError
 from lmgnn_fast.train.config import apply_overrides
+from lmgnn_fast.testing import only_cuda
 from lmgnn_fast.train.errors import SimulatedInterrupt
 
 
@@ -98,6 +99,24 @@ def test_each_task_trains_and_evaluate_reproduces(toy, tmp_path, task, ttype, st
     for s in st:
         for split in ("val", "test"):
             assert again[f"stage{s}"][split] == pytest.approx(m["stages"][f"stage{s}"][split], abs=1e-5)
+
+
+@only_cuda
+@pytest.mark.parametrize("task,ttype", [("topic", "node_classification"), ("cites", "link_prediction")])
+def test_trains_on_cuda_and_evaluate_reproduces(toy, tmp_path, task, ttype):
+    """All three stages on the GPU (CUDA kernels for sampling, aggregation and the cache)."""
+    from lmgnn_fast.evaluate import evaluate_run
+
+    out = str(tmp_path / "run")
+    cfg = small_config(toy, out, **{"task.name": task, "run.stages": "1,2,3", "run.device": "cuda"})
+    Trainer(cfg, log=quiet).run()
+    m = check_outputs(out, ttype)
+    key = "accuracy" if ttype == "node_classification" else "mrr"
+    for s in (2, 3):
+        assert 0.0 <= m["stages"][f"stage{s}"]["test"][key] <= 1.0
+    again = evaluate_run(out)
+    for s in (2, 3):
+        assert again[f"stage{s}"]["test"] == pytest.approx(m["stages"][f"stage{s}"]["test"], abs=1e-4)
 
 
 def test_multilabel_and_cli_with_config_file(toy, tmp_path):
