@@ -23,22 +23,28 @@ stamp() { echo "[gpu_check +$(( $(date +%s) - t_start ))s] $*"; }
 
 gpu=$("$PY" -c "import torch; print(torch.cuda.get_device_name(0))")
 stamp "GPU: $gpu, archs $TORCH_CUDA_ARCH_LIST"
-timeout 300 "$PY" -m pip install --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>&1
+timeout 150 "$PY" -m pip install --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>&1
 build_rc=$?
 tail -n 3 "$OUT/build.log"
 info=$("$PY" -c "import lmgnn_fast, json; print(json.dumps(lmgnn_fast.build_info()))" 2>>"$OUT/build.log")
 stamp "build exit $build_rc: $info"
 [ "$build_rc" -eq 0 ] || { cat "$OUT/build.log" | tail -n 40; exit 1; }
 
+timeout 40 "$PY" -X faulthandler benchmarks/gpu_errors_smoke.py 2>&1 | tail -n 8
+if [ "${PIPESTATUS[0]}" -ne 0 ] && command -v cuda-gdb >/dev/null; then
+  timeout 90 cuda-gdb -q -batch -ex run -ex bt --args "$PY" benchmarks/gpu_errors_smoke.py 2>&1 | tail -n 40
+fi
+stamp "error-path smoke done"
+
 xdist=""
 "$PY" -c "import xdist" 2>/dev/null && xdist="-n 4"
-timeout 200 "$PY" -m pytest -q -p no:cacheprovider $xdist tests -k cuda 2>&1 | tee "$OUT/tests.log" | tail -n 25
+timeout 100 "$PY" -m pytest -q -p no:cacheprovider $xdist tests -k cuda 2>&1 | tee "$OUT/tests.log" | tail -n 25
 tests_rc=${PIPESTATUS[0]}
 stamp "tests exit $tests_rc"
 
 bench_rc=0
 export LMGNN_BENCH=full LMGNN_BENCH_DEVICES=cuda LMGNN_BENCH_MIN_TIME=0.1 LMGNN_BENCH_OUT="$TABLES"
-for spec in aggregate:200 convert:40 sampling:70 cache:70; do
+for spec in aggregate:160 convert:30 sampling:60 cache:50; do
   name=${spec%%:*}; limit=${spec##*:}
   stamp "bench_$name (limit ${limit}s)" | tee -a "$OUT/bench.log"
   (cd benchmarks && timeout "$limit" "$PY" "bench_$name.py") >>"$OUT/bench.log" 2>&1

@@ -118,14 +118,14 @@ class EmbeddingCache:
         self.backing = backing
         self.path = None
         self._mmap = None
-        self.table = self._make_table(path)
+        self._table = self._make_table(path)
         if table is not None:
             if tuple(table.shape) != (self.num_rows, self.dim):
                 raise ValueError(f"EmbeddingCache: table must have shape ({self.num_rows}, {self.dim}), "
                                  f"got {tuple(table.shape)}")
-            self.table.copy_(table)
+            self._table.copy_(table)
         # The CUDA kernels read/write the table in place when it is pinned (or on the device).
-        self._direct = self.device.type == "cpu" or self.table.is_pinned()
+        self._direct = self.device.type == "cpu" or self._table.is_pinned()
 
         dev, long = self.device, torch.long
         h = _hash_size(self.capacity)
@@ -152,6 +152,15 @@ class EmbeddingCache:
         self._stats = torch.zeros(4, dtype=long, device=dev)
 
     # ------------------------------------------------------------------ backing table
+    @property
+    def table(self) -> Tensor:
+        """Tensor  # [num_rows, dim] the authoritative rows. On CUDA with a pinned host table
+        the kernels write it asynchronously (``update``), so reading it here first waits for
+        the device's pending work."""
+        if self.device.type == "cuda" and not self._table.is_cuda:
+            torch.cuda.current_stream(self.device).synchronize()
+        return self._table
+
     def _make_table(self, path) -> Tensor:
         shape = (self.num_rows, self.dim)
         if self.backing == "mmap":
@@ -206,7 +215,7 @@ class EmbeddingCache:
         """
         ids = self._ids(ids, "gather")
         if self._direct:
-            out, slots = cache_gather(ids, self.keys, self.vals, self.rows, self.table)
+            out, slots = cache_gather(ids, self.keys, self.vals, self.rows, self._table)
         else:
             out, slots = self._gather_staged(ids)
         hits = (slots >= 0).sum()
@@ -253,7 +262,7 @@ class EmbeddingCache:
                              f"got {tuple(rows.shape)}")
         values = rows.detach().to(self.device, self.dtype)
         if self._direct:
-            cache_update(ids, values, step, self.table, self.versions, self.keys, self.vals, self.rows)
+            cache_update(ids, values, step, self._table, self.versions, self.keys, self.vals, self.rows)
         else:
             # Host table not addressable from the device (mmap on CUDA): the winners (last
             # occurrence of each id) are written on the host, versions and cached copies on

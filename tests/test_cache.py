@@ -372,7 +372,7 @@ def test_admit_matches_reference(device, policy, cap):
         assert ours["state"][[0, 2]].tolist() == ref["state"][[0, 2]].tolist()
         probe = torch.arange(n, device=device)
         assert torch.equal(cache_lookup(probe, ours["keys"], ours["vals"], n).cpu(),
-                           cache_lookup_ref(probe, ref["keys"], ref["vals"], n))
+                           cache_lookup_ref(probe.cpu(), ref["keys"], ref["vals"], n))
 
 
 @with_devices
@@ -397,7 +397,7 @@ def test_admit_lfu_matches_reference(device, cap, width, period):
         assert ours["state"][[0, 2, 3]].tolist() == ref["state"][[0, 2, 3]].tolist()
         probe = torch.arange(n, device=device)
         assert torch.equal(cache_lookup(probe, ours["keys"], ours["vals"], n).cpu(),
-                           cache_lookup_ref(probe, ref["keys"], ref["vals"], n))
+                           cache_lookup_ref(probe.cpu(), ref["keys"], ref["vals"], n))
 
 
 @with_devices

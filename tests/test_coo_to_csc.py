@@ -84,9 +84,10 @@ def test_same_result_for_any_thread_count(device):
         (torch.tensor([[0, 1]]), torch.tensor([[0, 1]]), 3, RuntimeError, r"src must be 1-D"),
     ],
 )
-def test_bad_input_errors(src, dst, num_dst, exc, match):
+@with_devices
+def test_bad_input_errors(src, dst, num_dst, exc, match, device):
     with pytest.raises(exc, match=match):
-        coo_to_csc(src, dst, num_dst)
+        coo_to_csc(src.to(device), dst.to(device), num_dst)
 
 
 def test_opcheck():

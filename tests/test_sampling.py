@@ -47,12 +47,17 @@ def make_graph(num_nodes=(60, 40, 8), num_edges=(300, 500, 60), seed=0, index_dt
                            csc=csc, coo=coo, reverse_of=reverse_of, edges=lambda et: coo[et])
 
 
+def _seed_device(seeds):
+    """Where the given seeds live: the missing node types get empty seeds there too."""
+    return next(iter(seeds.values())).device if seeds else torch.device("cpu")
+
+
 def op_args(graph, seeds, fanouts, exclude=None):
     ets, nts = graph.edge_types, graph.node_types
     return ([graph.csc[et].indptr for et in ets], [graph.csc[et].indices for et in ets],
             [graph.csc[et].eid for et in ets], [nts.index(et[0]) for et in ets],
             [nts.index(et[2]) for et in ets], [graph.num_nodes[t] for t in nts],
-            [seeds.get(t, torch.empty(0, dtype=torch.long)) for t in nts], fanouts), exclude
+            [seeds.get(t, torch.empty(0, dtype=torch.long, device=_seed_device(seeds))) for t in nts], fanouts), exclude
 
 
 def assert_same(a, b):
@@ -243,11 +248,15 @@ def test_fanout_spec_forms():
     (lambda a: a[6].pop(), RuntimeError, r"seeds must have one tensor per node type \(3\), got 2"),
     (lambda a: a[3].__setitem__(0, 7), RuntimeError, r"relation 0 has node types \(7, 0\) out of range"),
 ])
-def test_bad_inputs(mutate, exc, match):
+@with_devices
+def test_bad_inputs(mutate, exc, match, device):
     graph = make_graph()
     args, _ = op_args(graph, {"paper": torch.tensor([1, 2])}, [2] * 5)
     args = [list(a) if isinstance(a, list) else a for a in args]
     mutate(args)
+    # The same messages from the CUDA kernel (its checks run on the device, then one sync).
+    args = [[x.to(device) if isinstance(x, torch.Tensor) else x for x in a] if isinstance(a, list) else a
+            for a in args]
     with pytest.raises(exc, match=match):
         hetero_neighbor_sample(*args, seed=1, node_type_names=NODE_TYPES)
 

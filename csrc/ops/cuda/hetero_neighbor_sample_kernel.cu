@@ -23,6 +23,7 @@
 #include <torch/library.h>
 
 #include <limits>
+#include <optional>
 #include <vector>
 
 #include "ops/hetero_neighbor_sample.h"
@@ -184,24 +185,23 @@ __global__ void local_kernel(const int64_t* __restrict__ slot, int64_t n,
   if (j < n) out[j] = vals[slot[j]];
 }
 
-// Reads scalars that may sit on the GPU (one sync) or in host memory.
-std::vector<int64_t> fetch(const std::vector<at::Tensor>& scalars) {
-  std::vector<int64_t> out(scalars.size());
-  std::vector<at::Tensor> dev;
-  std::vector<size_t> where;
-  for (size_t i = 0; i < scalars.size(); ++i) {
-    if (scalars[i].is_cuda()) {
-      dev.push_back(scalars[i].reshape({1}));
-      where.push_back(i);
-    } else {
-      out[i] = scalars[i].item<int64_t>();
-    }
+// Every element of every part, in order (scalars and the 3-element error record alike),
+// read back with one device-to-host copy for all the parts that sit on the GPU.
+std::vector<int64_t> fetch(const std::vector<at::Tensor>& parts) {
+  std::vector<at::Tensor> flat;
+  std::optional<at::Device> dev;
+  for (const auto& p : parts) {
+    if (p.is_cuda()) dev = p.device();
   }
-  if (!dev.empty()) {
-    auto host = at::cat(dev).to(at::kCPU);
-    const int64_t* p = host.const_data_ptr<int64_t>();
-    for (size_t j = 0; j < where.size(); ++j) out[where[j]] = p[j];
+  for (const auto& p : parts) {
+    auto f = p.reshape({-1}).to(at::kLong);
+    flat.push_back(dev && !f.is_cuda() ? f.to(*dev) : f);
   }
+  std::vector<int64_t> out;
+  if (flat.empty()) return out;
+  auto host = at::cat(flat).to(at::kCPU);
+  const int64_t* q = host.const_data_ptr<int64_t>();
+  out.assign(q, q + host.numel());
   return out;
 }
 
