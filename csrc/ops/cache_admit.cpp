@@ -45,27 +45,27 @@ void check_cache_admit_args(const at::Tensor& ids, const at::Tensor& slots, cons
                                 {&meta, "meta"}, {&rows, "rows"}, {&state, "state"}}) {
     check_defined(op, *t, name);
     check_same_device(op, ids, "ids", *t, name);
-    TORCH_CHECK(t->is_contiguous(), op, ": ", name, " must be contiguous");
+    LMGNN_CHECK(t->is_contiguous(), op, ": ", name, " must be contiguous");
   }
   check_same_device(op, ids, "ids", keys, "keys");
   for (const auto& [t, name] : {std::pair{&slots, "slots"}, {&slot_ids, "slot_ids"},
                                 {&meta, "meta"}, {&state, "state"}}) {
     check_dim(op, *t, name, 1);
-    TORCH_CHECK(t->scalar_type() == at::kLong, op, ": ", name, " must be int64, got ",
+    LMGNN_CHECK(t->scalar_type() == at::kLong, op, ": ", name, " must be int64, got ",
                 t->scalar_type());
   }
   check_numel(op, slots, "slots", ids.numel());
   check_dim(op, out, "out", 2);
   check_dim(op, rows, "rows", 2);
-  TORCH_CHECK(out.size(0) == ids.numel(), op, ": out must have ", ids.numel(), " rows, got ",
+  LMGNN_CHECK(out.size(0) == ids.numel(), op, ": out must have ", ids.numel(), " rows, got ",
               out.size(0));
   check_same_dtype(op, out, "out", rows, "rows");
-  TORCH_CHECK(out.size(1) == rows.size(1), op, ": out has ", out.size(1),
+  LMGNN_CHECK(out.size(1) == rows.size(1), op, ": out has ", out.size(1),
               " columns but rows has ", rows.size(1));
   check_numel(op, slot_ids, "slot_ids", rows.size(0));
   check_numel(op, meta, "meta", rows.size(0));
   check_numel(op, state, "state", kStateSize);
-  TORCH_CHECK(keys.numel() >= 2 * rows.size(0), op, ": the hash map (", keys.numel(),
+  LMGNN_CHECK(keys.numel() >= 2 * rows.size(0), op, ": the hash map (", keys.numel(),
               " entries) must hold at least twice the capacity (", rows.size(0), ")");
 }
 

@@ -35,17 +35,17 @@ void check_cache_sketch_args(const char* op, const at::Tensor& ids, const at::Te
   check_defined(op, sketch, "sketch");
   check_same_device(op, ids, "ids", sketch, "sketch");
   check_dim(op, sketch, "sketch", 2);
-  TORCH_CHECK(sketch.scalar_type() == at::kInt, op, ": sketch must be int32, got ",
+  LMGNN_CHECK(sketch.scalar_type() == at::kInt, op, ": sketch must be int32, got ",
               sketch.scalar_type());
-  TORCH_CHECK(sketch.size(0) == kSketchDepth, op, ": sketch must have ", kSketchDepth,
+  LMGNN_CHECK(sketch.size(0) == kSketchDepth, op, ": sketch must have ", kSketchDepth,
               " rows, got ", sketch.size(0));
   const int64_t w = sketch.size(1);
-  TORCH_CHECK(w > 0 && (w & (w - 1)) == 0, op, ": sketch width must be a power of two, got ", w);
-  TORCH_CHECK(sketch.is_contiguous(), op, ": sketch must be contiguous");
+  LMGNN_CHECK(w > 0 && (w & (w - 1)) == 0, op, ": sketch width must be a power of two, got ", w);
+  LMGNN_CHECK(sketch.is_contiguous(), op, ": sketch must be contiguous");
   // Counters stay below 2 * period + N after aging; keep them far from int32 overflow.
-  TORCH_CHECK(period >= 1 && period <= (int64_t{1} << 29), op, ": period must be in [1, 2^29], got ",
+  LMGNN_CHECK(period >= 1 && period <= (int64_t{1} << 29), op, ": period must be in [1, 2^29], got ",
               period);
-  TORCH_CHECK(ids.numel() <= (int64_t{1} << 30), op, ": at most 2^30 ids per call, got ",
+  LMGNN_CHECK(ids.numel() <= (int64_t{1} << 30), op, ": at most 2^30 ids per call, got ",
               ids.numel());
 }
 

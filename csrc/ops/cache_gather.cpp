@@ -27,10 +27,10 @@ void check_cache_gather_args(const at::Tensor& ids, const at::Tensor& keys,
   check_dim(op, rows, "rows", 2);
   check_dim(op, table, "table", 2);
   check_same_dtype(op, rows, "rows", table, "table");
-  TORCH_CHECK(rows.size(1) == table.size(1), op, ": rows have ", rows.size(1),
+  LMGNN_CHECK(rows.size(1) == table.size(1), op, ": rows have ", rows.size(1),
               " columns but table has ", table.size(1));
-  TORCH_CHECK(rows.is_contiguous(), op, ": rows must be contiguous");
-  TORCH_CHECK(table.stride(1) == 1 || table.size(1) <= 1, op,
+  LMGNN_CHECK(rows.is_contiguous(), op, ": rows must be contiguous");
+  LMGNN_CHECK(table.stride(1) == 1 || table.size(1) <= 1, op,
               ": table rows must be contiguous (stride(1) == 1), got strides ", table.strides());
 }
 

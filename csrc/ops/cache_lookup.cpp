@@ -16,7 +16,7 @@ void check_cache_lookup_args(const at::Tensor& ids, const at::Tensor& keys, cons
   check_cache_ids(op, ids, "ids");
   check_cache_map_args(op, keys, vals);
   check_same_device(op, ids, "ids", keys, "keys");
-  TORCH_CHECK(num_rows >= 0, op, ": num_rows must be >= 0, got ", num_rows);
+  LMGNN_CHECK(num_rows >= 0, op, ": num_rows must be >= 0, got ", num_rows);
 }
 
 TORCH_LIBRARY_FRAGMENT(lmgnn, m) {

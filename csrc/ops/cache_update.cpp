@@ -33,18 +33,18 @@ void check_cache_update_args(const at::Tensor& ids, const at::Tensor& values,
   check_dim(op, values, "values", 2);
   check_dim(op, table, "table", 2);
   check_dim(op, rows, "rows", 2);
-  TORCH_CHECK(values.size(0) == ids.numel(), op, ": values must have ", ids.numel(),
+  LMGNN_CHECK(values.size(0) == ids.numel(), op, ": values must have ", ids.numel(),
               " rows (one per id), got ", values.size(0));
-  TORCH_CHECK(values.size(1) == table.size(1) && rows.size(1) == table.size(1), op,
+  LMGNN_CHECK(values.size(1) == table.size(1) && rows.size(1) == table.size(1), op,
               ": values, table and rows must have the same number of columns, got ",
               values.size(1), ", ", table.size(1), " and ", rows.size(1));
   check_same_dtype(op, rows, "rows", table, "table");
   check_same_dtype(op, values, "values", table, "table");
-  TORCH_CHECK(versions.scalar_type() == at::kLong, op, ": versions must be int64, got ",
+  LMGNN_CHECK(versions.scalar_type() == at::kLong, op, ": versions must be int64, got ",
               versions.scalar_type());
   check_dim(op, versions, "versions", 1);
   check_numel(op, versions, "versions", table.size(0));
-  TORCH_CHECK(table.is_contiguous() && rows.is_contiguous() && versions.is_contiguous(), op,
+  LMGNN_CHECK(table.is_contiguous() && rows.is_contiguous() && versions.is_contiguous(), op,
               ": table, rows and versions must be contiguous");
 }
 

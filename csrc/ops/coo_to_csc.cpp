@@ -22,9 +22,9 @@ void check_coo_to_csc_args(const at::Tensor& src, const at::Tensor& dst, int64_t
   check_index_dtype(op, dst, "dst");
   check_same_dtype(op, src, "src", dst, "dst");
   check_same_device(op, src, "src", dst, "dst");
-  TORCH_CHECK(src.numel() == dst.numel(), op, ": src and dst must have the same length, got ",
+  LMGNN_CHECK(src.numel() == dst.numel(), op, ": src and dst must have the same length, got ",
               src.numel(), " and ", dst.numel());
-  TORCH_CHECK(num_dst >= 0, op, ": num_dst must be >= 0, got ", num_dst);
+  LMGNN_CHECK(num_dst >= 0, op, ": num_dst must be >= 0, got ", num_dst);
 }
 
 TORCH_LIBRARY_FRAGMENT(lmgnn, m) {

@@ -46,34 +46,34 @@ HeteroSampleShape check_hetero_neighbor_sample_args(
   HeteroSampleShape s;
   s.num_types = static_cast<int64_t>(num_nodes.size());
   s.num_rels = static_cast<int64_t>(indptr.size());
-  TORCH_CHECK(s.num_types > 0, op, ": num_nodes is empty (the graph has no node types)");
-  TORCH_CHECK(s.num_rels > 0, op, ": the graph has no relations (indptr is an empty list)");
-  TORCH_CHECK(static_cast<int64_t>(indices.size()) == s.num_rels &&
+  LMGNN_CHECK(s.num_types > 0, op, ": num_nodes is empty (the graph has no node types)");
+  LMGNN_CHECK(s.num_rels > 0, op, ": the graph has no relations (indptr is an empty list)");
+  LMGNN_CHECK(static_cast<int64_t>(indices.size()) == s.num_rels &&
                   static_cast<int64_t>(eid.size()) == s.num_rels &&
                   static_cast<int64_t>(src_type.size()) == s.num_rels &&
                   static_cast<int64_t>(dst_type.size()) == s.num_rels,
               op, ": indptr, indices, eid, src_type and dst_type must have one entry per relation, got ",
               indptr.size(), ", ", indices.size(), ", ", eid.size(), ", ", src_type.size(), " and ",
               dst_type.size());
-  TORCH_CHECK(static_cast<int64_t>(seeds.size()) == s.num_types, op,
+  LMGNN_CHECK(static_cast<int64_t>(seeds.size()) == s.num_types, op,
               ": seeds must have one tensor per node type (", s.num_types, "), got ", seeds.size());
   if (node_type_names.has_value()) {
-    TORCH_CHECK(static_cast<int64_t>(node_type_names->size()) == s.num_types, op,
+    LMGNN_CHECK(static_cast<int64_t>(node_type_names->size()) == s.num_types, op,
                 ": node_type_names must have one name per node type (", s.num_types, "), got ",
                 node_type_names->size());
   }
   for (int64_t t = 0; t < s.num_types; ++t) {
-    TORCH_CHECK(num_nodes[t] >= 0, op, ": num_nodes of node type ",
+    LMGNN_CHECK(num_nodes[t] >= 0, op, ": num_nodes of node type ",
                 node_type_label(node_type_names, t), " must be >= 0, got ", num_nodes[t]);
   }
-  TORCH_CHECK(!fanouts.empty(), op, ": fanouts is empty; give at least one hop of ", s.num_rels,
+  LMGNN_CHECK(!fanouts.empty(), op, ": fanouts is empty; give at least one hop of ", s.num_rels,
               " fanouts");
-  TORCH_CHECK(static_cast<int64_t>(fanouts.size()) % s.num_rels == 0, op, ": fanouts has ",
+  LMGNN_CHECK(static_cast<int64_t>(fanouts.size()) % s.num_rels == 0, op, ": fanouts has ",
               fanouts.size(), " entries, not a multiple of the number of relations (", s.num_rels,
               "); give one fanout per relation per hop");
   s.num_layers = static_cast<int64_t>(fanouts.size()) / s.num_rels;
   for (size_t i = 0; i < fanouts.size(); ++i) {
-    TORCH_CHECK(fanouts[i] >= -1, op, ": fanout ", fanouts[i], " of hop ",
+    LMGNN_CHECK(fanouts[i] >= -1, op, ": fanout ", fanouts[i], " of hop ",
                 static_cast<int64_t>(i) / s.num_rels, ", relation ", static_cast<int64_t>(i) % s.num_rels,
                 " is invalid; use -1 (all neighbours) or a count >= 0");
   }
@@ -85,7 +85,7 @@ HeteroSampleShape check_hetero_neighbor_sample_args(
   };
   for (int64_t r = 0; r < s.num_rels; ++r) {
     const int64_t st = src_type[r], dt = dst_type[r];
-    TORCH_CHECK(st >= 0 && st < s.num_types && dt >= 0 && dt < s.num_types, op, ": relation ", r,
+    LMGNN_CHECK(st >= 0 && st < s.num_types && dt >= 0 && dt < s.num_types, op, ": relation ", r,
                 " has node types (", st, ", ", dt, ") out of range for ", s.num_types, " node types");
     const auto& ip = indptr[r];
     const auto& ix = indices[r];
@@ -93,19 +93,19 @@ HeteroSampleShape check_hetero_neighbor_sample_args(
     check_defined(op, ip, "indptr");
     check_defined(op, ix, "indices");
     check_defined(op, ei, "eid");
-    TORCH_CHECK(ip.dim() == 1 && ip.scalar_type() == at::kLong, op, ": indptr[", r,
+    LMGNN_CHECK(ip.dim() == 1 && ip.scalar_type() == at::kLong, op, ": indptr[", r,
                 "] must be a 1-D int64 tensor, got ", ip.scalar_type(), " of shape ", ip.sizes());
-    TORCH_CHECK(ip.numel() == num_nodes[dt] + 1, op, ": indptr[", r, "] has ", ip.numel(),
+    LMGNN_CHECK(ip.numel() == num_nodes[dt] + 1, op, ": indptr[", r, "] has ", ip.numel(),
                 " entries but its destination type ", node_type_label(node_type_names, dt), " has ",
                 num_nodes[dt], " nodes (expected ", num_nodes[dt] + 1, ")");
-    TORCH_CHECK(ix.dim() == 1 && (ix.scalar_type() == at::kLong || ix.scalar_type() == at::kInt),
+    LMGNN_CHECK(ix.dim() == 1 && (ix.scalar_type() == at::kLong || ix.scalar_type() == at::kInt),
                 op, ": indices[", r, "] must be a 1-D int32 or int64 tensor, got ", ix.scalar_type(),
                 " of shape ", ix.sizes());
-    TORCH_CHECK(ei.dim() == 1 && ei.scalar_type() == at::kLong, op, ": eid[", r,
+    LMGNN_CHECK(ei.dim() == 1 && ei.scalar_type() == at::kLong, op, ": eid[", r,
                 "] must be a 1-D int64 tensor, got ", ei.scalar_type(), " of shape ", ei.sizes());
-    TORCH_CHECK(ei.numel() == ix.numel(), op, ": eid[", r, "] has ", ei.numel(),
+    LMGNN_CHECK(ei.numel() == ix.numel(), op, ": eid[", r, "] has ", ei.numel(),
                 " entries but indices[", r, "] has ", ix.numel());
-    TORCH_CHECK(graph_ok(ip) && graph_ok(ix) && graph_ok(ei), op, ": the CSC of relation ", r,
+    LMGNN_CHECK(graph_ok(ip) && graph_ok(ix) && graph_ok(ei), op, ": the CSC of relation ", r,
                 " is on ", ip.device(), "/", ix.device(), "/", ei.device(), " but the kernel runs on ",
                 device_type,
                 device_type == c10::DeviceType::CUDA ? " (CPU tensors must be pinned)" : "");
@@ -113,22 +113,22 @@ HeteroSampleShape check_hetero_neighbor_sample_args(
   for (int64_t t = 0; t < s.num_types; ++t) {
     const auto& sd = seeds[t];
     check_defined(op, sd, "seeds");
-    TORCH_CHECK(sd.dim() == 1 && (sd.scalar_type() == at::kLong || sd.scalar_type() == at::kInt), op,
+    LMGNN_CHECK(sd.dim() == 1 && (sd.scalar_type() == at::kLong || sd.scalar_type() == at::kInt), op,
                 ": seeds of node type ", node_type_label(node_type_names, t),
                 " must be a 1-D int32 or int64 tensor, got ", sd.scalar_type(), " of shape ", sd.sizes());
-    TORCH_CHECK(sd.device().type() == device_type, op, ": seeds of node type ",
+    LMGNN_CHECK(sd.device().type() == device_type, op, ": seeds of node type ",
                 node_type_label(node_type_names, t), " are on ", sd.device(), " but the kernel runs on ",
                 device_type);
   }
   if (exclude.has_value()) {
-    TORCH_CHECK(static_cast<int64_t>(exclude->size()) == s.num_rels, op,
+    LMGNN_CHECK(static_cast<int64_t>(exclude->size()) == s.num_rels, op,
                 ": exclude must have one tensor per relation (", s.num_rels, "), got ", exclude->size());
     for (int64_t r = 0; r < s.num_rels; ++r) {
       const auto& ex = (*exclude)[r];
       check_defined(op, ex, "exclude");
-      TORCH_CHECK(ex.dim() == 1 && ex.scalar_type() == at::kLong, op, ": exclude[", r,
+      LMGNN_CHECK(ex.dim() == 1 && ex.scalar_type() == at::kLong, op, ": exclude[", r,
                   "] must be a 1-D int64 tensor, got ", ex.scalar_type(), " of shape ", ex.sizes());
-      TORCH_CHECK(graph_ok(ex), op, ": exclude[", r, "] is on ", ex.device(),
+      LMGNN_CHECK(graph_ok(ex), op, ": exclude[", r, "] is on ", ex.device(),
                   " but the kernel runs on ", device_type);
     }
   }

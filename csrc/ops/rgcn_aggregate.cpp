@@ -75,7 +75,7 @@ void check_rgcn_aggregate_args(const char* op, const at::Tensor& x, const at::Te
                                const std::optional<at::Tensor>& x_root,
                                const std::optional<at::Tensor>& root_weight,
                                const std::optional<at::Tensor>& bias, int64_t order) {
-  TORCH_CHECK(order == kPairGemm || order == kPairGemmBases || order == kBasisCombine ||
+  LMGNN_CHECK(order == kPairGemm || order == kPairGemmBases || order == kBasisCombine ||
                   order == kDensePairs,
               op, ": order must be 0 (full weight), 1 (bases, form W), 2 (bases, combine) or 3 ",
               "(full weight, dense pairs), got ", order);
@@ -97,19 +97,19 @@ void check_rgcn_aggregate_args(const char* op, const at::Tensor& x, const at::Te
   } ptrs[] = {{pair_ptr, "pair_ptr"}, {rel_ptr, "rel_ptr"}, {dst_ptr, "dst_ptr"}, {src_ptr, "src_ptr"}};
   for (const auto& [t, name] : ptrs) {
     check_dim(op, t, name, 1);
-    TORCH_CHECK(t.scalar_type() == at::kLong, op, ": ", name, " must be int64, got ", t.scalar_type());
-    TORCH_CHECK(t.numel() >= 1, op, ": ", name, " must hold at least one entry (a pointer [n + 1])");
+    LMGNN_CHECK(t.scalar_type() == at::kLong, op, ": ", name, " must be int64, got ", t.scalar_type());
+    LMGNN_CHECK(t.numel() >= 1, op, ": ", name, " must hold at least one entry (a pointer [n + 1])");
     check_same_device(op, t, name, x, "x");
   }
   const int64_t E = col.numel(), P = pair_dst.numel();
   const int64_t N_src = x.size(0), F_in = x.size(1);
-  TORCH_CHECK(pair_ptr.numel() == P + 1, op, ": pair_ptr must have P + 1 = ", P + 1,
+  LMGNN_CHECK(pair_ptr.numel() == P + 1, op, ": pair_ptr must have P + 1 = ", P + 1,
               " entries (P = pair_dst.numel()), got ", pair_ptr.numel());
-  TORCH_CHECK(dst_pairs.numel() == P, op, ": dst_pairs must have P = ", P, " entries, got ",
+  LMGNN_CHECK(dst_pairs.numel() == P, op, ": dst_pairs must have P = ", P, " entries, got ",
               dst_pairs.numel());
-  TORCH_CHECK(src_pairs.numel() == E, op, ": src_pairs must have E = ", E,
+  LMGNN_CHECK(src_pairs.numel() == E, op, ": src_pairs must have E = ", E,
               " entries (E = col.numel()), got ", src_pairs.numel());
-  TORCH_CHECK(src_ptr.numel() == N_src + 1, op, ": src_ptr must have N_src + 1 = ", N_src + 1,
+  LMGNN_CHECK(src_ptr.numel() == N_src + 1, op, ": src_ptr must have N_src + 1 = ", N_src + 1,
               " entries (N_src = x.size(0)), got ", src_ptr.numel());
   const int64_t R = rel_ptr.numel() - 1;
   const int64_t N_dst = dst_ptr.numel() - 1;
@@ -117,32 +117,32 @@ void check_rgcn_aggregate_args(const char* op, const at::Tensor& x, const at::Te
   check_dim(op, weight, "weight", 3);
   check_same_dtype(op, weight, "weight", x, "x");
   check_same_device(op, weight, "weight", x, "x");
-  TORCH_CHECK(weight.size(1) == F_in, op, ": weight must be [*, F_in = ", F_in, ", F_out], got ",
+  LMGNN_CHECK(weight.size(1) == F_in, op, ": weight must be [*, F_in = ", F_in, ", F_out], got ",
               weight.sizes());
   const int64_t F_out = weight.size(2);
   if (order == kPairGemm || order == kDensePairs) {
-    TORCH_CHECK(!comp.has_value(), op, ": order ", order, " (full weight) takes no comp");
-    TORCH_CHECK(weight.size(0) == R, op, ": weight must be [R = ", R,
+    LMGNN_CHECK(!comp.has_value(), op, ": order ", order, " (full weight) takes no comp");
+    LMGNN_CHECK(weight.size(0) == R, op, ": weight must be [R = ", R,
                 ", F_in, F_out] (R = rel_ptr.numel() - 1), got ", weight.sizes());
   } else {
-    TORCH_CHECK(comp.has_value(), op, ": order ", order, " (bases) needs comp [R, B]");
+    LMGNN_CHECK(comp.has_value(), op, ": order ", order, " (bases) needs comp [R, B]");
     check_dim(op, *comp, "comp", 2);
     check_same_dtype(op, *comp, "comp", x, "x");
     check_same_device(op, *comp, "comp", x, "x");
-    TORCH_CHECK(comp->size(0) == R && comp->size(1) == weight.size(0), op,
+    LMGNN_CHECK(comp->size(0) == R && comp->size(1) == weight.size(0), op,
                 ": comp must be [R = ", R, ", B = ", weight.size(0), "], got ", comp->sizes());
   }
-  TORCH_CHECK(x_root.has_value() == root_weight.has_value(), op,
+  LMGNN_CHECK(x_root.has_value() == root_weight.has_value(), op,
               ": x_root and root_weight must be given together");
   if (x_root.has_value()) {
     check_dim(op, *x_root, "x_root", 2);
     check_same_dtype(op, *x_root, "x_root", x, "x");
     check_same_device(op, *x_root, "x_root", x, "x");
-    TORCH_CHECK(x_root->size(0) == N_dst && x_root->size(1) == F_in, op, ": x_root must be [N_dst = ",
+    LMGNN_CHECK(x_root->size(0) == N_dst && x_root->size(1) == F_in, op, ": x_root must be [N_dst = ",
                 N_dst, ", F_in = ", F_in, "], got ", x_root->sizes());
     check_same_dtype(op, *root_weight, "root_weight", x, "x");
     check_same_device(op, *root_weight, "root_weight", x, "x");
-    TORCH_CHECK(root_weight->dim() == 2 && root_weight->size(0) == F_in &&
+    LMGNN_CHECK(root_weight->dim() == 2 && root_weight->size(0) == F_in &&
                     root_weight->size(1) == F_out,
                 op, ": root_weight must be [F_in = ", F_in, ", F_out = ", F_out, "], got ",
                 root_weight->sizes());
@@ -150,7 +150,7 @@ void check_rgcn_aggregate_args(const char* op, const at::Tensor& x, const at::Te
   if (bias.has_value()) {
     check_same_dtype(op, *bias, "bias", x, "x");
     check_same_device(op, *bias, "bias", x, "x");
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == F_out, op, ": bias must be [F_out = ", F_out,
+    LMGNN_CHECK(bias->dim() == 1 && bias->size(0) == F_out, op, ": bias must be [F_out = ", F_out,
                 "], got ", bias->sizes());
   }
 }

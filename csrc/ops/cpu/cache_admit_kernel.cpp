@@ -70,7 +70,7 @@ at::Tensor cache_admit_cpu(const at::Tensor& ids_in, const at::Tensor& slots_in,
   int64_t* slot_ids = slot_ids_t.data_ptr<int64_t>();
   int64_t* meta = meta_t.data_ptr<int64_t>();
   int64_t* state = state_t.data_ptr<int64_t>();
-  TORCH_CHECK(cap == 0 || (state[kHand] >= 0 && state[kHand] < cap), op, ": state holds hand ",
+  LMGNN_CHECK(cap == 0 || (state[kHand] >= 0 && state[kHand] < cap), op, ": state holds hand ",
               state[kHand], " outside [0, ", cap, ")");
 
   // 1. Reference the hit slots.
@@ -78,12 +78,12 @@ at::Tensor cache_admit_cpu(const at::Tensor& ids_in, const at::Tensor& slots_in,
   std::vector<std::pair<int64_t, int64_t>> cand;  // (id, position) of misses
   for (int64_t i = 0; i < n; ++i) {
     const int64_t s = sl[i];
-    TORCH_CHECK_INDEX(s >= -1 && s < cap, op, ": slots holds slot ", s, " at position ", i,
+    LMGNN_CHECK_INDEX(s >= -1 && s < cap, op, ": slots holds slot ", s, " at position ", i,
                       " outside [-1, ", cap, ")");
     if (s >= 0) {
       meta[s] = policy == CachePolicy::kClock ? 1 : tick;
     } else {
-      TORCH_CHECK_INDEX(id[i] >= 0, op, ": ids holds negative id ", id[i]);
+      LMGNN_CHECK_INDEX(id[i] >= 0, op, ": ids holds negative id ", id[i]);
       cand.emplace_back(id[i], i);
     }
   }

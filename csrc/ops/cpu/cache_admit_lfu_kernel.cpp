@@ -46,9 +46,9 @@ at::Tensor cache_admit_lfu_cpu(const at::Tensor& ids_in, const at::Tensor& slots
 
   // Validate everything before changing anything.
   for (int64_t i = 0; i < n; ++i) {
-    TORCH_CHECK_INDEX(sl[i] >= -1 && sl[i] < cap, op, ": slots holds slot ", sl[i],
+    LMGNN_CHECK_INDEX(sl[i] >= -1 && sl[i] < cap, op, ": slots holds slot ", sl[i],
                       " at position ", i, " outside [-1, ", cap, ")");
-    TORCH_CHECK_INDEX(id[i] >= 0, op, ": ids holds negative id ", id[i]);
+    LMGNN_CHECK_INDEX(id[i] >= 0, op, ": ids holds negative id ", id[i]);
   }
 
   // 1. Count every access; age the sketch.

@@ -54,7 +54,7 @@ void apply_admission_cpu(const char* op, int64_t m, const int64_t* victims, cons
     const int64_t old = slot_ids[victims[j]];
     if (old < 0) continue;
     const int64_t p = cache_find_pos(keys, mask, old);
-    TORCH_CHECK(p >= 0, op, ": corrupt cache state, cached id ", old, " missing from the map");
+    LMGNN_CHECK(p >= 0, op, ": corrupt cache state, cached id ", old, " missing from the map");
     keys[p] = kTombstone;
     ++state[kTombs];
   }

@@ -86,7 +86,7 @@ struct Range {
 
 Range node_range(const Rel& rel, int64_t r, int64_t v) {
   const int64_t p0 = rel.indptr[v], p1 = rel.indptr[v + 1];
-  TORCH_CHECK(0 <= p0 && p0 <= p1 && p1 <= rel.num_edges, kOp, ": indptr[", r, "] is corrupt at node ",
+  LMGNN_CHECK(0 <= p0 && p0 <= p1 && p1 <= rel.num_edges, kOp, ": indptr[", r, "] is corrupt at node ",
               v, " (", p0, ", ", p1, ") for ", rel.num_edges, " edges");
   Range g{p0, p1, nullptr, 0};
   if (rel.num_ex > 0) {
@@ -343,7 +343,7 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
     rel.src = src_type[r];
     rel.dst = dst_type[r];
     const int64_t nd = num_nodes[rel.dst];
-    TORCH_CHECK(rel.indptr[0] == 0 && rel.indptr[nd] == rel.num_edges, kOp, ": indptr[", r,
+    LMGNN_CHECK(rel.indptr[0] == 0 && rel.indptr[nd] == rel.num_edges, kOp, ": indptr[", r,
                 "] must start at 0 and end at the number of edges (", rel.num_edges, "), got ",
                 rel.indptr[0], " and ", rel.indptr[nd]);
     if (exclude_in.has_value()) {
@@ -351,9 +351,9 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
       rel.ex = ex.const_data_ptr<int64_t>();
       rel.num_ex = ex.numel();
       for (int64_t i = 0; i < rel.num_ex; ++i) {
-        TORCH_CHECK_INDEX(rel.ex[i] >= 0 && rel.ex[i] < rel.num_edges, kOp, ": exclude[", r,
+        LMGNN_CHECK_INDEX(rel.ex[i] >= 0 && rel.ex[i] < rel.num_edges, kOp, ": exclude[", r,
                           "] holds position ", rel.ex[i], " out of range for ", rel.num_edges, " edges");
-        TORCH_CHECK(i == 0 || rel.ex[i] > rel.ex[i - 1], kOp, ": exclude[", r,
+        LMGNN_CHECK(i == 0 || rel.ex[i] > rel.ex[i - 1], kOp, ": exclude[", r,
                     "] must be sorted and unique, got ", rel.ex[i - 1], " before ", rel.ex[i]);
       }
       keep.push_back(ex);
@@ -369,7 +369,7 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
     cur[t] = seeds_in[t].to(at::kLong).contiguous();
     const int64_t* p = cur[t].const_data_ptr<int64_t>();
     for (int64_t i = 0, n = cur[t].numel(); i < n; ++i) {
-      TORCH_CHECK_INDEX(p[i] >= 0 && p[i] < num_nodes[t], kOp, ": seed id ", p[i],
+      LMGNN_CHECK_INDEX(p[i] >= 0 && p[i] < num_nodes[t], kOp, ": seed id ", p[i],
                         " out of range for node type ", node_type_label(names, t), " (", num_nodes[t],
                         " nodes)");
     }
@@ -470,7 +470,7 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
       for (int64_t q = 0; q < total; ++q) {
         const int64_t p = pos[q];
         const int64_t u = rel.index(p);
-        TORCH_CHECK_INDEX(u >= 0 && u < n_src, kOp, ": indices[", r, "] holds source id ", u,
+        LMGNN_CHECK_INDEX(u >= 0 && u < n_src, kOp, ": indices[", r, "] holds source id ", u,
                           " out of range for node type ", node_type_label(names, rel.src), " (", n_src,
                           " nodes)");
         out[q] = Pair{u, rel.eid[p]};
@@ -510,7 +510,7 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
     for (int64_t t = 0; t < T; ++t) {
       if (type_edges[t] == 0 && h > 0) continue;  // the next hop keeps this hop's nodes
       const int64_t work = nd[t] + type_edges[t];
-      TORCH_CHECK(work < std::numeric_limits<int32_t>::max(), kOp, ": hop ", h, " samples ", type_edges[t],
+      LMGNN_CHECK(work < std::numeric_limits<int32_t>::max(), kOp, ": hop ", h, " samples ", type_edges[t],
                   " edges from node type ", node_type_label(names, t), ", more than one call supports (2^31)");
       parts[t] = (threads > 1 && work >= kPartitionDedup) ? threads : 1;
       for (int64_t j = 0; j < parts[t]; ++j) tasks.push_back(DedupTask{t, j, parts[t], work / parts[t]});
@@ -531,7 +531,7 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
         const uint64_t hh = IdMap::hash(dst[i]);
         if (P > 1 && partition_of(hh, P) != j) continue;
         const int64_t val = map.find_or_insert(dst[i], hh, i, &inserted);
-        TORCH_CHECK(inserted, kOp, ": seeds of node type ", node_type_label(names, t), " contain duplicate id ",
+        LMGNN_CHECK(inserted, kOp, ": seeds of node type ", node_type_label(names, t), " contain duplicate id ",
                     dst[i], " (positions ", val, " and ", i, "); pass unique seeds");
       }
       for (int64_t r = 0; r < R; ++r) {

@@ -32,11 +32,11 @@ void check_ptr(const char* op, const char* name, const at::Tensor& ptr, int64_t 
                const char* total_name) {
   const int64_t* p = ptr.const_data_ptr<int64_t>();
   const int64_t n = ptr.numel() - 1;
-  TORCH_CHECK(p[0] == 0, op, ": ", name, "[0] must be 0, got ", p[0]);
-  TORCH_CHECK(p[n] == total, op, ": ", name, "[-1] must equal ", total_name, " = ", total, ", got ",
+  LMGNN_CHECK(p[0] == 0, op, ": ", name, "[0] must be 0, got ", p[0]);
+  LMGNN_CHECK(p[n] == total, op, ": ", name, "[-1] must equal ", total_name, " = ", total, ", got ",
               p[n]);
   for (int64_t i = 0; i < n; ++i) {
-    TORCH_CHECK(p[i] <= p[i + 1], op, ": ", name, " decreases at ", i, " (", p[i], " > ", p[i + 1], ")");
+    LMGNN_CHECK(p[i] <= p[i + 1], op, ": ", name, " decreases at ", i, " (", p[i], " > ", p[i + 1], ")");
   }
 }
 
@@ -226,7 +226,7 @@ void dense_sum(const at::Tensor& x, const Layout& l, bool mean, at::Tensor& z) {
       for (int64_t k = dptr[i]; k < dptr[i + 1]; ++k) {
         const int64_t p = dpairs[k];
         const int64_t r = relation_of(rptr, l.R, p);
-        TORCH_CHECK(r >= next, kOp, ": dst_pairs of destination ", i,
+        LMGNN_CHECK(r >= next, kOp, ": dst_pairs of destination ", i,
                     " are not in increasing relation order (relation ", r, " after ", next - 1, ")");
         std::fill(zrow + next * F, zrow + r * F, scalar_t(0));
         std::fill(acc.begin(), acc.end(), acc_t(0));
@@ -420,25 +420,25 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
   const auto weight = weight_in.contiguous();
   const int64_t F_in = x_in.size(1), F_out = weight.size(2);
   const int64_t B = order == kPairGemm ? 1 : weight.size(0);
-  TORCH_CHECK(grad_out_in.dim() == 2 && grad_out_in.size(0) == l.N_dst && grad_out_in.size(1) == F_out,
+  LMGNN_CHECK(grad_out_in.dim() == 2 && grad_out_in.size(0) == l.N_dst && grad_out_in.size(1) == F_out,
               op, ": grad_out must be [N_dst = ", l.N_dst, ", F_out = ", F_out, "], got ",
               grad_out_in.sizes());
   check_same_dtype(op, grad_out_in, "grad_out", x_in, "x");
   const int64_t agg_rows = order == kDensePairs ? 0 : l.P;
-  TORCH_CHECK(agg_in.dim() == 2 && agg_in.size(0) == agg_rows && agg_in.size(1) == F_in, op,
+  LMGNN_CHECK(agg_in.dim() == 2 && agg_in.size(0) == agg_rows && agg_in.size(1) == F_in, op,
               ": agg must be [", agg_rows, ", F_in = ", F_in, "] for order ", order, ", got ",
               agg_in.sizes());
   if (order == kDensePairs && (needs[1])) {
-    TORCH_CHECK(basis_in.dim() == 2 && basis_in.size(0) == l.N_dst && basis_in.size(1) == l.R * F_in,
+    LMGNN_CHECK(basis_in.dim() == 2 && basis_in.size(0) == l.N_dst && basis_in.size(1) == l.R * F_in,
                 op, ": basis_in must be [N_dst = ", l.N_dst, ", R * F_in = ", l.R * F_in, "], got ",
                 basis_in.sizes());
   }
   if (order == kBasisCombine && (needs[1])) {
-    TORCH_CHECK(basis_in.dim() == 2 && basis_in.size(0) == l.N_dst && basis_in.size(1) == B * F_in,
+    LMGNN_CHECK(basis_in.dim() == 2 && basis_in.size(0) == l.N_dst && basis_in.size(1) == B * F_in,
                 op, ": basis_in must be [N_dst = ", l.N_dst, ", B * F_in = ", B * F_in, "], got ",
                 basis_in.sizes());
   }
-  TORCH_CHECK(!(needs[3] || needs[4]) || x_root.has_value(), op,
+  LMGNN_CHECK(!(needs[3] || needs[4]) || x_root.has_value(), op,
               ": gradients of x_root / root_weight asked for without x_root");
   const auto g = grad_out_in.contiguous();
   const auto agg = agg_in.contiguous();

@@ -47,10 +47,10 @@ inline void check_admit_entries_cuda(const char* op, const at::Tensor& ids, cons
   const int64_t bad_slot = host.const_data_ptr<int64_t>()[0];
   const int64_t bad_id = host.const_data_ptr<int64_t>()[1];
   if (bad_slot < n && bad_slot <= bad_id) {
-    TORCH_CHECK_INDEX(false, op, ": slots holds slot ", slots[bad_slot].item<int64_t>(),
+    LMGNN_CHECK_INDEX(false, op, ": slots holds slot ", slots[bad_slot].item<int64_t>(),
                       " at position ", bad_slot, " outside [-1, ", cap, ")");
   }
-  if (bad_id < n) TORCH_CHECK_INDEX(false, op, ": ids holds negative id ", ids[bad_id].item<int64_t>());
+  if (bad_id < n) LMGNN_CHECK_INDEX(false, op, ": ids holds negative id ", ids[bad_id].item<int64_t>());
 }
 
 __global__ void evict_kernel(const int64_t* __restrict__ victim, const int64_t* __restrict__ m_ptr,

@@ -31,12 +31,12 @@ inline void check_ids_in_range_cuda(const char* op, const at::Tensor& ids, int64
 // address space (unified addressing), read and written in place by the kernels.
 inline char* table_device_ptr(const char* op, const at::Tensor& table) {
   if (table.is_cuda()) return static_cast<char*>(table.data_ptr());
-  TORCH_CHECK(table.device().is_cpu(), op, ": table must be on CUDA or in pinned host memory, got ",
+  LMGNN_CHECK(table.device().is_cpu(), op, ": table must be on CUDA or in pinned host memory, got ",
               table.device());
   if (table.numel() == 0) return nullptr;
   cudaPointerAttributes attr{};
   C10_CUDA_CHECK(cudaPointerGetAttributes(&attr, table.data_ptr()));
-  TORCH_CHECK(attr.type == cudaMemoryTypeHost && attr.devicePointer != nullptr, op,
+  LMGNN_CHECK(attr.type == cudaMemoryTypeHost && attr.devicePointer != nullptr, op,
               ": a host table must be pinned (page-locked) to be read by the CUDA kernels; use "
               "backing='pinned' or pin_memory()");
   return static_cast<char*>(attr.devicePointer);
@@ -77,7 +77,7 @@ template <> struct Word<1> { using type = uint8_t; };
 inline void sort_pairs_i64(const int64_t* keys_in, int64_t* keys_out, const int64_t* vals_in,
                            int64_t* vals_out, int64_t n, const at::TensorOptions& opts,
                            cudaStream_t stream) {
-  TORCH_CHECK(n < INT_MAX, "cache: at most ", INT_MAX, " items per sort, got ", n);
+  LMGNN_CHECK(n < INT_MAX, "cache: at most ", INT_MAX, " items per sort, got ", n);
   if (n == 0) return;
   size_t temp_bytes = 0;
   C10_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, keys_in, keys_out, vals_in,

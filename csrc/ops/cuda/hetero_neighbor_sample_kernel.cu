@@ -211,16 +211,16 @@ void raise_device_error(const std::vector<int64_t>& err, const std::optional<std
     case kOk:
       return;
     case kCorruptIndptr:
-      TORCH_CHECK(false, kOp, ": indptr[", err[1], "] is corrupt at node ", err[2]);
+      LMGNN_CHECK(false, kOp, ": indptr[", err[1], "] is corrupt at node ", err[2]);
     case kSourceOutOfRange:
-      TORCH_CHECK_INDEX(false, kOp, ": indices[", err[1], "] holds source id ", err[2],
+      LMGNN_CHECK_INDEX(false, kOp, ": indices[", err[1], "] holds source id ", err[2],
                         " out of range for node type ", node_type_label(names, src_type[err[1]]), " (",
                         num_nodes[src_type[err[1]]], " nodes)");
     case kDuplicateSeed:
-      TORCH_CHECK(false, kOp, ": seeds of node type ", node_type_label(names, err[1]),
+      LMGNN_CHECK(false, kOp, ": seeds of node type ", node_type_label(names, err[1]),
                   " contain duplicate id ", err[2], "; pass unique seeds");
     default:
-      TORCH_CHECK(false, kOp, ": unknown device error ", err[0]);
+      LMGNN_CHECK(false, kOp, ": unknown device error ", err[0]);
   }
 }
 
@@ -237,7 +237,7 @@ Result hetero_neighbor_sample_cuda(at::TensorList indptr_in, at::TensorList indi
   const int64_t T = shape.num_types, R = shape.num_rels, L = shape.num_layers;
   const c10::Device device = seeds_in[0].device();
   for (int64_t t = 1; t < T; ++t) {
-    TORCH_CHECK(seeds_in[t].device() == device, kOp, ": seeds are on ", device, " and ",
+    LMGNN_CHECK(seeds_in[t].device() == device, kOp, ": seeds are on ", device, " and ",
                 seeds_in[t].device());
   }
   c10::cuda::CUDAGuard guard(device);
@@ -248,11 +248,11 @@ Result hetero_neighbor_sample_cuda(at::TensorList indptr_in, at::TensorList indi
   // Graph pointers; pinned host tensors must stay pinned (no contiguous() copy).
   auto prepare = [&](const at::Tensor& x, const char* what, int64_t r) {
     if (x.is_cuda()) {
-      TORCH_CHECK(x.device() == device, kOp, ": ", what, "[", r, "] is on ", x.device(),
+      LMGNN_CHECK(x.device() == device, kOp, ": ", what, "[", r, "] is on ", x.device(),
                   " but the seeds are on ", device);
       return x.contiguous();
     }
-    TORCH_CHECK(x.is_contiguous(), kOp, ": ", what, "[", r, "] in pinned host memory must be contiguous");
+    LMGNN_CHECK(x.is_contiguous(), kOp, ": ", what, "[", r, "] in pinned host memory must be contiguous");
     return x;
   };
   std::vector<at::Tensor> keep;
@@ -306,20 +306,20 @@ Result hetero_neighbor_sample_cuda(at::TensorList indptr_in, at::TensorList indi
     size_t p = 0;
     for (int64_t r = 0; r < R; ++r) {
       const int64_t first = vals[p++], last = vals[p++];
-      TORCH_CHECK(first == 0 && last == rels[r].num_edges, kOp, ": indptr[", r,
+      LMGNN_CHECK(first == 0 && last == rels[r].num_edges, kOp, ": indptr[", r,
                   "] must start at 0 and end at the number of edges (", rels[r].num_edges, "), got ",
                   first, " and ", last);
       if (rels[r].num_ex > 0) {
         const int64_t mn = vals[p++], mx = vals[p++], step = vals[p++];
-        TORCH_CHECK_INDEX(mn >= 0 && mx < rels[r].num_edges, kOp, ": exclude[", r, "] holds position ",
+        LMGNN_CHECK_INDEX(mn >= 0 && mx < rels[r].num_edges, kOp, ": exclude[", r, "] holds position ",
                           mn < 0 ? mn : mx, " out of range for ", rels[r].num_edges, " edges");
-        TORCH_CHECK(step > 0, kOp, ": exclude[", r, "] must be sorted and unique");
+        LMGNN_CHECK(step > 0, kOp, ": exclude[", r, "] must be sorted and unique");
       }
     }
     for (int64_t t = 0; t < T; ++t) {
       if (cur[t].numel() == 0) continue;
       const int64_t mn = vals[p++], mx = vals[p++];
-      TORCH_CHECK_INDEX(mn >= 0 && mx < num_nodes[t], kOp, ": seed id ", mn < 0 ? mn : mx,
+      LMGNN_CHECK_INDEX(mn >= 0 && mx < num_nodes[t], kOp, ": seed id ", mn < 0 ? mn : mx,
                         " out of range for node type ", node_type_label(names, t), " (", num_nodes[t],
                         " nodes)");
     }

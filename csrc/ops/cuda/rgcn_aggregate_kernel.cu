@@ -465,17 +465,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const auto weight = weight_in.contiguous();
   const int64_t F_in = x_in.size(1), F_out = weight.size(2);
   const int64_t B = order == kPairGemm ? 1 : weight.size(0);
-  TORCH_CHECK(grad_out_in.dim() == 2 && grad_out_in.size(0) == l.N_dst && grad_out_in.size(1) == F_out, op,
+  LMGNN_CHECK(grad_out_in.dim() == 2 && grad_out_in.size(0) == l.N_dst && grad_out_in.size(1) == F_out, op,
               ": grad_out must be [N_dst = ", l.N_dst, ", F_out = ", F_out, "], got ", grad_out_in.sizes());
   check_same_dtype(op, grad_out_in, "grad_out", x_in, "x");
   const int64_t agg_rows = order == kDensePairs ? 0 : l.P;
-  TORCH_CHECK(agg_in.dim() == 2 && agg_in.size(0) == agg_rows && agg_in.size(1) == F_in, op, ": agg must be [",
+  LMGNN_CHECK(agg_in.dim() == 2 && agg_in.size(0) == agg_rows && agg_in.size(1) == F_in, op, ": agg must be [",
               agg_rows, ", F_in = ", F_in, "] for order ", order, ", got ", agg_in.sizes());
   if (order == kDensePairs && needs[1]) {
-    TORCH_CHECK(basis_in.dim() == 2 && basis_in.size(0) == l.N_dst && basis_in.size(1) == l.R * F_in, op,
+    LMGNN_CHECK(basis_in.dim() == 2 && basis_in.size(0) == l.N_dst && basis_in.size(1) == l.R * F_in, op,
                 ": basis_in must be [N_dst = ", l.N_dst, ", R * F_in = ", l.R * F_in, "], got ", basis_in.sizes());
   }
-  TORCH_CHECK(!(needs[3] || needs[4]) || x_root.has_value(), op,
+  LMGNN_CHECK(!(needs[3] || needs[4]) || x_root.has_value(), op,
               ": gradients of x_root / root_weight asked for without x_root");
   const auto g = grad_out_in.contiguous();
   const auto agg = agg_in.contiguous();
