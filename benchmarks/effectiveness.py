@@ -205,7 +205,7 @@ def main(argv=None):
         args.speedup = ""
         print(to_markdown(rows_from_partial(args.aggregate), None, args))
         return 0
-    rows = run_grid(args.datasets.split(","), args.seeds, args.tasks.split(","), args.variants.split(","),
+    rows = run_grid(args.datasets.split(","), args.seeds, args.tasks.split(","), [v for v in args.variants.split(",") if v],
                     max_nodes, extra, args.partial)
     speed = None
     if args.speedup:
