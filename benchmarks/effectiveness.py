@@ -7,7 +7,8 @@ For each dataset and task, five variants, several seeds, mean ± std of the test
 - (b) ``frozen``   — frozen pretrained LM + R-GCN (stage 2 alone);
 - (c) ``s12``      — stages 1+2 (graph-aware LM, then R-GCN);
 - (d) ``s123``     — stages 1+2+3 (plus joint fine-tuning);
-- (e) ``notext``   — R-GCN on learnable node embeddings (no text).
+- (e) ``notext``   — R-GCN on learnable node embeddings (no text);
+- (c') ``s12x``    — (c) with 16x the stage-1 edges of the CPU default (4,096 per epoch).
 
 Then stage-3 time per epoch with the cache (``lm_train_nodes`` nodes through the LM per
 batch) against re-encoding every sampled text node (``lm_train_nodes = -1``).
@@ -35,10 +36,12 @@ VARIANTS = {
     "frozen": {"run.stages": "2"},
     "s12": {"run.stages": "1,2"},
     "s123": {"run.stages": "1,2,3"},
+    "s12x": {"run.stages": "1,2", "stage1.max_edges": 4096},
     "notext": {"run.stages": "2", "gnn.text_features": "false", "stage2.lr": 0.01},
 }
 LABELS = {"lm": "(a) LM alone", "frozen": "(b) frozen LM + R-GCN", "s12": "(c) stages 1+2",
-          "s123": "(d) stages 1+2+3", "notext": "(e) R-GCN, learnable features"}
+          "s123": "(d) stages 1+2+3",
+          "s12x": "(c') stages 1+2, stage 1 on 4,096 edges", "notext": "(e) R-GCN, learnable features"}
 
 
 def _config(dataset: str, task: str, seed: int, out: str, max_nodes: int | None, extra: dict):

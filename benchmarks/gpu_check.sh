@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # GPU check: on a machine with an NVIDIA GPU (no network needed), build in place with the
-# CUDA kernels, run every CUDA test (CPU-vs-CUDA equality for each op, the trainer on the
-# GPU), then the GPU rows of every kernel benchmark at full size, and write a results table
-# naming the GPU. Each step has its own time limit so that a slow step cannot starve the
+# CUDA kernels, check that errors raised by the CUDA host code reach Python
+# (gpu_errors_smoke.py; a cuda-gdb backtrace if it crashes), run every CUDA test
+# (CPU-vs-CUDA equality for each op, the trainer on the GPU), then the GPU rows of every
+# kernel benchmark at full size, and write a results table naming the GPU. Each step has its own time limit so that a slow step cannot starve the
 # rest; the whole script stays under about 8 minutes on one H100/H200.
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]      (default: benchmarks/results/gpu)
