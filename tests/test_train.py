@@ -119,6 +119,31 @@ def test_trains_on_cuda_and_evaluate_reproduces(toy, tmp_path, task, ttype):
         assert again[f"stage{s}"]["test"] == pytest.approx(m["stages"][f"stage{s}"]["test"], abs=1e-4)
 
 
+def test_feature_norm_makes_the_model_invariant_to_the_lm_scale(toy, tmp_path):
+    """gnn.feature_norm=layer: scaling the LM rows (what stage 1 did to them) leaves the
+    R-GCN's output unchanged; with "none" it changes; a bad value is a config error."""
+    outs = {}
+    for norm in ("layer", "none"):
+        tr = Trainer(small_config(toy, str(tmp_path / norm), **{"gnn.feature_norm": norm}), log=quiet)
+        tr.load_lm("pretrained")
+        model = tr.new_graph_model().eval()
+        assert (len(list(model.feature_norm.parameters())) > 0) == (norm == "layer")
+        seeds = {"paper": torch.arange(6)}
+        blocks = tr.sample(seeds, seed=0)
+        x = {t: torch.randn(int(blocks[0].src_nodes[t].numel()), tr.lm.hidden_size, generator=torch.Generator().manual_seed(1))
+             for t in tr.text_types}
+        with torch.no_grad():
+            a = model(x, blocks)["paper"]
+            b = model({t: 0.4 * v for t, v in x.items()}, blocks)["paper"]
+        outs[norm] = (a, b)
+    assert torch.allclose(*outs["layer"], atol=1e-4)
+    assert not torch.allclose(*outs["none"], atol=1e-3)
+    with pytest.raises(ConfigError, match="gnn.feature_norm must be 'layer' or 'none', got 'batch'"):
+        tr = Trainer(small_config(toy, str(tmp_path / "bad"), **{"gnn.feature_norm": "batch"}), log=quiet)
+        tr.load_lm("pretrained")
+        tr.new_graph_model()
+
+
 def test_multilabel_and_cli_with_config_file(toy, tmp_path):
     from lmgnn_fast.train.__main__ import main
 

@@ -47,6 +47,10 @@ class GNNConfig:
     dropout: float = 0.2
     layer_norm: bool = False
     text_features: bool = True  # false: every node type gets a learnable embedding (no LM)
+    # LayerNorm on the LM rows of each text node type before the R-GCN. Stage 1 changes the
+    # scale of the LM's output (on hpo it shrank the rows' norm 2-2.5x), which a fixed-lr
+    # stage 2 otherwise has to relearn; "none" feeds the rows as they are.
+    feature_norm: str = "layer"  # layer | none
 
 
 @dataclass

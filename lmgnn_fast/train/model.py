@@ -15,7 +15,7 @@ class GraphModel(nn.Module):
 
     Node types with text get their input rows from the LM (through the embedding cache or
     the LM itself in stage 3); node types without text get a learnable embedding of size
-    ``featureless_dim``.
+    ``featureless_dim``. Text rows pass a per-type ``LayerNorm`` first (``gnn.feature_norm``).
 
     Args:
         graph: the ``HeteroGraph``.
@@ -35,6 +35,13 @@ class GraphModel(nn.Module):
                                     for t in self.node_types if t not in self.text_types})
         for e in self.embed.values():
             nn.init.normal_(e.weight, std=0.1)
+        norm = getattr(gnn_cfg, "feature_norm", "layer")
+        if norm not in ("layer", "none"):
+            from lmgnn_fast.train.config import ConfigError
+
+            raise ConfigError(f"gnn.feature_norm must be 'layer' or 'none', got {norm!r}")
+        self.feature_norm = nn.ModuleDict({t: nn.LayerNorm(lm_dim) for t in self.text_types}
+                                          if norm == "layer" else {})
         in_dims = {t: (lm_dim if t in self.text_types else featureless_dim) for t in self.node_types}
         self.encoder = _deps.make_encoder(self.node_types, list(graph.edge_types), in_dims, gnn_cfg.hidden,
                                           gnn_cfg.num_layers, num_bases=gnn_cfg.num_bases, aggr=gnn_cfg.aggr,
@@ -55,6 +62,9 @@ class GraphModel(nn.Module):
         text are filled in here); returns per type ``[num_dst_t, hidden]`` for the last
         block's destination nodes."""
         x = dict(x)
+        for t, ln in self.feature_norm.items():
+            if t in x:
+                x[t] = ln(x[t])
         for t in self.node_types:
             if t not in self.text_types:
                 x[t] = self.embed[t](blocks[0].src_nodes[t].to(self.embed[t].weight.device))
