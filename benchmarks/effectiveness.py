@@ -93,6 +93,8 @@ def rows_from_partial(path: str) -> list:
             row["values"].append(r["value"])
             row["seeds"].append(r["seed"])
             row["times"].append(r["time_s"])
+            row.setdefault("vals", []).append(r.get("val"))
+            row["max_nodes"] = r.get("max_nodes")
     out = list(rows.values())
     for r in out:
         r["time_s"] = statistics.mean(r["times"])
@@ -161,6 +163,32 @@ def cache_speedup(dataset, task, seed, max_nodes, extra, lm_nodes=16, steps=4):
     return out
 
 
+def grouped_markdown(rows) -> str:
+    """One table per dataset/task: variants in the order (a) .. (e), seeds, mean ± std (sample
+    std over seeds), per-seed test and validation values, mean wall time per run."""
+    order = ["lm", "frozen", "s12", "s12x", "s123", "notext"]
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["task"]), []).append(r)
+    out = []
+    for (ds, task), rs in groups.items():
+        r0 = rs[0]
+        sub = f", subsample max_nodes={r0['max_nodes']}" if r0.get("max_nodes") else ""
+        out += [f"### {ds} / {task} ({r0['metric']}, test; {sum(r0['sizes'].values())} nodes, "
+                f"{r0['edges']} edge entries{sub})", "",
+                "| variant | seeds | test mean ± std | test per seed | val per seed | wall time / run (s) |",
+                "|---|---|---|---|---|---|"]
+        for r in sorted(rs, key=lambda r: order.index(r["variant"]) if r["variant"] in order else 99):
+            v = r["values"]
+            ms = (f"{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f}" if len(v) > 1
+                  else f"{v[0]:.4f} (1 seed)")
+            vals = ", ".join("-" if x is None else f"{x:.4f}" for x in r.get("vals", []))
+            out.append(f"| {LABELS[r['variant']]} | {','.join(map(str, r['seeds']))} | {ms} | "
+                       f"{', '.join(f'{x:.4f}' for x in v)} | {vals} | {statistics.mean(r['times']):.0f} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def to_markdown(rows, speed, args) -> str:
     lines = [f"Machine: {args.machine}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
              f"seeds {args.seeds}; default trainer settings unless stated; metric on the test split of "
@@ -206,7 +234,7 @@ def main(argv=None):
     extra = dict(kv.split("=", 1) for kv in args.set.split(sep) if kv)
     if args.aggregate:
         args.speedup = ""
-        print(to_markdown(rows_from_partial(args.aggregate), None, args))
+        print(grouped_markdown(rows_from_partial(args.aggregate)))
         return 0
     rows = run_grid(args.datasets.split(","), args.seeds, args.tasks.split(","), [v for v in args.variants.split(",") if v],
                     max_nodes, extra, args.partial)
