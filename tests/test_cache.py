@@ -1,3 +1,4 @@
+import functools
 import os
 
 import pytest
@@ -350,13 +351,11 @@ def _empty_state(cap, d, h=None, device="cpu"):
                 state=torch.zeros(4, dtype=torch.long, device=device))
 
 
-@with_devices
-@pytest.mark.parametrize("policy", ["clock", "lru"])
-@pytest.mark.parametrize("cap", [1, 8, 33])
-def test_admit_matches_reference(device, policy, cap):
-    n, d = 120, 3
+def _replay_admissions(device, cap, ours, admit, admit_ref, compared, state_rows):
+    """25 gathers of skewed random ids, each followed by an admission: after every step our
+    op (on ``device``) and the reference (on the CPU) hold the same cache state."""
+    n, d = 120, ours["rows"].shape[1]
     table = _table(n, d, seed=cap).to(device)
-    ours = _empty_state(cap, d, device=device)
     ref = {k: v.clone().cpu() for k, v in ours.items()}
     g = torch.Generator().manual_seed(cap)
     for _ in range(25):
@@ -364,40 +363,35 @@ def test_admit_matches_reference(device, policy, cap):
         out, slots = cache_gather(ids.to(device), ours["keys"], ours["vals"], ours["rows"], table)
         out_r, slots_r = cache_gather_ref(ids, ref["keys"], ref["vals"], ref["rows"], table.cpu())
         assert torch.equal(out.cpu(), out_r) and torch.equal(slots.cpu(), slots_r)
-        m = cache_admit(ids.to(device), slots, out, **ours, policy=policy)
-        m_r = cache_admit_ref(ids, slots_r, out_r, **ref, policy=policy)
+        m = admit(ids.to(device), slots, out, **ours)
+        m_r = admit_ref(ids, slots_r, out_r, **ref)
         assert int(m) == int(m_r)
-        for k in ("slot_ids", "meta", "rows"):
+        for k in compared:
             assert torch.equal(ours[k].cpu(), ref[k]), k
-        assert ours["state"][[0, 2]].tolist() == ref["state"][[0, 2]].tolist()
+        assert ours["state"][state_rows].tolist() == ref["state"][state_rows].tolist()
         probe = torch.arange(n, device=device)
         assert torch.equal(cache_lookup(probe, ours["keys"], ours["vals"], n).cpu(),
                            cache_lookup_ref(probe.cpu(), ref["keys"], ref["vals"], n))
+
+
+@with_devices
+@pytest.mark.parametrize("policy", ["clock", "lru"])
+@pytest.mark.parametrize("cap", [1, 8, 33])
+def test_admit_matches_reference(device, policy, cap):
+    _replay_admissions(device, cap, _empty_state(cap, 3, device=device),
+                       functools.partial(cache_admit, policy=policy),
+                       functools.partial(cache_admit_ref, policy=policy),
+                       ("slot_ids", "meta", "rows"), [0, 2])
 
 
 @with_devices
 @pytest.mark.parametrize("cap,width,period", [(1, 64, 1000), (8, 16, 40), (33, 256, 90)])
 def test_admit_lfu_matches_reference(device, cap, width, period):
-    n, d = 120, 3
-    table = _table(n, d, seed=cap).to(device)
-    ours = _empty_state(cap, d, device=device)
+    ours = _empty_state(cap, 3, device=device)
     ours["sketch"] = torch.zeros(4, width, dtype=torch.int32, device=device)
-    ref = {k: v.clone().cpu() for k, v in ours.items()}
-    g = torch.Generator().manual_seed(cap)
-    for _ in range(25):
-        ids = (torch.randint(0, n, (int(torch.randint(1, 60, (1,), generator=g)),), generator=g) ** 2 % n)
-        out, slots = cache_gather(ids.to(device), ours["keys"], ours["vals"], ours["rows"], table)
-        out_r, slots_r = cache_gather_ref(ids, ref["keys"], ref["vals"], ref["rows"], table.cpu())
-        assert torch.equal(out.cpu(), out_r) and torch.equal(slots.cpu(), slots_r)
-        m = cache_admit_lfu(ids.to(device), slots, out, **ours, period=period)
-        m_r = cache_admit_lfu_ref(ids, slots_r, out_r, **ref, period=period)
-        assert int(m) == int(m_r)
-        for k in ("slot_ids", "meta", "rows", "sketch"):
-            assert torch.equal(ours[k].cpu(), ref[k]), k
-        assert ours["state"][[0, 2, 3]].tolist() == ref["state"][[0, 2, 3]].tolist()
-        probe = torch.arange(n, device=device)
-        assert torch.equal(cache_lookup(probe, ours["keys"], ours["vals"], n).cpu(),
-                           cache_lookup_ref(probe.cpu(), ref["keys"], ref["vals"], n))
+    _replay_admissions(device, cap, ours, functools.partial(cache_admit_lfu, period=period),
+                       functools.partial(cache_admit_lfu_ref, period=period),
+                       ("slot_ids", "meta", "rows", "sketch"), [0, 2, 3])
 
 
 @with_devices

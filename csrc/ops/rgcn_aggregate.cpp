@@ -60,6 +60,8 @@
 //   dx_root = g @ W_root^T; dW_root = x_root^T @ g; db = sum_i g[i].
 #include "ops/rgcn_aggregate.h"
 
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/mm.h>
 #include <torch/library.h>
 
 #include "utils/check.h"
@@ -153,6 +155,18 @@ void check_rgcn_aggregate_args(const char* op, const at::Tensor& x, const at::Te
     LMGNN_CHECK(bias->dim() == 1 && bias->size(0) == F_out, op, ": bias must be [F_out = ", F_out,
                 "], got ", bias->sizes());
   }
+}
+
+at::Tensor dense_pairs_output(const at::Tensor& z, const at::Tensor& wflat,
+                              const std::optional<at::Tensor>& x_root,
+                              const std::optional<at::Tensor>& root_weight,
+                              const std::optional<at::Tensor>& bias) {
+  if (x_root.has_value()) {
+    auto out = bias.has_value() ? at::addmm(*bias, *x_root, *root_weight) : at::mm(*x_root, *root_weight);
+    return out.addmm_(z, wflat);
+  }
+  if (bias.has_value()) return at::addmm(bias->expand({z.size(0), wflat.size(1)}), z, wflat);
+  return at::mm(z, wflat);
 }
 
 TORCH_LIBRARY_FRAGMENT(lmgnn, m) {

@@ -27,4 +27,12 @@ void check_rgcn_aggregate_args(const char* op, const at::Tensor& x, const at::Te
                                const std::optional<at::Tensor>& root_weight,
                                const std::optional<at::Tensor>& bias, int64_t order);
 
+// Order 3's output on any device: x_root @ root_weight + bias + z @ wflat, accumulated into
+// one [N_dst, F_out] tensor (root term and bias optional; z [N_dst, R*F_in], wflat
+// [R*F_in, F_out]).
+at::Tensor dense_pairs_output(const at::Tensor& z, const at::Tensor& wflat,
+                              const std::optional<at::Tensor>& x_root,
+                              const std::optional<at::Tensor>& root_weight,
+                              const std::optional<at::Tensor>& bias);
+
 }  // namespace lmgnn

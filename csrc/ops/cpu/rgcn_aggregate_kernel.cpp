@@ -345,16 +345,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cpu(
         dense_sum<scalar_t, index_t>(x, l, mean, z);
       });
     });
-    const auto wflat = weight.view({l.R * F_in, F_out});
-    at::Tensor out;
-    if (x_root.has_value()) {
-      out = bias.has_value() ? at::addmm(*bias, *x_root, *root_weight) : at::mm(*x_root, *root_weight);
-      out.addmm_(z, wflat);
-    } else if (bias.has_value()) {
-      out = at::addmm(bias->expand({l.N_dst, F_out}), z, wflat);
-    } else {
-      out = at::mm(z, wflat);
-    }
+    const auto out = dense_pairs_output(z, weight.view({l.R * F_in, F_out}), x_root, root_weight, bias);
     return {out, at::empty({0, F_in}, x.options()), z};
   }
 
