@@ -10,9 +10,9 @@ import torch
 
 from _toy_graph import write_toy_dir
 from lmgnn_fast.lm import make_tiny_bert
+from lmgnn_fast.testing import only_cuda
 from lmgnn_fast.train import Config, ConfigError, DataError, Trainer, TrainingError
 from lmgnn_fast.train.config import apply_overrides
-from lmgnn_fast.testing import only_cuda
 from lmgnn_fast.train.errors import SimulatedInterrupt
 
 
