@@ -60,8 +60,10 @@
 //   dx_root = g @ W_root^T; dW_root = x_root^T @ g; db = sum_i g[i].
 #include "ops/rgcn_aggregate.h"
 
+#include <ATen/OpMathType.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/sum.h>
 #include <torch/library.h>
 
 #include "utils/check.h"
@@ -155,6 +157,51 @@ void check_rgcn_aggregate_args(const char* op, const at::Tensor& x, const at::Te
     LMGNN_CHECK(bias->dim() == 1 && bias->size(0) == F_out, op, ": bias must be [F_out = ", F_out,
                 "], got ", bias->sizes());
   }
+}
+
+void check_rgcn_aggregate_backward_args(const char* op, const at::Tensor& grad_out, const at::Tensor& x,
+                                        const at::Tensor& agg, const at::Tensor& basis_in,
+                                        const std::optional<at::Tensor>& x_root, int64_t N_dst,
+                                        int64_t P, int64_t R, int64_t B, int64_t F_out, int64_t order,
+                                        std::array<bool, 6> needs) {
+  const int64_t F_in = x.size(1);
+  LMGNN_CHECK(grad_out.dim() == 2 && grad_out.size(0) == N_dst && grad_out.size(1) == F_out, op,
+              ": grad_out must be [N_dst = ", N_dst, ", F_out = ", F_out, "], got ", grad_out.sizes());
+  check_same_dtype(op, grad_out, "grad_out", x, "x");
+  const int64_t agg_rows = order == kDensePairs ? 0 : P;
+  LMGNN_CHECK(agg.dim() == 2 && agg.size(0) == agg_rows && agg.size(1) == F_in, op, ": agg must be [",
+              agg_rows, ", F_in = ", F_in, "] for order ", order, ", got ", agg.sizes());
+  if (order == kDensePairs && needs[1]) {
+    LMGNN_CHECK(basis_in.dim() == 2 && basis_in.size(0) == N_dst && basis_in.size(1) == R * F_in, op,
+                ": basis_in must be [N_dst = ", N_dst, ", R * F_in = ", R * F_in, "], got ", basis_in.sizes());
+  }
+  if (order == kBasisCombine && needs[1]) {
+    LMGNN_CHECK(basis_in.dim() == 2 && basis_in.size(0) == N_dst && basis_in.size(1) == B * F_in, op,
+                ": basis_in must be [N_dst = ", N_dst, ", B * F_in = ", B * F_in, "], got ", basis_in.sizes());
+  }
+  LMGNN_CHECK(!(needs[3] || needs[4]) || x_root.has_value(), op,
+              ": gradients of x_root / root_weight asked for without x_root");
+}
+
+void weight_grads_from_dw(const at::Tensor& dw, const at::Tensor& weight,
+                          const std::optional<at::Tensor>& comp, int64_t order,
+                          std::array<bool, 6> needs, at::Tensor& dweight, at::Tensor& dcomp) {
+  if (order == kPairGemm) {
+    if (needs[1]) dweight = dw;
+    return;
+  }
+  const int64_t R = dw.size(0), F_in = dw.size(1), F_out = dw.size(2), B = weight.size(0);
+  const auto dwf = dw.view({R, F_in * F_out});
+  if (needs[1]) dweight = at::mm(comp->t(), dwf).view({B, F_in, F_out});
+  if (needs[2]) dcomp = at::mm(dwf, weight.view({B, F_in * F_out}).t());
+}
+
+void root_grads(const at::Tensor& g, const std::optional<at::Tensor>& x_root,
+                const std::optional<at::Tensor>& root_weight, std::array<bool, 6> needs,
+                at::Tensor& dxr, at::Tensor& dwr, at::Tensor& db) {
+  if (needs[3]) dxr = at::mm(g, root_weight->t());
+  if (needs[4]) dwr = at::mm(x_root->t(), g);
+  if (needs[5]) db = at::sum(g, {0}, false, at::toOpMathType(g.scalar_type())).to(g.scalar_type());
 }
 
 at::Tensor dense_pairs_output(const at::Tensor& z, const at::Tensor& wflat,

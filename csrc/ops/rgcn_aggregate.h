@@ -2,6 +2,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <array>
 #include <optional>
 
 namespace lmgnn {
@@ -30,6 +31,27 @@ void check_rgcn_aggregate_args(const char* op, const at::Tensor& x, const at::Te
 // Order 3's output on any device: x_root @ root_weight + bias + z @ wflat, accumulated into
 // one [N_dst, F_out] tensor (root term and bias optional; z [N_dst, R*F_in], wflat
 // [R*F_in, F_out]).
+// Checks of rgcn_aggregate_backward's own inputs (grad_out, agg, basis_in and the gradients
+// asked for), shared by the CPU and CUDA kernels; B is 1 for order 0, else weight.size(0).
+void check_rgcn_aggregate_backward_args(const char* op, const at::Tensor& grad_out, const at::Tensor& x,
+                                        const at::Tensor& agg, const at::Tensor& basis_in,
+                                        const std::optional<at::Tensor>& x_root, int64_t N_dst,
+                                        int64_t P, int64_t R, int64_t B, int64_t F_out, int64_t order,
+                                        std::array<bool, 6> needs);
+
+// Orders 0 and 1: the parameter gradients from the per-relation weight gradient dw
+// [R, F_in, F_out] -- dweight = dw (order 0), or dV = a^T dW and da = dW V^T (order 1), each
+// only where `needs` asks for it.
+void weight_grads_from_dw(const at::Tensor& dw, const at::Tensor& weight,
+                          const std::optional<at::Tensor>& comp, int64_t order,
+                          std::array<bool, 6> needs, at::Tensor& dweight, at::Tensor& dcomp);
+
+// Gradients of the root term and bias, on any device: dx_root = g W_root^T,
+// dW_root = x_root^T g, db = sum_i g[i] (accumulated in the op-math type).
+void root_grads(const at::Tensor& g, const std::optional<at::Tensor>& x_root,
+                const std::optional<at::Tensor>& root_weight, std::array<bool, 6> needs,
+                at::Tensor& dxr, at::Tensor& dwr, at::Tensor& db);
+
 at::Tensor dense_pairs_output(const at::Tensor& z, const at::Tensor& wflat,
                               const std::optional<at::Tensor>& x_root,
                               const std::optional<at::Tensor>& root_weight,

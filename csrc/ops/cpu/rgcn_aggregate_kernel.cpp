@@ -411,26 +411,8 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
   const auto weight = weight_in.contiguous();
   const int64_t F_in = x_in.size(1), F_out = weight.size(2);
   const int64_t B = order == kPairGemm ? 1 : weight.size(0);
-  LMGNN_CHECK(grad_out_in.dim() == 2 && grad_out_in.size(0) == l.N_dst && grad_out_in.size(1) == F_out,
-              op, ": grad_out must be [N_dst = ", l.N_dst, ", F_out = ", F_out, "], got ",
-              grad_out_in.sizes());
-  check_same_dtype(op, grad_out_in, "grad_out", x_in, "x");
-  const int64_t agg_rows = order == kDensePairs ? 0 : l.P;
-  LMGNN_CHECK(agg_in.dim() == 2 && agg_in.size(0) == agg_rows && agg_in.size(1) == F_in, op,
-              ": agg must be [", agg_rows, ", F_in = ", F_in, "] for order ", order, ", got ",
-              agg_in.sizes());
-  if (order == kDensePairs && (needs[1])) {
-    LMGNN_CHECK(basis_in.dim() == 2 && basis_in.size(0) == l.N_dst && basis_in.size(1) == l.R * F_in,
-                op, ": basis_in must be [N_dst = ", l.N_dst, ", R * F_in = ", l.R * F_in, "], got ",
-                basis_in.sizes());
-  }
-  if (order == kBasisCombine && (needs[1])) {
-    LMGNN_CHECK(basis_in.dim() == 2 && basis_in.size(0) == l.N_dst && basis_in.size(1) == B * F_in,
-                op, ": basis_in must be [N_dst = ", l.N_dst, ", B * F_in = ", B * F_in, "], got ",
-                basis_in.sizes());
-  }
-  LMGNN_CHECK(!(needs[3] || needs[4]) || x_root.has_value(), op,
-              ": gradients of x_root / root_weight asked for without x_root");
+  check_rgcn_aggregate_backward_args(op, grad_out_in, x_in, agg_in, basis_in, x_root, l.N_dst, l.P, l.R, B,
+                                     F_out, order, needs);
   const auto g = grad_out_in.contiguous();
   const auto agg = agg_in.contiguous();
   auto none = [&] { return at::empty({0}, x_in.options()); };
@@ -492,24 +474,16 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
               at::mm_out(dw_r, agg.narrow(0, lo, n).t(), g_r);
             }
           }
-          if (order == kPairGemm) {
-            if (needs[1]) dweight = dw;
-          } else if (need_dw) {
-            const auto dwf = dw.view({l.R, F_in * F_out});
-            if (needs[1]) dweight = at::mm(comp_in->t(), dwf).view({B, F_in, F_out});
-            if (needs[2]) dcomp = at::mm(dwf, weight.view({B, F_in * F_out}).t());
-          }
+          if (need_dw) weight_grads_from_dw(dw, weight, comp_in, order, needs, dweight, dcomp);
         }
       }
       if (needs[0] && order != kDensePairs) {
         dx = at::empty({l.N_src, F_in}, x_in.options());
         src_scatter<scalar_t, index_t>(dagg, l, mean, dx);
       }
-      if (needs[3]) dxr = at::mm(g, root_weight->t());
-      if (needs[4]) dwr = at::mm(x_root->t(), g);
-      if (needs[5]) db = at::sum(g, {0}, false, c10::CppTypeToScalarType<acc_t>::value).to(x_in.scalar_type());
     });
   });
+  root_grads(g, x_root, root_weight, needs, dxr, dwr, db);
   return {dx, dweight, dcomp, dxr, dwr, db};
 }
 

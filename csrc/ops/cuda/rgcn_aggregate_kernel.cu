@@ -456,18 +456,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const auto weight = weight_in.contiguous();
   const int64_t F_in = x_in.size(1), F_out = weight.size(2);
   const int64_t B = order == kPairGemm ? 1 : weight.size(0);
-  LMGNN_CHECK(grad_out_in.dim() == 2 && grad_out_in.size(0) == l.N_dst && grad_out_in.size(1) == F_out, op,
-              ": grad_out must be [N_dst = ", l.N_dst, ", F_out = ", F_out, "], got ", grad_out_in.sizes());
-  check_same_dtype(op, grad_out_in, "grad_out", x_in, "x");
-  const int64_t agg_rows = order == kDensePairs ? 0 : l.P;
-  LMGNN_CHECK(agg_in.dim() == 2 && agg_in.size(0) == agg_rows && agg_in.size(1) == F_in, op, ": agg must be [",
-              agg_rows, ", F_in = ", F_in, "] for order ", order, ", got ", agg_in.sizes());
-  if (order == kDensePairs && needs[1]) {
-    LMGNN_CHECK(basis_in.dim() == 2 && basis_in.size(0) == l.N_dst && basis_in.size(1) == l.R * F_in, op,
-                ": basis_in must be [N_dst = ", l.N_dst, ", R * F_in = ", l.R * F_in, "], got ", basis_in.sizes());
-  }
-  LMGNN_CHECK(!(needs[3] || needs[4]) || x_root.has_value(), op,
-              ": gradients of x_root / root_weight asked for without x_root");
+  check_rgcn_aggregate_backward_args(op, grad_out_in, x_in, agg_in, basis_in, x_root, l.N_dst, l.P, l.R, B,
+                                     F_out, order, needs);
   const auto g = grad_out_in.contiguous();
   const auto agg = agg_in.contiguous();
   auto none = [&] { return at::empty({0}, x_in.options()); };
@@ -538,13 +528,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
                   l.P, F_in, F_out, dw.data_ptr<scalar_t>());
               C10_CUDA_KERNEL_LAUNCH_CHECK();
             }
-            if (order == kPairGemm) {
-              if (needs[1]) dweight = dw;
-            } else {
-              const auto dwf = dw.view({l.R, F_in * F_out});
-              if (needs[1]) dweight = at::mm(comp_in->t(), dwf).view({B, F_in, F_out});
-              if (needs[2]) dcomp = at::mm(dwf, weight.view({B, F_in * F_out}).t());
-            }
+            weight_grads_from_dw(dw, weight, comp_in, order, needs, dweight, dcomp);
           }
         }
       }
@@ -557,11 +541,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
       }
-      if (needs[3]) dxr = at::mm(g, root_weight->t());
-      if (needs[4]) dwr = at::mm(x_root->t(), g);
-      if (needs[5]) db = at::sum(g, {0}, false, acc_type).to(x_in.scalar_type());
     });
   });
+  root_grads(g, x_root, root_weight, needs, dxr, dwr, db);
   return {dx, dweight, dcomp, dxr, dwr, db};
 }
 
