@@ -1,14 +1,17 @@
-// The policy-independent part of cache admission on CUDA (steps 4-5 of
-// csrc/ops/cache_admit.cpp), shared by lmgnn::cache_admit and lmgnn::cache_admit_lfu, and
-// the optional validation of ids and slots. The number of rows admitted, m, stays on the
+// The policy-independent parts of cache admission on CUDA (step 2's distinct candidates
+// and steps 4-5 of csrc/ops/cache_admit.cpp), shared by lmgnn::cache_admit and
+// lmgnn::cache_admit_lfu, and the optional validation of ids and slots. The number of rows admitted, m, stays on the
 // device: every kernel reads it from there, so nothing here waits for the host.
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/cumsum.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
 #include <c10/cuda/CUDAException.h>
 #include <cuda_runtime.h>
 
+#include <climits>
 #include <cstdint>
 
 #include "ops/cache_common.h"
@@ -18,6 +21,53 @@ namespace lmgnn {
 namespace {
 
 constexpr int kAdmitThreads = 256;
+constexpr int64_t kNoCandidate = LLONG_MAX;  // cand_key of a position that is not a candidate
+
+// flag[j] = sorted_key[j] starts a run of a candidate id.
+__global__ void first_candidate_kernel(const int64_t* __restrict__ key, int64_t n, int64_t* __restrict__ flag) {
+  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (j < n) flag[j] = key[j] != kNoCandidate && (j == 0 || key[j] != key[j - 1]);
+}
+
+// Compacts the candidates by rank; *count = min(#candidates, limit).
+__global__ void compact_candidates_kernel(const int64_t* __restrict__ key, const int64_t* __restrict__ pos,
+                                          const int64_t* __restrict__ flag, const int64_t* __restrict__ incl,
+                                          int64_t n, int64_t limit, int64_t* __restrict__ cand_id,
+                                          int64_t* __restrict__ cand_pos, int64_t* __restrict__ count) {
+  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (j >= n) return;
+  if (flag[j]) {
+    cand_id[incl[j] - 1] = key[j];
+    cand_pos[incl[j] - 1] = pos[j];
+  }
+  if (j == n - 1) *count = incl[j] < limit ? incl[j] : limit;
+}
+
+// Step 2: the distinct candidate ids of `cand_key` ([n]; kNoCandidate where there is none)
+// in increasing order, each with its first position (`iota` = arange(n)), into cand_id /
+// cand_pos ([n], the first *count entries used); *count = min(#distinct, limit), on the
+// device.
+inline void distinct_candidates_cuda(const at::Tensor& cand_key, const at::Tensor& iota, int64_t limit,
+                                     at::Tensor& cand_id, at::Tensor& cand_pos, at::Tensor& count,
+                                     cudaStream_t stream) {
+  const int64_t n = cand_key.numel();
+  const auto opts = cand_key.options();
+  auto key = at::empty({n}, opts), pos = at::empty({n}, opts), flag = at::empty({n}, opts);
+  sort_pairs_i64(cand_key.const_data_ptr<int64_t>(), key.data_ptr<int64_t>(), iota.const_data_ptr<int64_t>(),
+                 pos.data_ptr<int64_t>(), n, opts, stream);
+  const int64_t blocks = blocks_for(n, kAdmitThreads);
+  first_candidate_kernel<<<blocks, kAdmitThreads, 0, stream>>>(key.const_data_ptr<int64_t>(), n,
+                                                                flag.data_ptr<int64_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  auto incl = at::cumsum(flag, 0);
+  cand_id = at::empty({n}, opts);
+  cand_pos = at::empty({n}, opts);
+  compact_candidates_kernel<<<blocks, kAdmitThreads, 0, stream>>>(
+      key.const_data_ptr<int64_t>(), pos.const_data_ptr<int64_t>(), flag.const_data_ptr<int64_t>(),
+      incl.const_data_ptr<int64_t>(), n, limit, cand_id.data_ptr<int64_t>(), cand_pos.data_ptr<int64_t>(),
+      count.data_ptr<int64_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
 
 // info[0]: first position with a slot outside [-1, cap); info[1]: first position with a
 // negative id (every id when all_ids, else the misses only); n when there is none.

@@ -29,7 +29,6 @@ namespace lmgnn {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int64_t kNoCandidate = LLONG_MAX;
 
 __global__ void touch_kernel(const int64_t* __restrict__ ids, const int64_t* __restrict__ slots,
                              int64_t n, int64_t cap, bool clock, int64_t* __restrict__ meta,
@@ -43,26 +42,6 @@ __global__ void touch_kernel(const int64_t* __restrict__ ids, const int64_t* __r
 }
 
 __global__ void tick_kernel(int64_t* state) { state[kTick] += 1; }
-
-// flag[j] = sorted_key[j] starts a run of a candidate id.
-__global__ void first_kernel(const int64_t* __restrict__ key, int64_t n, int64_t* __restrict__ flag) {
-  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (j < n) flag[j] = key[j] != kNoCandidate && (j == 0 || key[j] != key[j - 1]);
-}
-
-// Compacts the candidates by rank; m = min(#candidates, cap).
-__global__ void compact_kernel(const int64_t* __restrict__ key, const int64_t* __restrict__ pos,
-                               const int64_t* __restrict__ flag, const int64_t* __restrict__ incl,
-                               int64_t n, int64_t cap, int64_t* __restrict__ cand_id,
-                               int64_t* __restrict__ cand_pos, int64_t* __restrict__ m_out) {
-  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (j >= n) return;
-  if (flag[j]) {
-    cand_id[incl[j] - 1] = key[j];
-    cand_pos[incl[j] - 1] = pos[j];
-  }
-  if (j == n - 1) *m_out = incl[j] < cap ? incl[j] : cap;
-}
 
 __global__ void clock_zero_kernel(const int64_t* __restrict__ meta, const int64_t* __restrict__ state,
                                   int64_t cap, int64_t* __restrict__ z) {
@@ -126,21 +105,10 @@ at::Tensor cache_admit_cuda(const at::Tensor& ids_in, const at::Tensor& slots,
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (n == 0 || cap == 0) return m_dev;
 
-  // 2. Distinct candidates in increasing id order, each with its first position.
-  auto iota = at::arange(n, opts);
-  auto key = at::empty({n}, opts), pos = at::empty({n}, opts), flag = at::empty({n}, opts);
-  sort_pairs_i64(cand_key.const_data_ptr<int64_t>(), key.data_ptr<int64_t>(),
-                 iota.const_data_ptr<int64_t>(), pos.data_ptr<int64_t>(), n, opts, stream);
-  first_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(key.const_data_ptr<int64_t>(), n,
-                                                                  flag.data_ptr<int64_t>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  auto incl = at::cumsum(flag, 0);
-  auto cand_id = at::empty({n}, opts), cand_pos = at::empty({n}, opts);
-  compact_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
-      key.const_data_ptr<int64_t>(), pos.const_data_ptr<int64_t>(), flag.const_data_ptr<int64_t>(),
-      incl.const_data_ptr<int64_t>(), n, cap, cand_id.data_ptr<int64_t>(),
-      cand_pos.data_ptr<int64_t>(), m_dev.data_ptr<int64_t>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  // 2. Distinct candidates in increasing id order, each with its first position; m =
+  // min(#candidates, cap).
+  at::Tensor cand_id, cand_pos;
+  distinct_candidates_cuda(cand_key, at::arange(n, opts), cap, cand_id, cand_pos, m_dev, stream);
   const int64_t* m_ptr = m_dev.const_data_ptr<int64_t>();
 
   // 3. Victims.

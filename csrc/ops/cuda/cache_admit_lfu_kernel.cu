@@ -31,7 +31,7 @@ namespace lmgnn {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int64_t kNone = LLONG_MAX;
+constexpr int64_t kNone = LLONG_MAX;  // +inf sort key past the candidates
 
 __device__ __forceinline__ int64_t estimate(const int32_t* __restrict__ sketch, int64_t w,
                                             int64_t id) {
@@ -53,7 +53,7 @@ __global__ void count_kernel(const int64_t* __restrict__ ids, const int64_t* __r
   const bool valid = id >= 0 && s >= -1 && s < cap;  // invalid entries are ignored
   if (valid)
     for (int64_t d = 0; d < kSketchDepth; ++d) atomicAdd(sketch + d * w + sketch_hash(id, d, w - 1), 1);
-  cand_key[i] = valid && s == -1 ? id : kNone;
+  cand_key[i] = valid && s == -1 ? id : kNoCandidate;
 }
 
 // tick += 1; adds += n; age = adds >= period (then adds = 0).
@@ -67,25 +67,6 @@ __global__ void tick_age_kernel(int64_t* state, int64_t n, int64_t period, int64
 __global__ void halve_kernel(int32_t* __restrict__ sketch, int64_t size, const int64_t* __restrict__ age) {
   const int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (k < size && *age) sketch[k] >>= 1;
-}
-
-__global__ void first_kernel(const int64_t* __restrict__ key, int64_t n, int64_t* __restrict__ flag) {
-  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (j < n) flag[j] = key[j] != kNone && (j == 0 || key[j] != key[j - 1]);
-}
-
-// Compacts the candidates by rank (increasing id); *ncand = their number.
-__global__ void compact_kernel(const int64_t* __restrict__ key, const int64_t* __restrict__ pos,
-                               const int64_t* __restrict__ flag, const int64_t* __restrict__ incl,
-                               int64_t n, int64_t* __restrict__ cand_id,
-                               int64_t* __restrict__ cand_pos, int64_t* __restrict__ ncand) {
-  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (j >= n) return;
-  if (flag[j]) {
-    cand_id[incl[j] - 1] = key[j];
-    cand_pos[incl[j] - 1] = pos[j];
-  }
-  if (j == n - 1) *ncand = incl[j];
 }
 
 // Sort key of candidate rank j: INT32_MAX - est (est desc), +inf past the candidates.
@@ -171,19 +152,8 @@ at::Tensor cache_admit_lfu_cuda(const at::Tensor& ids_in, const at::Tensor& slot
 
   // 2. Distinct candidates by increasing id, then by (est desc, id asc).
   auto iota = at::arange(n, opts);
-  auto key = at::empty({n}, opts), pos = at::empty({n}, opts), flag = at::empty({n}, opts);
-  sort_pairs_i64(cand_key.const_data_ptr<int64_t>(), key.data_ptr<int64_t>(),
-                 iota.const_data_ptr<int64_t>(), pos.data_ptr<int64_t>(), n, opts, stream);
-  first_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(key.const_data_ptr<int64_t>(), n,
-                                                                  flag.data_ptr<int64_t>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  auto incl = at::cumsum(flag, 0);
-  auto cand_id = at::empty({n}, opts), cand_pos = at::empty({n}, opts);
-  compact_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
-      key.const_data_ptr<int64_t>(), pos.const_data_ptr<int64_t>(), flag.const_data_ptr<int64_t>(),
-      incl.const_data_ptr<int64_t>(), n, cand_id.data_ptr<int64_t>(), cand_pos.data_ptr<int64_t>(),
-      ncand_dev.data_ptr<int64_t>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  at::Tensor cand_id, cand_pos;
+  distinct_candidates_cuda(cand_key, iota, /*limit=*/LLONG_MAX, cand_id, cand_pos, ncand_dev, stream);
   auto est_key = at::empty({n}, opts), sorted_est_key = at::empty({n}, opts), order = at::empty({n}, opts);
   cand_key_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
       cand_id.const_data_ptr<int64_t>(), ncand_dev.const_data_ptr<int64_t>(), n, sk, w,
