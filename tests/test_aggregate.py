@@ -213,6 +213,12 @@ def test_choose_order_cost_model():
     kw = dict(num_dst=10_000, in_channels=128, out_channels=128)
     assert choose_order(num_pairs=36_000, num_relations=4, num_bases=None, **kw) == 3
     assert choose_order(num_pairs=90_000, num_relations=64, num_bases=None, **kw) == 0
+    # Near the tie the device decides: order 0 moves fewer elements on the CPU (products
+    # added onto their rows while in cache) than on CUDA (a [P, F_out] buffer and a reduction).
+    kw = dict(num_pairs=28_206, num_dst=9_259, num_relations=4, num_bases=None, in_channels=128,
+              out_channels=128)
+    assert choose_order(device="cpu", **kw) == 0
+    assert choose_order(device="cuda", **kw) == 3
 
 
 def test_dense_order_saves_aggregate_and_skips_pairs():

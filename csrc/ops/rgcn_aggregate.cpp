@@ -35,17 +35,22 @@
 //       GEMM with W viewed [R * F_in, F_out] accumulates onto the root term in place: no
 //       [P, F_out] products, no per-destination reduction, one large GEMM instead of R.
 //       Pays (R * N_dst - P) * F_in zero writes and FLOPs on empty pairs; order 0 pays
-//       3 * P * F_out element passes (write y, reduce y, gather grad_out per pair). The
-//       caller weighs passes at PASS_COST FLOPs per element (lmgnn_fast.ops.aggregate);
-//       order 3 wins where most pairs are non-empty (few relations, e.g. R = 4).
+//       element passes over its per-pair products: on CUDA 3 * P * F_out (write y, reduce y,
+//       gather grad_out per pair), on the CPU 2 * P * F_out (each relation's products are
+//       added onto their destination rows while still in cache, and grad_out is gathered
+//       relation by relation). The caller weighs passes at PASS_COST FLOPs per element
+//       (lmgnn_fast.ops.aggregate); order 3 wins where most pairs are non-empty (few
+//       relations, e.g. R = 4).
 //   PyG's RGCNConv order (for comparison): 2 * R * N_dst * F_in * F_out + E * F_in — every
 //     destination row times every relation's weight, empty pairs included.
 //   transform, then aggregate: 2 * Q * F_in * F_out + E * F_out with Q the distinct
 //     (source, relation) pairs. Sampled blocks (and the uniform benchmark block) have
 //     Q ~ E >= P, so aggregating first is never worse there; the op does not implement the
 //     other order (it would need Q, a data-dependent size, and an [Q, F_out] buffer).
-// Buffers: agg [P, F_in] and y [P, F_out] (per-pair products, reduced per destination
-// in relation order: deterministic, no atomics); never [E, F_out] nor [E, F_in, F_out].
+// Buffers: agg [P, F_in] and the per-pair products y -- [P, F_out] reduced per destination
+// in relation order on CUDA, one relation at a time on the CPU (added onto the destination
+// rows, whose pairs within a relation are distinct): deterministic, no atomics; never
+// [E, F_out] nor [E, F_in, F_out].
 //
 // Outputs by order: agg is [P, F_in] for orders 0-2 and [0, F_in] for order 3; basis_in is
 // z [N_dst, R * F_in] for order 3 (saved for dW = z^T @ g, never recomputed).

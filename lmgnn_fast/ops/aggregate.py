@@ -46,23 +46,30 @@ def order_flops(order: int, *, num_edges, num_pairs, num_dst, num_relations, num
     return agg + 2 * P * B * fi + 2 * N * B * fi * fo
 
 
+# Element passes of order 0 (and 1) per pair and output channel, by device. CPU: each
+# relation's products go to a buffer the size of the largest relation and are added onto
+# their destination rows while still in cache (1), and the backward gathers grad_out at the
+# pairs' destinations relation by relation (1). CUDA: the products y [P, F_out] are written,
+# read back by the per-destination reduction, and grad_out is gathered per pair (3).
+ORDER0_PASSES = {"cpu": 2, "cuda": 3}
+
+
 def order_cost(order: int, *, num_pairs, num_dst, num_relations, num_bases, in_channels,
-               out_channels) -> float:
+               out_channels, device: str = "cpu") -> float:
     """Modelled forward cost (FLOPs + ``PASS_COST`` x elements of the passes that differ
     between orders), used by :func:`choose_order`.
 
-    Order 0 writes the per-pair products ``y [P, F_out]`` and reads them back in the
-    per-destination reduction (and gathers ``grad_out[pair_dst]`` in the backward):
-    ``3 * P * F_out`` elements. Order 3 writes zeros for the empty pairs of
-    ``[N_dst, R * F_in]``: ``(R * N_dst - P) * F_in`` elements. The gather of the edges
-    (``E * F_in``) is the same for both and left out.
+    Order 0 moves ``ORDER0_PASSES[device] * P * F_out`` elements for its per-pair products
+    and the backward's per-pair gather of ``grad_out``. Order 3 writes zeros for the empty
+    pairs of ``[N_dst, R * F_in]``: ``(R * N_dst - P) * F_in`` elements. The gather of the
+    edges (``E * F_in``) is the same for both and left out.
     """
     kw = dict(num_edges=0, num_pairs=num_pairs, num_dst=num_dst, num_relations=num_relations,
               num_bases=num_bases, in_channels=in_channels, out_channels=out_channels)
     flops = order_flops(order, **kw)
     P, N, R, fi, fo = num_pairs, num_dst, num_relations, in_channels, out_channels
     if order in (ORDER_FULL, ORDER_BASES_FORM_W):
-        return flops + PASS_COST * 3 * P * fo
+        return flops + PASS_COST * ORDER0_PASSES.get(device, 3) * P * fo
     if order == ORDER_FULL_DENSE:
         return flops + PASS_COST * max(R * N - P, 0) * fi
     return flops
@@ -76,16 +83,16 @@ def pyg_flops(*, num_edges, num_dst, num_relations, num_bases, in_channels, out_
 
 
 def choose_order(*, num_pairs, num_dst, num_relations, num_bases: Optional[int], in_channels,
-                 out_channels) -> int:
+                 out_channels, device: str = "cpu") -> int:
     """Pick the cheaper order from shapes alone (no host sync). Full weights: order 0 (one
     GEMM per relation over the non-empty pairs, then a per-destination reduction) or order 3
     (aggregate into ``[N_dst, R * F_in]`` with zeros for the empty pairs, one GEMM straight
     into the output) by :func:`order_cost` — order 3 wins where most pairs are non-empty
-    (few relations). Bases: order 1 (form ``W``, one GEMM per relation segment) or order 2
+    (few relations); ``device`` (``"cpu"``, ``"cuda"``) is the device type the op runs on. Bases: order 1 (form ``W``, one GEMM per relation segment) or order 2
     (combine into ``[N_dst, B * F_in]``, one GEMM with ``V``) by FLOP count."""
     if num_bases is None:
         kw = dict(num_pairs=num_pairs, num_dst=num_dst, num_relations=num_relations, num_bases=None,
-                  in_channels=in_channels, out_channels=out_channels)
+                  in_channels=in_channels, out_channels=out_channels, device=device)
         dense = order_cost(ORDER_FULL_DENSE, **kw)
         return ORDER_FULL_DENSE if dense <= order_cost(ORDER_FULL, **kw) else ORDER_FULL
     kw = dict(num_edges=0, num_pairs=num_pairs, num_dst=num_dst, num_relations=num_relations,
@@ -209,7 +216,8 @@ def rgcn_aggregate(x: Tensor, layout: "RelLayout", weight: Tensor, comp: Optiona
         order = choose_order(num_pairs=layout.pair_dst.shape[0], num_dst=layout.dst_ptr.shape[0] - 1,
                              num_relations=layout.rel_ptr.shape[0] - 1,
                              num_bases=None if comp is None else weight.shape[0],
-                             in_channels=x.shape[1], out_channels=weight.shape[2])
+                             in_channels=x.shape[1], out_channels=weight.shape[2],
+                             device=x.device.type)
     out, _, _ = torch.ops.lmgnn.rgcn_aggregate(x, *_layout_args(layout), weight, comp, x_root,
                                                root_weight, bias, aggr == "mean", order)
     return out

@@ -3,13 +3,18 @@
 //
 // Aggregate, then transform: per-pair sums run in parallel over pairs (each pair owns its
 // output row), the per-relation GEMMs go to at::mm on contiguous row ranges of the pair
-// buffer (MKL / oneDNN), and the per-destination reduction runs in parallel over
-// destinations in relation order — deterministic for any thread count, no atomics.
+// buffer (MKL / oneDNN). Orders 0 and 1 go relation by relation: sum the relation's pairs,
+// multiply them into a buffer the size of the largest relation, add the products onto
+// their destination rows (distinct within a relation) while they are still in cache; every
+// row thus sums its terms in relation order — deterministic for any thread count, no
+// atomics. Rows named by the edges are prefetched a few edges ahead (utils/prefetch.h), and
+// the large buffers ask for transparent huge pages (utils/cpu_buffer.h).
 #include <ATen/Parallel.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/index_select.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/sum.h>
 #include <ATen/ops/zeros.h>
@@ -20,7 +25,9 @@
 
 #include "ops/rgcn_aggregate.h"
 #include "utils/check.h"
+#include "utils/cpu_buffer.h"
 #include "utils/dispatch.h"
+#include "utils/prefetch.h"
 
 namespace lmgnn {
 namespace {
@@ -84,21 +91,29 @@ inline int64_t grain_for(int64_t work_per_item) {
   return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, work_per_item));
 }
 
-// agg[p] = norm_p * sum_{e in pair p} x[col[e]]
+// agg[p] = norm_p * sum_{e in pair p} x[col[e]] for the pairs [p0, p1). The edges are read
+// in order (col) and the rows they name are prefetched ahead.
 template <typename scalar_t, typename index_t>
-void segment_sum(const at::Tensor& x, const Layout& l, bool mean, at::Tensor& agg) {
+void segment_sum(const at::Tensor& x, const Layout& l, bool mean, int64_t p0, int64_t p1, at::Tensor& agg) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t F = x.size(1);
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   const index_t* col = l.col.const_data_ptr<index_t>();
   const int64_t* ptr = l.pair_ptr.const_data_ptr<int64_t>();
   scalar_t* out = agg.data_ptr<scalar_t>();
-  const int64_t avg = l.P > 0 ? std::max<int64_t>(1, l.E / l.P) : 1;
-  at::parallel_for(0, l.P, grain_for(avg * F), [&](int64_t b, int64_t e) {
+  const int64_t row_bytes = F * static_cast<int64_t>(sizeof(scalar_t));
+  const int64_t ahead = prefetch_distance(row_bytes);
+  const int64_t avg = p1 > p0 ? std::max<int64_t>(1, (ptr[p1] - ptr[p0]) / (p1 - p0)) : 1;
+  at::parallel_for(p0, p1, grain_for(avg * F), [&](int64_t b, int64_t e) {
     std::vector<acc_t> acc(F);
+    const int64_t e_end = ptr[e];
+    for (int64_t k = ptr[b]; k < std::min(ptr[b] + ahead, e_end); ++k) {
+      prefetch_bytes(xp + static_cast<int64_t>(col[k]) * F, row_bytes);
+    }
     for (int64_t p = b; p < e; ++p) {
       std::fill(acc.begin(), acc.end(), acc_t(0));
       for (int64_t k = ptr[p]; k < ptr[p + 1]; ++k) {
+        if (k + ahead < e_end) prefetch_bytes(xp + static_cast<int64_t>(col[k + ahead]) * F, row_bytes);
         const scalar_t* row = xp + static_cast<int64_t>(col[k]) * F;
         for (int64_t f = 0; f < F; ++f) acc[f] += static_cast<acc_t>(row[f]);
       }
@@ -110,32 +125,20 @@ void segment_sum(const at::Tensor& x, const Layout& l, bool mean, at::Tensor& ag
   });
 }
 
-// out[i] = base[i] + sum_{p in pairs of i} y[p] (base optional [N_dst, F] or bias [F]).
-template <typename scalar_t, typename index_t>
-void dst_reduce(const at::Tensor& y, const Layout& l, const at::Tensor& base, bool base_is_row,
-                at::Tensor& out) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t F = out.size(1);
+// acc[pair_dst[p0 + q]] += y[q] for q < n: the pairs of one relation, whose destinations are
+// distinct, so rows are updated in parallel without conflicts; relation by relation, every
+// row sums its terms in relation order whatever the thread count.
+template <typename scalar_t, typename index_t, typename acc_t>
+void add_pair_rows(const at::Tensor& y, const Layout& l, int64_t p0, int64_t n, at::Tensor& acc) {
+  const int64_t F = acc.size(1);
   const scalar_t* yp = y.const_data_ptr<scalar_t>();
-  const scalar_t* bp = base.defined() ? base.const_data_ptr<scalar_t>() : nullptr;
-  const int64_t* dptr = l.dst_ptr.const_data_ptr<int64_t>();
-  const index_t* dpairs = l.dst_pairs.const_data_ptr<index_t>();
-  scalar_t* op = out.data_ptr<scalar_t>();
-  at::parallel_for(0, l.N_dst, grain_for(F * 4), [&](int64_t b, int64_t e) {
-    std::vector<acc_t> acc(F);
-    for (int64_t i = b; i < e; ++i) {
-      if (bp) {
-        const scalar_t* br = base_is_row ? bp : bp + i * F;
-        for (int64_t f = 0; f < F; ++f) acc[f] = static_cast<acc_t>(br[f]);
-      } else {
-        std::fill(acc.begin(), acc.end(), acc_t(0));
-      }
-      for (int64_t k = dptr[i]; k < dptr[i + 1]; ++k) {
-        const scalar_t* row = yp + static_cast<int64_t>(dpairs[k]) * F;
-        for (int64_t f = 0; f < F; ++f) acc[f] += static_cast<acc_t>(row[f]);
-      }
-      scalar_t* o = op + i * F;
-      for (int64_t f = 0; f < F; ++f) o[f] = static_cast<scalar_t>(acc[f]);
+  const index_t* pdst = l.pair_dst.const_data_ptr<index_t>() + p0;
+  acc_t* ap = acc.data_ptr<acc_t>();
+  at::parallel_for(0, n, grain_for(F * 2), [&](int64_t b, int64_t e) {
+    for (int64_t q = b; q < e; ++q) {
+      acc_t* o = ap + static_cast<int64_t>(pdst[q]) * F;
+      const scalar_t* row = yp + q * F;
+      for (int64_t f = 0; f < F; ++f) o[f] += static_cast<acc_t>(row[f]);
     }
   });
 }
@@ -176,7 +179,8 @@ void basis_combine(const at::Tensor& agg, const at::Tensor& comp, const Layout& 
   });
 }
 
-// dx[j] = sum over edges of source j (pair p) of norm_p * dagg[p]
+// dx[j] = sum over edges of source j (pair p) of norm_p * dagg[p]; the edges of the sources
+// are read in order (src_pairs) and the dagg rows they name are prefetched ahead.
 template <typename scalar_t, typename index_t>
 void src_scatter(const at::Tensor& dagg, const Layout& l, bool mean, at::Tensor& dx) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -186,11 +190,18 @@ void src_scatter(const at::Tensor& dagg, const Layout& l, bool mean, at::Tensor&
   const index_t* spairs = l.src_pairs.const_data_ptr<index_t>();
   const int64_t* pptr = l.pair_ptr.const_data_ptr<int64_t>();
   scalar_t* out = dx.data_ptr<scalar_t>();
+  const int64_t row_bytes = F * static_cast<int64_t>(sizeof(scalar_t));
+  const int64_t ahead = prefetch_distance(row_bytes);
   at::parallel_for(0, l.N_src, grain_for(F * 4), [&](int64_t b, int64_t e) {
     std::vector<acc_t> acc(F);
+    const int64_t k_end = sptr[e];
+    for (int64_t k = sptr[b]; k < std::min(sptr[b] + ahead, k_end); ++k) {
+      prefetch_bytes(gp + static_cast<int64_t>(spairs[k]) * F, row_bytes);
+    }
     for (int64_t j = b; j < e; ++j) {
       std::fill(acc.begin(), acc.end(), acc_t(0));
       for (int64_t k = sptr[j]; k < sptr[j + 1]; ++k) {
+        if (k + ahead < k_end) prefetch_bytes(gp + static_cast<int64_t>(spairs[k + ahead]) * F, row_bytes);
         const int64_t p = spairs[k];
         const int64_t cnt = pptr[p + 1] - pptr[p];
         const acc_t s = (mean && cnt > 0) ? acc_t(1) / static_cast<acc_t>(cnt) : acc_t(1);
@@ -203,9 +214,21 @@ void src_scatter(const at::Tensor& dagg, const Layout& l, bool mean, at::Tensor&
   });
 }
 
+// Relation of every pair in [b, e): calls f(p, r) in order, r found once per chunk.
+template <typename F>
+inline void for_pairs_with_relation(const int64_t* rel_ptr, int64_t R, int64_t b, int64_t e, F&& f) {
+  if (b >= e) return;
+  int64_t r = relation_of(rel_ptr, R, b);
+  for (int64_t p = b; p < e; ++p) {
+    while (rel_ptr[r + 1] <= p) ++r;
+    f(p, r);
+  }
+}
+
 // Order 3: z[i, r * F : (r + 1) * F] = norm_{i,r} * sum_{j in N_r(i)} x[j], zeros where the
-// pair (r, i) is empty. One pass over the edges straight from x; every element of z is
-// written exactly once (no zero-fill pass, no [P, F] intermediate).
+// pair (r, i) is empty. Every element of z is written exactly once (no zero-fill pass, no
+// [P, F] intermediate): first the empty slots, per destination; then the pairs in layout
+// order, so the edges (col) are read in order and the rows they name are prefetched ahead.
 template <typename scalar_t, typename index_t>
 void dense_sum(const at::Tensor& x, const Layout& l, bool mean, at::Tensor& z) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -214,58 +237,84 @@ void dense_sum(const at::Tensor& x, const Layout& l, bool mean, at::Tensor& z) {
   const index_t* col = l.col.const_data_ptr<index_t>();
   const int64_t* pptr = l.pair_ptr.const_data_ptr<int64_t>();
   const int64_t* rptr = l.rel_ptr.const_data_ptr<int64_t>();
+  const index_t* pdst = l.pair_dst.const_data_ptr<index_t>();
   const int64_t* dptr = l.dst_ptr.const_data_ptr<int64_t>();
   const index_t* dpairs = l.dst_pairs.const_data_ptr<index_t>();
   scalar_t* zp = z.data_ptr<scalar_t>();
-  const int64_t avg = l.N_dst > 0 ? std::max<int64_t>(1, l.E / l.N_dst) : 1;
-  at::parallel_for(0, l.N_dst, grain_for(avg * F + RF), [&](int64_t b0, int64_t e0) {
-    std::vector<acc_t> acc(F);
+  at::parallel_for(0, l.N_dst, grain_for(RF), [&](int64_t b0, int64_t e0) {
     for (int64_t i = b0; i < e0; ++i) {
       scalar_t* zrow = zp + i * RF;
-      int64_t next = 0;  // first slot not yet written
+      int64_t next = 0;  // first slot not yet accounted for
       for (int64_t k = dptr[i]; k < dptr[i + 1]; ++k) {
-        const int64_t p = dpairs[k];
-        const int64_t r = relation_of(rptr, l.R, p);
+        const int64_t r = relation_of(rptr, l.R, dpairs[k]);
         LMGNN_CHECK(r >= next, kOp, ": dst_pairs of destination ", i,
                     " are not in increasing relation order (relation ", r, " after ", next - 1, ")");
         std::fill(zrow + next * F, zrow + r * F, scalar_t(0));
-        std::fill(acc.begin(), acc.end(), acc_t(0));
-        for (int64_t e = pptr[p]; e < pptr[p + 1]; ++e) {
-          const scalar_t* row = xp + static_cast<int64_t>(col[e]) * F;
-          for (int64_t f = 0; f < F; ++f) acc[f] += static_cast<acc_t>(row[f]);
-        }
-        const int64_t cnt = pptr[p + 1] - pptr[p];
-        const acc_t s = (mean && cnt > 0) ? acc_t(1) / static_cast<acc_t>(cnt) : acc_t(1);
-        scalar_t* o = zrow + r * F;
-        for (int64_t f = 0; f < F; ++f) o[f] = static_cast<scalar_t>(acc[f] * s);
         next = r + 1;
       }
       std::fill(zrow + next * F, zrow + RF, scalar_t(0));
     }
   });
+  const int64_t ahead = prefetch_distance(F * static_cast<int64_t>(sizeof(scalar_t)));
+  const int64_t avg = l.P > 0 ? std::max<int64_t>(1, l.E / l.P) : 1;
+  at::parallel_for(0, l.P, grain_for(avg * F), [&](int64_t b0, int64_t e0) {
+    std::vector<acc_t> acc(F);
+    const int64_t e_end = pptr[e0];
+    for (int64_t e = pptr[b0]; e < std::min(pptr[b0] + ahead, e_end); ++e) {
+      prefetch_bytes(xp + static_cast<int64_t>(col[e]) * F, F * sizeof(scalar_t));
+    }
+    for_pairs_with_relation(rptr, l.R, b0, e0, [&](int64_t p, int64_t r) {
+      std::fill(acc.begin(), acc.end(), acc_t(0));
+      for (int64_t e = pptr[p]; e < pptr[p + 1]; ++e) {
+        if (e + ahead < e_end) prefetch_bytes(xp + static_cast<int64_t>(col[e + ahead]) * F, F * sizeof(scalar_t));
+        const scalar_t* row = xp + static_cast<int64_t>(col[e]) * F;
+        for (int64_t f = 0; f < F; ++f) acc[f] += static_cast<acc_t>(row[f]);
+      }
+      const int64_t cnt = pptr[p + 1] - pptr[p];
+      const acc_t s = (mean && cnt > 0) ? acc_t(1) / static_cast<acc_t>(cnt) : acc_t(1);
+      scalar_t* o = zp + static_cast<int64_t>(pdst[p]) * RF + r * F;
+      for (int64_t f = 0; f < F; ++f) o[f] = static_cast<scalar_t>(acc[f] * s);
+    });
+  });
 }
 
-// Order 3 backward: dx[j] = sum over edges of source j (pair p = (r, i)) of norm_p * dz[i, r]
+// Order 3 backward: dx[j] = sum over edges of source j (pair p = (r, i)) of norm_p * dz[i, r].
+// The slot (i * R + r) and the norm of every pair are tabulated once; the edges of the
+// sources are read in order (src_pairs) and the dz rows they name are prefetched ahead.
 template <typename scalar_t, typename index_t>
 void src_scatter_dense(const at::Tensor& dz, const Layout& l, bool mean, at::Tensor& dx) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t F = dx.size(1), RF = l.R * F;
+  const int64_t F = dx.size(1);
   const scalar_t* gp = dz.const_data_ptr<scalar_t>();
   const int64_t* sptr = l.src_ptr.const_data_ptr<int64_t>();
   const index_t* spairs = l.src_pairs.const_data_ptr<index_t>();
   const int64_t* pptr = l.pair_ptr.const_data_ptr<int64_t>();
   const int64_t* rptr = l.rel_ptr.const_data_ptr<int64_t>();
   const index_t* pdst = l.pair_dst.const_data_ptr<index_t>();
+  std::vector<int64_t> slot(l.P);
+  std::vector<acc_t> norm(l.P);
+  at::parallel_for(0, l.P, 4096, [&](int64_t b0, int64_t e0) {
+    for_pairs_with_relation(rptr, l.R, b0, e0, [&](int64_t p, int64_t r) {
+      slot[p] = static_cast<int64_t>(pdst[p]) * l.R + r;
+      const int64_t cnt = pptr[p + 1] - pptr[p];
+      norm[p] = (mean && cnt > 0) ? acc_t(1) / static_cast<acc_t>(cnt) : acc_t(1);
+    });
+  });
   scalar_t* out = dx.data_ptr<scalar_t>();
+  const int64_t ahead = prefetch_distance(F * static_cast<int64_t>(sizeof(scalar_t)));
   at::parallel_for(0, l.N_src, grain_for(F * 4), [&](int64_t b, int64_t e) {
     std::vector<acc_t> acc(F);
+    const int64_t k_end = sptr[e];
+    for (int64_t k = sptr[b]; k < std::min(sptr[b] + ahead, k_end); ++k) {
+      prefetch_bytes(gp + slot[spairs[k]] * F, F * sizeof(scalar_t));
+    }
     for (int64_t j = b; j < e; ++j) {
       std::fill(acc.begin(), acc.end(), acc_t(0));
       for (int64_t k = sptr[j]; k < sptr[j + 1]; ++k) {
+        if (k + ahead < k_end) prefetch_bytes(gp + slot[spairs[k + ahead]] * F, F * sizeof(scalar_t));
         const int64_t p = spairs[k];
-        const int64_t cnt = pptr[p + 1] - pptr[p];
-        const acc_t s = (mean && cnt > 0) ? acc_t(1) / static_cast<acc_t>(cnt) : acc_t(1);
-        const scalar_t* row = gp + static_cast<int64_t>(pdst[p]) * RF + relation_of(rptr, l.R, p) * F;
+        const acc_t s = norm[p];
+        const scalar_t* row = gp + slot[p] * F;
         for (int64_t f = 0; f < F; ++f) acc[f] += s * static_cast<acc_t>(row[f]);
       }
       scalar_t* o = out + j * F;
@@ -339,7 +388,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cpu(
   if (order == kDensePairs) {
     // z [N_dst, R * F_in] straight from x, then one GEMM with W viewed [R * F_in, F_out]
     // accumulated in place onto the root term (addmm with bias over all rows).
-    auto z = at::empty({l.N_dst, l.R * F_in}, x.options());
+    auto z = empty_large({l.N_dst, l.R * F_in}, x.options());
     LMGNN_DISPATCH_FLOATING(x.scalar_type(), "rgcn_aggregate_cpu", [&] {
       LMGNN_DISPATCH_INDEX(col.scalar_type(), "rgcn_aggregate_cpu", [&] {
         dense_sum<scalar_t, index_t>(x, l, mean, z);
@@ -349,12 +398,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cpu(
     return {out, at::empty({0, F_in}, x.options()), z};
   }
 
-  auto agg = at::empty({l.P, F_in}, x.options());
-  auto out = at::empty({l.N_dst, F_out}, x.options());
+  auto agg = empty_large({l.P, F_in}, x.options());
+  at::Tensor out;
   at::Tensor basis_in;
   LMGNN_DISPATCH_FLOATING(x.scalar_type(), "rgcn_aggregate_cpu", [&] {
     LMGNN_DISPATCH_INDEX(col.scalar_type(), "rgcn_aggregate_cpu", [&] {
-      segment_sum<scalar_t, index_t>(x, l, mean, agg);
+      using acc_t = at::opmath_type<scalar_t>;
       at::Tensor root;  // [N_dst, F_out] or bias [F_out] or undefined
       bool root_is_row = false;
       if (x_root.has_value()) {
@@ -364,8 +413,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cpu(
         root_is_row = true;
       }
       if (order == kBasisCombine) {
+        segment_sum<scalar_t, index_t>(x, l, mean, 0, l.P, agg);
         const auto comp = comp_in->contiguous();
-        basis_in = at::empty({l.N_dst, B * F_in}, x.options());
+        basis_in = empty_large({l.N_dst, B * F_in}, x.options());
         basis_combine<scalar_t, index_t>(agg, comp, l, basis_in);
         auto vflat = weight.view({B * F_in, F_out});
         if (root.defined()) {
@@ -374,17 +424,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cpu(
           out = at::mm(basis_in, vflat);
         }
       } else {
+        // Relation by relation: sum its pairs into agg (saved for the backward), multiply them
+        // by W_r into a buffer the size of the largest relation (still in cache), add the
+        // products onto their destination rows. No [P, F_out] buffer, no reduction pass.
         basis_in = at::empty({0, B * F_in}, x.options());
         const auto w = order == kPairGemm ? weight : form_weight(comp_in->contiguous(), weight);
-        auto y = at::empty({l.P, F_out}, x.options());
+        const auto acc_type = c10::CppTypeToScalarType<acc_t>::value;
+        at::Tensor acc;  // out in the accumulation type
+        if (root_is_row) {
+          acc = root.to(acc_type).expand({l.N_dst, F_out}).contiguous();
+        } else if (root.defined()) {
+          acc = root.scalar_type() == acc_type ? root : root.to(acc_type);
+        } else {
+          acc = at::zeros({l.N_dst, F_out}, x.options().dtype(acc_type));
+        }
         const int64_t* rp = l.rel_ptr.const_data_ptr<int64_t>();
+        int64_t max_n = 0;
+        for (int64_t r = 0; r < l.R; ++r) max_n = std::max(max_n, rp[r + 1] - rp[r]);
+        auto y = at::empty({max_n, F_out}, x.options());
         for (int64_t r = 0; r < l.R; ++r) {
           const int64_t lo = rp[r], n = rp[r + 1] - rp[r];
           if (n == 0) continue;
-          auto y_r = y.narrow(0, lo, n);
+          segment_sum<scalar_t, index_t>(x, l, mean, lo, lo + n, agg);
+          auto y_r = y.narrow(0, 0, n);
           at::mm_out(y_r, agg.narrow(0, lo, n), w.select(0, r));
+          add_pair_rows<scalar_t, index_t, acc_t>(y_r, l, lo, n, acc);
         }
-        dst_reduce<scalar_t, index_t>(y, l, root.defined() ? root.contiguous() : root, root_is_row, out);
+        out = acc.scalar_type() == x.scalar_type() ? acc : acc.to(x.scalar_type());
       }
     });
   });
@@ -426,8 +492,9 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
         const auto wflat = weight.view({l.R * F_in, F_out});
         if (needs[1]) dweight = at::mm(basis_in.t(), g).view({l.R, F_in, F_out});
         if (needs[0]) {
-          const auto dz = at::mm(g, wflat.t());  // [N_dst, R * F_in]
-          dx = at::empty({l.N_src, F_in}, x_in.options());
+          auto dz = empty_large({l.N_dst, l.R * F_in}, g.options());
+          at::mm_out(dz, g, wflat.t());
+          dx = empty_large({l.N_src, F_in}, x_in.options());
           src_scatter_dense<scalar_t, index_t>(dz, l, mean, dx);
         }
       } else if (order == kBasisCombine) {
@@ -436,7 +503,7 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
         if (needs[1]) dweight = at::mm(basis_in.t(), g).view({B, F_in, F_out});
         if (needs[0] || needs[2]) {
           const auto dz = at::mm(g, vflat.t());  // [N_dst, B * F_in]
-          if (needs[0]) dagg = at::empty({l.P, F_in}, x_in.options());
+          if (needs[0]) dagg = empty_large({l.P, F_in}, x_in.options());
           at::Tensor dots;
           if (needs[2]) dots = at::empty({l.P, B}, x_in.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
           basis_pair_grads<scalar_t, index_t>(dz, agg, comp, l, dagg, dots);
@@ -453,18 +520,23 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
         const bool need_dw = order == kPairGemm ? needs[1] : (needs[1] || needs[2]);
         if (needs[0] || need_dw) {
           const auto w = order == kPairGemm ? weight : form_weight(comp_in->contiguous(), weight);
-          const auto gp = g.index_select(0, l.pair_dst);  // [P, F_out]
+          // Relation by relation: gather grad_out at its pairs' destinations into a buffer the
+          // size of the largest relation (no [P, F_out] copy), then both GEMMs read it in cache.
           at::Tensor dw;
-          if (needs[0]) dagg = at::empty({l.P, F_in}, x_in.options());
+          if (needs[0]) dagg = empty_large({l.P, F_in}, x_in.options());
           if (need_dw) dw = at::empty({l.R, F_in, F_out}, x_in.options());
           const int64_t* rp = l.rel_ptr.const_data_ptr<int64_t>();
+          int64_t max_n = 0;
+          for (int64_t r = 0; r < l.R; ++r) max_n = std::max(max_n, rp[r + 1] - rp[r]);
+          auto gbuf = at::empty({max_n, F_out}, g.options());
           for (int64_t r = 0; r < l.R; ++r) {
             const int64_t lo = rp[r], n = rp[r + 1] - rp[r];
             if (n == 0) {
               if (need_dw) dw.select(0, r).zero_();  // a relation without edges
               continue;
             }
-            const auto g_r = gp.narrow(0, lo, n);
+            auto g_r = gbuf.narrow(0, 0, n);
+            at::index_select_out(g_r, g, 0, l.pair_dst.narrow(0, lo, n));
             if (needs[0]) {
               auto d_r = dagg.narrow(0, lo, n);
               at::mm_out(d_r, g_r, w.select(0, r).t());
@@ -478,7 +550,7 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
         }
       }
       if (needs[0] && order != kDensePairs) {
-        dx = at::empty({l.N_src, F_in}, x_in.options());
+        dx = empty_large({l.N_src, F_in}, x_in.options());
         src_scatter<scalar_t, index_t>(dagg, l, mean, dx);
       }
     });

@@ -1,0 +1,33 @@
+// Software prefetch for the CPU gather and scatter kernels. Their rows are read at random
+// (x[col[e]], dz[pair_dst[p]], ...), so the hardware prefetcher cannot see them coming and
+// every row costs a DRAM round trip; issuing the cache lines of the row a few edges ahead
+// overlaps those round trips (the index array itself is read in order).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+namespace lmgnn {
+
+constexpr int64_t kCacheLine = 64;
+
+// Requests every cache line of [p, p + bytes) for reading.
+inline void prefetch_bytes(const void* p, int64_t bytes) {
+#if defined(__GNUC__) || defined(__clang__)
+  const char* c = static_cast<const char*>(p);
+  for (int64_t o = 0; o < bytes; o += kCacheLine) __builtin_prefetch(c + o, 0, 3);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
+// How many rows ahead to prefetch: about 2 KiB in flight, at least one row. On the uniform
+// benchmark block (1 thread) prefetching took 10-15% off a 128-channel layer's fwd+bwd
+// (2 and 4 KiB alike, 8 KiB no better) and made no measurable difference at 768 channels,
+// whose 3 KiB rows the hardware prefetcher follows once the first line is requested.
+inline int64_t prefetch_distance(int64_t row_bytes) {
+  return std::clamp<int64_t>(2048 / std::max<int64_t>(1, row_bytes), 1, 16);
+}
+
+}  // namespace lmgnn
