@@ -34,7 +34,8 @@ import pytest
 import torch
 
 import lmgnn_fast  # noqa: F401
-from common import QUICK, Table, bench_devices, device_name, results_dir, time_fn, tracked_peak_memory
+from common import (QUICK, Table, bench_devices, device_name, results_dir, time_fn, time_interleaved,
+                    tracked_peak_memory)
 from lmgnn_fast.graph import CSC, HeteroGraph
 from lmgnn_fast.nn import RGCNConv, layout_from_block, layout_from_coo
 from lmgnn_fast.ops import coo_to_csc
@@ -228,19 +229,16 @@ def _block_rows(table, kind, grid, device, rates):
             rates[(f_in, f_out)] = dense_rate(f_in, f_out, device)
         rate = rates[(f_in, f_out)]
         size = f"{kind} E={E:,} src={layout.num_src:,} dst={layout.num_dst:,}"
-        t_ours = None
+        # Every implementation of the row timed in interleaved rounds (common.time_interleaved).
+        times = time_interleaved({name: fn for name, fn in impls.items() if fn is not None}, device)
+        t_ours = times["ours"]
         for name, fn in impls.items():
             if fn is None:
                 table.add(size, f_in, f_out, R, bases or "-", P, order, name, "skip (E*F_in*F_out too big)",
                           "", "", "", "", "", "")
                 continue
-            # The baselines are slow on a CPU at full size: one warm-up and 3 timed calls
-            # (median) there; on a GPU every row gets the same treatment as ours.
-            slow = not QUICK and name != "ours" and device == "cpu"
-            t = time_fn(fn, device, warmup=1, rounds=3 if slow else None, min_time=0.0 if slow else None)
+            t = times[name]
             mem = tracked_peak_memory(fn, device)
-            if name == "ours":
-                t_ours = t
             gfs = 3 * (ours_fl + root_fl) / t / 1e9 if name == "ours" else ""
             table.add(size, f_in, f_out, R, bases or "-", P, order, name, t * 1e3,
                       "n/a" if mem is None else mem / 2**20, t / t_ours,

@@ -79,6 +79,44 @@ def time_fn(fn: Callable[[], object], device="cpu", warmup: int = 1, rounds: int
     return times[len(times) // 2]
 
 
+def time_interleaved(fns: dict[str, Callable[[], object]], device="cpu", rounds: int | None = None,
+                     min_time: float | None = None, max_time: float = 60.0) -> dict[str, float]:
+    """Median seconds per call of every ``fn`` in ``fns``, timed in interleaved rounds (each
+    round calls every fn once, in turn) after one warm-up call each. At least ``rounds``
+    rounds (3 quick, 5 full) and, in full mode, until the fastest fn has ``min_time`` seconds
+    of samples, unless the rounds already took ``max_time`` seconds. Interleaving puts every
+    implementation of a row under the same machine load, so a slow spell on a shared machine
+    moves all of them rather than one, and the ratios between them stay honest."""
+    if min_time is None:
+        min_time = float(os.environ.get("LMGNN_BENCH_MIN_TIME", "0.5"))
+    if QUICK:
+        min_time = 0.0
+    rounds = rounds or (3 if QUICK else 5)
+    for fn in fns.values():
+        fn()
+    sync(device)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        while True:
+            for name, fn in fns.items():
+                t0 = time.perf_counter()
+                fn()
+                sync(device)
+                times[name].append(time.perf_counter() - t0)
+            n = len(next(iter(times.values())))
+            fastest = min(sum(v) for v in times.values())
+            if n >= rounds and (fastest >= min_time or time.perf_counter() - start >= max_time or n >= 1000):
+                break
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return {name: sorted(v)[len(v) // 2] for name, v in times.items()}
+
+
 def peak_memory(fn: Callable[[], object], device="cpu") -> int | None:
     """Peak bytes allocated while running ``fn`` once (CUDA: allocator peak; CPU: None)."""
     device = torch.device(device)

@@ -203,11 +203,14 @@ def test_non_contiguous_and_thread_count():
 
 
 def test_choose_order_cost_model():
-    # Combining wins when the pairs outnumber N_dst * B (many relations per destination).
+    # Bases on a GPU, by FLOPs: combining wins when the pairs outnumber N_dst * B (many
+    # relations per destination). On the CPU its extra [N_dst, B * F_in] passes are counted
+    # and forming W (streamed relation by relation) wins there.
     kw = dict(num_dst=10_000, in_channels=768, out_channels=128)
     assert choose_order(num_pairs=10_000, num_relations=4, num_bases=None, **kw) == 0
-    assert choose_order(num_pairs=100_000, num_relations=64, num_bases=4, **kw) == 2
-    assert choose_order(num_pairs=10_000, num_relations=2, num_bases=4, **kw) == 1
+    assert choose_order(num_pairs=100_000, num_relations=64, num_bases=4, device="cuda", **kw) == 2
+    assert choose_order(num_pairs=100_000, num_relations=64, num_bases=4, device="cpu", **kw) == 1
+    assert choose_order(num_pairs=10_000, num_relations=2, num_bases=4, device="cuda", **kw) == 1
     # Full weights: dense pairs (order 3) where nearly every (dst, relation) pair has edges,
     # per-pair GEMMs (order 0) where most pairs are empty.
     kw = dict(num_dst=10_000, in_channels=128, out_channels=128)
@@ -219,6 +222,12 @@ def test_choose_order_cost_model():
               out_channels=128)
     assert choose_order(device="cpu", **kw) == 0
     assert choose_order(device="cuda", **kw) == 3
+    # On a GPU order 0's grouped GEMM is weighted 3x against cuBLAS (measured), so order 3
+    # also takes wide inputs at R = 4; never where z outgrows order 0's buffers (R = 16).
+    kw = dict(num_pairs=36_762, num_dst=10_000, num_bases=None, in_channels=768, out_channels=256)
+    assert choose_order(num_relations=4, device="cpu", **kw) == 0
+    assert choose_order(num_relations=4, device="cuda", **kw) == 3
+    assert choose_order(num_relations=16, device="cuda", **dict(kw, num_pairs=74_427)) == 0
 
 
 def test_dense_order_saves_aggregate_and_skips_pairs():

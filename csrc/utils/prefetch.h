@@ -30,4 +30,34 @@ inline int64_t prefetch_distance(int64_t row_bytes) {
   return std::clamp<int64_t>(2048 / std::max<int64_t>(1, row_bytes), 1, 16);
 }
 
+// For a loop that reads the edges k of [begin, end) in order and, at each, the row
+// base + row_of(k) * row_elems: make_row_prefetch issues the first rows, step(k) the row of
+// edge k + distance.
+template <typename T, typename RowOf>
+class RowPrefetch {
+ public:
+  RowPrefetch(const T* base, int64_t row_elems, int64_t begin, int64_t end, RowOf row_of)
+      : base_(base), row_elems_(row_elems), end_(end),
+        ahead_(prefetch_distance(row_elems * static_cast<int64_t>(sizeof(T)))), row_of_(row_of) {
+    for (int64_t k = begin; k < std::min(begin + ahead_, end_); ++k) issue(k);
+  }
+  void step(int64_t k) const {
+    if (k + ahead_ < end_) issue(k + ahead_);
+  }
+
+ private:
+  void issue(int64_t k) const {
+    prefetch_bytes(base_ + static_cast<int64_t>(row_of_(k)) * row_elems_, row_elems_ * static_cast<int64_t>(sizeof(T)));
+  }
+  const T* base_;
+  int64_t row_elems_, end_, ahead_;
+  RowOf row_of_;
+};
+
+template <typename T, typename RowOf>
+RowPrefetch<T, RowOf> make_row_prefetch(const T* base, int64_t row_elems, int64_t begin, int64_t end,
+                                        RowOf row_of) {
+  return RowPrefetch<T, RowOf>(base, row_elems, begin, end, row_of);
+}
+
 }  // namespace lmgnn

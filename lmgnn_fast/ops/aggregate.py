@@ -52,12 +52,19 @@ def order_flops(order: int, *, num_edges, num_pairs, num_dst, num_relations, num
 # pairs' destinations relation by relation (1). CUDA: the products y [P, F_out] are written,
 # read back by the per-destination reduction, and grad_out is gathered per pair (3).
 ORDER0_PASSES = {"cpu": 2, "cuda": 3}
+# Cost of one FLOP of order 0's per-relation GEMMs relative to order 3's single GEMM, by
+# device. CPU: both are MKL GEMMs (1). CUDA: order 0 runs a grouped GEMM kernel of ours over
+# the relation segments (their sizes stay on the device: no sync), order 3 runs cuBLAS; on
+# the H200 full grid (benchmarks/results/gpu/aggregate_full.md) order 0 reached 13-18% of
+# the dense matmul rate and order 3 37-60%, hence 3.
+ORDER0_GEMM_COST = {"cpu": 1.0, "cuda": 3.0}
 
 
 def order_cost(order: int, *, num_pairs, num_dst, num_relations, num_bases, in_channels,
                out_channels, device: str = "cpu") -> float:
     """Modelled forward cost (FLOPs + ``PASS_COST`` x elements of the passes that differ
-    between orders), used by :func:`choose_order`.
+    between orders), used by :func:`choose_order`. Order 0's FLOPs are weighted by
+    ``ORDER0_GEMM_COST[device]``.
 
     Order 0 moves ``ORDER0_PASSES[device] * P * F_out`` elements for its per-pair products
     and the backward's per-pair gather of ``grad_out``. Order 3 writes zeros for the empty
@@ -68,10 +75,17 @@ def order_cost(order: int, *, num_pairs, num_dst, num_relations, num_bases, in_c
               num_bases=num_bases, in_channels=in_channels, out_channels=out_channels)
     flops = order_flops(order, **kw)
     P, N, R, fi, fo = num_pairs, num_dst, num_relations, in_channels, out_channels
+    if order == ORDER_FULL:
+        flops *= ORDER0_GEMM_COST.get(device, 1.0)
     if order in (ORDER_FULL, ORDER_BASES_FORM_W):
         return flops + PASS_COST * ORDER0_PASSES.get(device, 3) * P * fo
     if order == ORDER_FULL_DENSE:
         return flops + PASS_COST * max(R * N - P, 0) * fi
+    if device == "cpu":
+        # Order 2 on the CPU: basis_in and its gradient [N_dst, B * F_in] are written and
+        # read once each, and every pair reads and writes B rows of them (combine, backward).
+        B = num_bases or 1
+        return flops + PASS_COST * (2 * N * B * fi + 2 * P * B * fi)
     return flops
 
 
@@ -85,20 +99,35 @@ def pyg_flops(*, num_edges, num_dst, num_relations, num_bases, in_channels, out_
 def choose_order(*, num_pairs, num_dst, num_relations, num_bases: Optional[int], in_channels,
                  out_channels, device: str = "cpu") -> int:
     """Pick the cheaper order from shapes alone (no host sync). Full weights: order 0 (one
-    GEMM per relation over the non-empty pairs, then a per-destination reduction) or order 3
+    GEMM per relation over the non-empty pairs, the products then summed per destination) or order 3
     (aggregate into ``[N_dst, R * F_in]`` with zeros for the empty pairs, one GEMM straight
     into the output) by :func:`order_cost` — order 3 wins where most pairs are non-empty
-    (few relations); ``device`` (``"cpu"``, ``"cuda"``) is the device type the op runs on. Bases: order 1 (form ``W``, one GEMM per relation segment) or order 2
-    (combine into ``[N_dst, B * F_in]``, one GEMM with ``V``) by FLOP count."""
+    (few relations). Bases: order 1 (form ``W``, one GEMM per relation segment) or order 2
+    (combine into ``[N_dst, B * F_in]``, one GEMM with ``V``), by FLOP count on a GPU and by
+    :func:`order_cost` on the CPU. ``device`` is the device type the op runs on (``"cpu"``,
+    ``"cuda"``)."""
     if num_bases is None:
         kw = dict(num_pairs=num_pairs, num_dst=num_dst, num_relations=num_relations, num_bases=None,
                   in_channels=in_channels, out_channels=out_channels, device=device)
         dense = order_cost(ORDER_FULL_DENSE, **kw)
+        if device != "cpu" and num_relations * num_dst * in_channels > num_pairs * (in_channels + out_channels):
+            # On a GPU order 3 is only taken where z [N_dst, R * F_in] is no larger than
+            # order 0's agg [P, F_in] and y [P, F_out] together, so that the cheaper GEMMs
+            # never cost device memory (z and its gradient live through the backward).
+            return ORDER_FULL
         return ORDER_FULL_DENSE if dense <= order_cost(ORDER_FULL, **kw) else ORDER_FULL
-    kw = dict(num_edges=0, num_pairs=num_pairs, num_dst=num_dst, num_relations=num_relations,
-              num_bases=num_bases, in_channels=in_channels, out_channels=out_channels)
-    form_w = order_flops(ORDER_BASES_FORM_W, **kw)
-    combine = order_flops(ORDER_BASES_COMBINE, **kw)
+    kw = dict(num_pairs=num_pairs, num_dst=num_dst, num_relations=num_relations, num_bases=num_bases,
+              in_channels=in_channels, out_channels=out_channels)
+    if device == "cpu":
+        # Passes counted (order_cost): order 1 streams relation by relation on the CPU, while
+        # order 2 adds [N_dst, B * F_in] buffers; measured on the benchmark blocks (R 4-64,
+        # F_in 128 and 768), order 1 was as fast or faster everywhere (up to 2.3x).
+        form_w = order_cost(ORDER_BASES_FORM_W, device=device, **kw)
+        combine = order_cost(ORDER_BASES_COMBINE, device=device, **kw)
+    else:
+        # CUDA: by FLOPs (order 2's combine-then-one-GEMM measured 3.4-30x PyG on the H200).
+        form_w = order_flops(ORDER_BASES_FORM_W, num_edges=0, **kw)
+        combine = order_flops(ORDER_BASES_COMBINE, num_edges=0, **kw)
     return ORDER_BASES_FORM_W if form_w < combine else ORDER_BASES_COMBINE
 
 

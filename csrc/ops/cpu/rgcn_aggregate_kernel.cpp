@@ -101,19 +101,14 @@ void segment_sum(const at::Tensor& x, const Layout& l, bool mean, int64_t p0, in
   const index_t* col = l.col.const_data_ptr<index_t>();
   const int64_t* ptr = l.pair_ptr.const_data_ptr<int64_t>();
   scalar_t* out = agg.data_ptr<scalar_t>();
-  const int64_t row_bytes = F * static_cast<int64_t>(sizeof(scalar_t));
-  const int64_t ahead = prefetch_distance(row_bytes);
   const int64_t avg = p1 > p0 ? std::max<int64_t>(1, (ptr[p1] - ptr[p0]) / (p1 - p0)) : 1;
   at::parallel_for(p0, p1, grain_for(avg * F), [&](int64_t b, int64_t e) {
     std::vector<acc_t> acc(F);
-    const int64_t e_end = ptr[e];
-    for (int64_t k = ptr[b]; k < std::min(ptr[b] + ahead, e_end); ++k) {
-      prefetch_bytes(xp + static_cast<int64_t>(col[k]) * F, row_bytes);
-    }
+    const auto pf = make_row_prefetch(xp, F, ptr[b], ptr[e], [col](int64_t k) { return col[k]; });
     for (int64_t p = b; p < e; ++p) {
       std::fill(acc.begin(), acc.end(), acc_t(0));
       for (int64_t k = ptr[p]; k < ptr[p + 1]; ++k) {
-        if (k + ahead < e_end) prefetch_bytes(xp + static_cast<int64_t>(col[k + ahead]) * F, row_bytes);
+        pf.step(k);
         const scalar_t* row = xp + static_cast<int64_t>(col[k]) * F;
         for (int64_t f = 0; f < F; ++f) acc[f] += static_cast<acc_t>(row[f]);
       }
@@ -190,18 +185,13 @@ void src_scatter(const at::Tensor& dagg, const Layout& l, bool mean, at::Tensor&
   const index_t* spairs = l.src_pairs.const_data_ptr<index_t>();
   const int64_t* pptr = l.pair_ptr.const_data_ptr<int64_t>();
   scalar_t* out = dx.data_ptr<scalar_t>();
-  const int64_t row_bytes = F * static_cast<int64_t>(sizeof(scalar_t));
-  const int64_t ahead = prefetch_distance(row_bytes);
   at::parallel_for(0, l.N_src, grain_for(F * 4), [&](int64_t b, int64_t e) {
     std::vector<acc_t> acc(F);
-    const int64_t k_end = sptr[e];
-    for (int64_t k = sptr[b]; k < std::min(sptr[b] + ahead, k_end); ++k) {
-      prefetch_bytes(gp + static_cast<int64_t>(spairs[k]) * F, row_bytes);
-    }
+    const auto pf = make_row_prefetch(gp, F, sptr[b], sptr[e], [spairs](int64_t k) { return spairs[k]; });
     for (int64_t j = b; j < e; ++j) {
       std::fill(acc.begin(), acc.end(), acc_t(0));
       for (int64_t k = sptr[j]; k < sptr[j + 1]; ++k) {
-        if (k + ahead < k_end) prefetch_bytes(gp + static_cast<int64_t>(spairs[k + ahead]) * F, row_bytes);
+        pf.step(k);
         const int64_t p = spairs[k];
         const int64_t cnt = pptr[p + 1] - pptr[p];
         const acc_t s = (mean && cnt > 0) ? acc_t(1) / static_cast<acc_t>(cnt) : acc_t(1);
@@ -255,18 +245,14 @@ void dense_sum(const at::Tensor& x, const Layout& l, bool mean, at::Tensor& z) {
       std::fill(zrow + next * F, zrow + RF, scalar_t(0));
     }
   });
-  const int64_t ahead = prefetch_distance(F * static_cast<int64_t>(sizeof(scalar_t)));
   const int64_t avg = l.P > 0 ? std::max<int64_t>(1, l.E / l.P) : 1;
   at::parallel_for(0, l.P, grain_for(avg * F), [&](int64_t b0, int64_t e0) {
     std::vector<acc_t> acc(F);
-    const int64_t e_end = pptr[e0];
-    for (int64_t e = pptr[b0]; e < std::min(pptr[b0] + ahead, e_end); ++e) {
-      prefetch_bytes(xp + static_cast<int64_t>(col[e]) * F, F * sizeof(scalar_t));
-    }
+    const auto pf = make_row_prefetch(xp, F, pptr[b0], pptr[e0], [col](int64_t k) { return col[k]; });
     for_pairs_with_relation(rptr, l.R, b0, e0, [&](int64_t p, int64_t r) {
       std::fill(acc.begin(), acc.end(), acc_t(0));
       for (int64_t e = pptr[p]; e < pptr[p + 1]; ++e) {
-        if (e + ahead < e_end) prefetch_bytes(xp + static_cast<int64_t>(col[e + ahead]) * F, F * sizeof(scalar_t));
+        pf.step(e);
         const scalar_t* row = xp + static_cast<int64_t>(col[e]) * F;
         for (int64_t f = 0; f < F; ++f) acc[f] += static_cast<acc_t>(row[f]);
       }
@@ -301,17 +287,14 @@ void src_scatter_dense(const at::Tensor& dz, const Layout& l, bool mean, at::Ten
     });
   });
   scalar_t* out = dx.data_ptr<scalar_t>();
-  const int64_t ahead = prefetch_distance(F * static_cast<int64_t>(sizeof(scalar_t)));
+  const int64_t* slot_of = slot.data();
   at::parallel_for(0, l.N_src, grain_for(F * 4), [&](int64_t b, int64_t e) {
     std::vector<acc_t> acc(F);
-    const int64_t k_end = sptr[e];
-    for (int64_t k = sptr[b]; k < std::min(sptr[b] + ahead, k_end); ++k) {
-      prefetch_bytes(gp + slot[spairs[k]] * F, F * sizeof(scalar_t));
-    }
+    const auto pf = make_row_prefetch(gp, F, sptr[b], sptr[e], [spairs, slot_of](int64_t k) { return slot_of[spairs[k]]; });
     for (int64_t j = b; j < e; ++j) {
       std::fill(acc.begin(), acc.end(), acc_t(0));
       for (int64_t k = sptr[j]; k < sptr[j + 1]; ++k) {
-        if (k + ahead < k_end) prefetch_bytes(gp + slot[spairs[k + ahead]] * F, F * sizeof(scalar_t));
+        pf.step(k);
         const int64_t p = spairs[k];
         const acc_t s = norm[p];
         const scalar_t* row = gp + slot[p] * F;
