@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -284,3 +288,37 @@ def test_bad_inputs():
         rgcn_aggregate(x, layout, w, aggr="max")
     with pytest.raises(IndexError, match=r"layout: edge_type id 3 out of range \(3\)"):
         layout_from_coo(torch.tensor([[0], [0]]), torch.tensor([3]), 2, 2, 3)
+
+
+_HUGE_PAGE_SCRIPT = """
+import sys, torch, lmgnn_fast
+from lmgnn_fast.nn.layout import layout_from_coo
+from lmgnn_fast.ops import rgcn_aggregate
+g = torch.Generator().manual_seed(0)
+E, ns, nd, R, F = 40_000, 20_000, 5_000, 4, 128  # agg, z and dx buffers of 8-20 MiB
+ei = torch.stack([torch.randint(0, ns, (E,), generator=g), torch.randint(0, nd, (E,), generator=g)])
+layout = layout_from_coo(ei, torch.randint(0, R, (E,), generator=g), ns, nd, R)
+x = torch.randn(ns, F, generator=g, requires_grad=True)
+w = torch.randn(R, F, 64, generator=g, requires_grad=True)
+outs = []
+for order in (0, 3):
+    out = rgcn_aggregate(x, layout, w, order=order)
+    dx, dw = torch.autograd.grad(out.square().sum(), (x, w))
+    outs += [out, dx, dw]
+torch.save(outs, sys.argv[1])
+"""
+
+
+def test_cpu_huge_page_request_leaves_results_unchanged(tmp_path):
+    # The CPU kernels madvise their large buffers for huge pages unless
+    # LMGNN_CPU_HUGE_PAGES=0; the advice must not change a single value.
+    results = []
+    for flag in ("1", "0"):
+        path = tmp_path / f"out{flag}.pt"
+        env = dict(os.environ, LMGNN_CPU_HUGE_PAGES=flag, OMP_NUM_THREADS="1")
+        subprocess.run([sys.executable, "-c", _HUGE_PAGE_SCRIPT, str(path)], env=env, check=True, timeout=300)
+        results.append(torch.load(path))
+    assert len(results[0]) == 6
+    for a, b in zip(*results):
+        assert a.abs().sum() > 0
+        assert torch.equal(a, b)

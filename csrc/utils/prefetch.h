@@ -47,7 +47,8 @@ class RowPrefetch {
 
  private:
   void issue(int64_t k) const {
-    prefetch_bytes(base_ + static_cast<int64_t>(row_of_(k)) * row_elems_, row_elems_ * static_cast<int64_t>(sizeof(T)));
+    const int64_t bytes = row_elems_ * static_cast<int64_t>(sizeof(T));
+    prefetch_bytes(base_ + static_cast<int64_t>(row_of_(k)) * row_elems_, bytes);
   }
   const T* base_;
   int64_t row_elems_, end_, ahead_;

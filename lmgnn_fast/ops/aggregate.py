@@ -110,7 +110,8 @@ def choose_order(*, num_pairs, num_dst, num_relations, num_bases: Optional[int],
         kw = dict(num_pairs=num_pairs, num_dst=num_dst, num_relations=num_relations, num_bases=None,
                   in_channels=in_channels, out_channels=out_channels, device=device)
         dense = order_cost(ORDER_FULL_DENSE, **kw)
-        if device != "cpu" and num_relations * num_dst * in_channels > num_pairs * (in_channels + out_channels):
+        z_elems = num_relations * num_dst * in_channels
+        if device != "cpu" and z_elems > num_pairs * (in_channels + out_channels):
             # On a GPU order 3 is only taken where z [N_dst, R * F_in] is no larger than
             # order 0's agg [P, F_in] and y [P, F_out] together, so that the cheaper GEMMs
             # never cost device memory (z and its gradient live through the backward).

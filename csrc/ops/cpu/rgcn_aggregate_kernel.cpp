@@ -290,7 +290,8 @@ void src_scatter_dense(const at::Tensor& dz, const Layout& l, bool mean, at::Ten
   const int64_t* slot_of = slot.data();
   at::parallel_for(0, l.N_src, grain_for(F * 4), [&](int64_t b, int64_t e) {
     std::vector<acc_t> acc(F);
-    const auto pf = make_row_prefetch(gp, F, sptr[b], sptr[e], [spairs, slot_of](int64_t k) { return slot_of[spairs[k]]; });
+    const auto pf = make_row_prefetch(gp, F, sptr[b], sptr[e],
+                                      [spairs, slot_of](int64_t k) { return slot_of[spairs[k]]; });
     for (int64_t j = b; j < e; ++j) {
       std::fill(acc.begin(), acc.end(), acc_t(0));
       for (int64_t k = sptr[j]; k < sptr[j + 1]; ++k) {
