@@ -310,8 +310,8 @@ torch.save(outs, sys.argv[1])
 
 
 def test_cpu_huge_page_request_leaves_results_unchanged(tmp_path):
-    # The CPU kernels madvise their large buffers for huge pages unless
-    # LMGNN_CPU_HUGE_PAGES=0; the advice must not change a single value.
+    # With LMGNN_CPU_HUGE_PAGES=1 the CPU kernels madvise their large buffers for huge
+    # pages; the advice must not change a single value.
     results = []
     for flag in ("1", "0"):
         path = tmp_path / f"out{flag}.pt"

@@ -13,22 +13,24 @@
 
 namespace lmgnn {
 
-// Whether empty_large asks for huge pages: on unless LMGNN_CPU_HUGE_PAGES=0 (read once).
+// Whether empty_large asks for huge pages: only with LMGNN_CPU_HUGE_PAGES=1 (read once).
 inline bool cpu_huge_pages_enabled() {
   static const bool on = [] {
     const char* v = std::getenv("LMGNN_CPU_HUGE_PAGES");
-    return v == nullptr || v[0] != '0';
+    return v != nullptr && v[0] == '1';
   }();
   return on;
 }
 
-// at::empty, and for buffers of 8 MiB and more a request (madvise MADV_HUGEPAGE, Linux) that
-// the kernel back them with transparent huge pages. Such a buffer is a fresh mapping on
-// every call (glibc serves it with mmap), and touching it page by page costs one fault per
-// 4 KiB -- about as long as the kernel's own pass over the buffer; with huge pages, one per
-// 2 MiB. Only advice: where THP is off, or the call fails, nothing changes. On a virtual
-// machine whose host takes back free guest memory (free page reporting), a huge page can
-// cost a slow host fault instead; LMGNN_CPU_HUGE_PAGES=0 turns the request off.
+// at::empty, and with LMGNN_CPU_HUGE_PAGES=1, for buffers of 8 MiB and more, a request
+// (madvise MADV_HUGEPAGE, Linux) that the kernel back them with transparent huge pages.
+// Such a buffer is a fresh mapping on every call (glibc serves it with mmap), and touching
+// it page by page costs one fault per 4 KiB; with huge pages, one per 2 MiB. Off by
+// default: on the 2-core VM the benchmarks ran on, whose host takes back free 2 MiB guest
+// blocks (virtio-balloon free page reporting, order 9), a huge page often came from such a
+// block and faulted at the host: a 768-channel layer interleaved with other work took
+// 204-225 or 427-564 ms with the request, 230-307 ms without (alone in a loop: ~20% faster
+// with it). Only advice: where THP is off, or the call fails, nothing changes.
 inline at::Tensor empty_large(at::IntArrayRef sizes, const at::TensorOptions& options) {
   at::Tensor t = at::empty(sizes, options);
 #if defined(__linux__) && defined(MADV_HUGEPAGE)

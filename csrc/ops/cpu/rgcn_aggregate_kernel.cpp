@@ -7,8 +7,8 @@
 // multiply them into a buffer the size of the largest relation, add the products onto
 // their destination rows (distinct within a relation) while they are still in cache; every
 // row thus sums its terms in relation order — deterministic for any thread count, no
-// atomics. Rows named by the edges are prefetched a few edges ahead (utils/prefetch.h), and
-// the large buffers ask for transparent huge pages (utils/cpu_buffer.h).
+// atomics. Rows named by the edges are prefetched a few edges ahead (utils/prefetch.h); the
+// large buffers can ask for transparent huge pages (utils/cpu_buffer.h, opt-in).
 #include <ATen/Parallel.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
