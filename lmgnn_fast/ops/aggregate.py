@@ -55,8 +55,8 @@ ORDER0_PASSES = {"cpu": 2, "cuda": 3}
 # Cost of one FLOP of order 0's per-relation GEMMs relative to order 3's single GEMM, by
 # device. CPU: both are MKL GEMMs (1). CUDA: order 0 runs a grouped GEMM kernel of ours over
 # the relation segments (their sizes stay on the device: no sync), order 3 runs cuBLAS; on
-# the H200 full grid (benchmarks/results/gpu/aggregate_full.md) order 0 reached 13-18% of
-# the dense matmul rate and order 3 37-60%, hence 3.
+# the H200 full grid (benchmarks/results/gpu/aggregate_full.md) order 0 reached 13-21% of
+# the dense matmul rate and order 3 38-61%, hence 3.
 ORDER0_GEMM_COST = {"cpu": 1.0, "cuda": 3.0}
 
 
