@@ -284,6 +284,16 @@ def test_bad_inputs():
         op(x, *bad, w, None, xr, wr, b, True, 0)
     with pytest.raises(RuntimeError, match=r"is Double but x is Float|weight is Double"):
         op(x, *lay, w.double(), None, xr, wr, b, True, 0)
+    # Two pairs of one relation naming the same destination (a malformed layout) are
+    # refused on the CPU rather than summed with a race, for every order.
+    rp = layout.rel_ptr
+    r = next(r for r in range(len(rp) - 1) if int(rp[r + 1] - rp[r]) >= 2)
+    bad = lay.copy()
+    bad[2] = lay[2].clone()
+    bad[2][int(rp[r]) + 1] = bad[2][int(rp[r])]
+    for order in (0, 3):
+        with pytest.raises(RuntimeError, match=rf"pair_dst must increase strictly within a relation; relation {r}"):
+            op(x, *bad, w, None, xr, wr, b, True, order)
     with pytest.raises(ValueError, match=r"aggr must be 'mean' or 'sum'"):
         rgcn_aggregate(x, layout, w, aggr="max")
     with pytest.raises(IndexError, match=r"layout: edge_type id 3 out of range \(3\)"):

@@ -66,6 +66,23 @@ struct Layout {
   int64_t E, P, R, N_dst, N_src;
 };
 
+// Within a relation the pairs' destinations must increase strictly (one pair per
+// (relation, destination)): orders 0 and 1 add a relation's products onto their rows in
+// parallel, which is only race-free for distinct destinations.
+template <typename index_t>
+void check_pair_dst_increasing(const char* op, const at::Tensor& pair_dst, const at::Tensor& rel_ptr) {
+  const index_t* d = pair_dst.const_data_ptr<index_t>();
+  const int64_t* rp = rel_ptr.const_data_ptr<int64_t>();
+  const int64_t R = rel_ptr.numel() - 1;
+  for (int64_t r = 0; r < R; ++r) {
+    for (int64_t p = rp[r] + 1; p < rp[r + 1]; ++p) {
+      LMGNN_CHECK(d[p] > d[p - 1], op, ": pair_dst must increase strictly within a relation; relation ", r,
+                  " has pair ", p, " -> destination ", static_cast<int64_t>(d[p]), " after ",
+                  static_cast<int64_t>(d[p - 1]));
+    }
+  }
+}
+
 Layout make_layout(const char* op, const at::Tensor& x, const at::Tensor& col,
                    const at::Tensor& pair_ptr, const at::Tensor& pair_dst, const at::Tensor& rel_ptr,
                    const at::Tensor& dst_ptr, const at::Tensor& dst_pairs, const at::Tensor& src_ptr,
@@ -81,6 +98,7 @@ Layout make_layout(const char* op, const at::Tensor& x, const at::Tensor& col,
   LMGNN_DISPATCH_INDEX(col.scalar_type(), "rgcn_check_ids", [&] {
     check_ids<index_t>(op, "col", l.col, l.N_src, "x rows (N_src)");
     check_ids<index_t>(op, "pair_dst", l.pair_dst, l.N_dst, "N_dst (dst_ptr.numel() - 1)");
+    check_pair_dst_increasing<index_t>(op, l.pair_dst, l.rel_ptr);
     check_ids<index_t>(op, "dst_pairs", l.dst_pairs, l.P, "P pairs");
     if (need_src) check_ids<index_t>(op, "src_pairs", l.src_pairs, l.P, "P pairs");
   });
@@ -486,7 +504,8 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
         const auto vflat = weight.view({B * F_in, F_out});
         if (needs[1]) dweight = at::mm(basis_in.t(), g).view({B, F_in, F_out});
         if (needs[0] || needs[2]) {
-          const auto dz = at::mm(g, vflat.t());  // [N_dst, B * F_in]
+          auto dz = empty_large({l.N_dst, B * F_in}, g.options());
+          at::mm_out(dz, g, vflat.t());
           if (needs[0]) dagg = empty_large({l.P, F_in}, x_in.options());
           at::Tensor dots;
           if (needs[2]) dots = at::empty({l.P, B}, x_in.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
