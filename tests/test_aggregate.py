@@ -285,7 +285,7 @@ def test_bad_inputs():
     with pytest.raises(RuntimeError, match=r"is Double but x is Float|weight is Double"):
         op(x, *lay, w.double(), None, xr, wr, b, True, 0)
     # Two pairs of one relation naming the same destination (a malformed layout) are
-    # refused on the CPU rather than summed with a race, for every order.
+    # refused on the CPU, whatever the order, rather than summed with a race.
     rp = layout.rel_ptr
     r = next(r for r in range(len(rp) - 1) if int(rp[r + 1] - rp[r]) >= 2)
     bad = lay.copy()

@@ -109,21 +109,37 @@ inline int64_t grain_for(int64_t work_per_item) {
   return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, work_per_item));
 }
 
-// agg[p] = norm_p * sum_{e in pair p} x[col[e]] for the pairs [p0, p1). The edges are read
-// in order (col) and the rows they name are prefetched ahead.
-template <typename scalar_t, typename index_t>
-void segment_sum(const at::Tensor& x, const Layout& l, bool mean, int64_t p0, int64_t p1, at::Tensor& agg) {
+inline int64_t relation_of(const int64_t* rel_ptr, int64_t R, int64_t p) {
+  // last r with rel_ptr[r] <= p (skips empty relations)
+  return (std::upper_bound(rel_ptr, rel_ptr + R + 1, p) - rel_ptr) - 1;
+}
+
+// Relation of every pair in [b, e): calls f(p, r) in order, r found once per chunk.
+template <typename F>
+inline void for_pairs_with_relation(const int64_t* rel_ptr, int64_t R, int64_t b, int64_t e, F&& f) {
+  if (b >= e) return;
+  int64_t r = relation_of(rel_ptr, R, b);
+  for (int64_t p = b; p < e; ++p) {
+    while (rel_ptr[r + 1] <= p) ++r;
+    f(p, r);
+  }
+}
+
+// For the pairs p of [p0, p1) (relation r): row_of(p, r)[:] = norm_p * sum_{e in pair p}
+// x[col[e]]. The edges are read in order (col) and the rows they name are prefetched ahead.
+template <typename scalar_t, typename index_t, typename RowOf>
+void sum_pairs(const at::Tensor& x, const Layout& l, bool mean, int64_t p0, int64_t p1, RowOf row_of) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t F = x.size(1);
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   const index_t* col = l.col.const_data_ptr<index_t>();
   const int64_t* ptr = l.pair_ptr.const_data_ptr<int64_t>();
-  scalar_t* out = agg.data_ptr<scalar_t>();
+  const int64_t* rptr = l.rel_ptr.const_data_ptr<int64_t>();
   const int64_t avg = p1 > p0 ? std::max<int64_t>(1, (ptr[p1] - ptr[p0]) / (p1 - p0)) : 1;
   at::parallel_for(p0, p1, grain_for(avg * F), [&](int64_t b, int64_t e) {
     std::vector<acc_t> acc(F);
     const auto pf = make_row_prefetch(xp, F, ptr[b], ptr[e], [col](int64_t k) { return col[k]; });
-    for (int64_t p = b; p < e; ++p) {
+    for_pairs_with_relation(rptr, l.R, b, e, [&](int64_t p, int64_t r) {
       std::fill(acc.begin(), acc.end(), acc_t(0));
       for (int64_t k = ptr[p]; k < ptr[p + 1]; ++k) {
         pf.step(k);
@@ -132,10 +148,18 @@ void segment_sum(const at::Tensor& x, const Layout& l, bool mean, int64_t p0, in
       }
       const int64_t cnt = ptr[p + 1] - ptr[p];
       const acc_t s = (mean && cnt > 0) ? acc_t(1) / static_cast<acc_t>(cnt) : acc_t(1);
-      scalar_t* o = out + p * F;
+      scalar_t* o = row_of(p, r);
       for (int64_t f = 0; f < F; ++f) o[f] = static_cast<scalar_t>(acc[f] * s);
-    }
+    });
   });
+}
+
+// agg[p] = norm_p * sum_{e in pair p} x[col[e]] for the pairs [p0, p1).
+template <typename scalar_t, typename index_t>
+void segment_sum(const at::Tensor& x, const Layout& l, bool mean, int64_t p0, int64_t p1, at::Tensor& agg) {
+  scalar_t* out = agg.data_ptr<scalar_t>();
+  const int64_t F = x.size(1);
+  sum_pairs<scalar_t, index_t>(x, l, mean, p0, p1, [out, F](int64_t p, int64_t) { return out + p * F; });
 }
 
 // acc[pair_dst[p0 + q]] += y[q] for q < n: the pairs of one relation, whose destinations are
@@ -154,11 +178,6 @@ void add_pair_rows(const at::Tensor& y, const Layout& l, int64_t p0, int64_t n, 
       for (int64_t f = 0; f < F; ++f) o[f] += static_cast<acc_t>(row[f]);
     }
   });
-}
-
-inline int64_t relation_of(const int64_t* rel_ptr, int64_t R, int64_t p) {
-  // last r with rel_ptr[r] <= p (skips empty relations)
-  return (std::upper_bound(rel_ptr, rel_ptr + R + 1, p) - rel_ptr) - 1;
 }
 
 // z[i, b, :] = sum_{p in pairs of i} comp[r_p, b] * agg[p]
@@ -222,28 +241,13 @@ void src_scatter(const at::Tensor& dagg, const Layout& l, bool mean, at::Tensor&
   });
 }
 
-// Relation of every pair in [b, e): calls f(p, r) in order, r found once per chunk.
-template <typename F>
-inline void for_pairs_with_relation(const int64_t* rel_ptr, int64_t R, int64_t b, int64_t e, F&& f) {
-  if (b >= e) return;
-  int64_t r = relation_of(rel_ptr, R, b);
-  for (int64_t p = b; p < e; ++p) {
-    while (rel_ptr[r + 1] <= p) ++r;
-    f(p, r);
-  }
-}
-
 // Order 3: z[i, r * F : (r + 1) * F] = norm_{i,r} * sum_{j in N_r(i)} x[j], zeros where the
 // pair (r, i) is empty. Every element of z is written exactly once (no zero-fill pass, no
 // [P, F] intermediate): first the empty slots, per destination; then the pairs in layout
 // order, so the edges (col) are read in order and the rows they name are prefetched ahead.
 template <typename scalar_t, typename index_t>
 void dense_sum(const at::Tensor& x, const Layout& l, bool mean, at::Tensor& z) {
-  using acc_t = at::opmath_type<scalar_t>;
   const int64_t F = x.size(1), RF = l.R * F;
-  const scalar_t* xp = x.const_data_ptr<scalar_t>();
-  const index_t* col = l.col.const_data_ptr<index_t>();
-  const int64_t* pptr = l.pair_ptr.const_data_ptr<int64_t>();
   const int64_t* rptr = l.rel_ptr.const_data_ptr<int64_t>();
   const index_t* pdst = l.pair_dst.const_data_ptr<index_t>();
   const int64_t* dptr = l.dst_ptr.const_data_ptr<int64_t>();
@@ -263,22 +267,8 @@ void dense_sum(const at::Tensor& x, const Layout& l, bool mean, at::Tensor& z) {
       std::fill(zrow + next * F, zrow + RF, scalar_t(0));
     }
   });
-  const int64_t avg = l.P > 0 ? std::max<int64_t>(1, l.E / l.P) : 1;
-  at::parallel_for(0, l.P, grain_for(avg * F), [&](int64_t b0, int64_t e0) {
-    std::vector<acc_t> acc(F);
-    const auto pf = make_row_prefetch(xp, F, pptr[b0], pptr[e0], [col](int64_t k) { return col[k]; });
-    for_pairs_with_relation(rptr, l.R, b0, e0, [&](int64_t p, int64_t r) {
-      std::fill(acc.begin(), acc.end(), acc_t(0));
-      for (int64_t e = pptr[p]; e < pptr[p + 1]; ++e) {
-        pf.step(e);
-        const scalar_t* row = xp + static_cast<int64_t>(col[e]) * F;
-        for (int64_t f = 0; f < F; ++f) acc[f] += static_cast<acc_t>(row[f]);
-      }
-      const int64_t cnt = pptr[p + 1] - pptr[p];
-      const acc_t s = (mean && cnt > 0) ? acc_t(1) / static_cast<acc_t>(cnt) : acc_t(1);
-      scalar_t* o = zp + static_cast<int64_t>(pdst[p]) * RF + r * F;
-      for (int64_t f = 0; f < F; ++f) o[f] = static_cast<scalar_t>(acc[f] * s);
-    });
+  sum_pairs<scalar_t, index_t>(x, l, mean, 0, l.P, [zp, pdst, RF, F](int64_t p, int64_t r) {
+    return zp + static_cast<int64_t>(pdst[p]) * RF + r * F;
   });
 }
 
