@@ -7,6 +7,7 @@ small sizes and few rounds; ``LMGNN_BENCH=full`` runs the sizes the issues name.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -46,6 +47,21 @@ def sync(device: str | torch.device = "cpu") -> None:
         torch.cuda.synchronize(device)
 
 
+@contextlib.contextmanager
+def gc_paused():
+    """Python's cyclic garbage collector off while timing (as in timeit): a collection scans
+    every object the process holds (torch, PyG, the graphs), and landing inside a timed call
+    it charges that call with work that is not its own."""
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def time_fn(fn: Callable[[], object], device="cpu", warmup: int = 1, rounds: int | None = None,
             min_time: float | None = None) -> float:
     """Median seconds per call of ``fn`` (after ``warmup`` calls): at least ``rounds`` calls
@@ -57,13 +73,7 @@ def time_fn(fn: Callable[[], object], device="cpu", warmup: int = 1, rounds: int
     sync(device)
     times: list[float] = []
     rounds = rounds or (3 if QUICK else 10)
-    # Python's cyclic garbage collector is off while timing (as in timeit): a collection
-    # scans every object the process holds (torch, PyG, the graphs), and landing inside a
-    # timed call it charges that call with work that is not its own.
-    gc_was_enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
+    with gc_paused():
         t_end = time.perf_counter() + (min_time if not QUICK else 0.0)
         while len(times) < rounds or time.perf_counter() < t_end:
             t0 = time.perf_counter()
@@ -72,9 +82,6 @@ def time_fn(fn: Callable[[], object], device="cpu", warmup: int = 1, rounds: int
             times.append(time.perf_counter() - t0)
             if len(times) >= 1000:
                 break
-    finally:
-        if gc_was_enabled:
-            gc.enable()
     times.sort()
     return times[len(times) // 2]
 
@@ -96,10 +103,7 @@ def time_interleaved(fns: dict[str, Callable[[], object]], device="cpu", rounds:
         fn()
     sync(device)
     times: dict[str, list[float]] = {name: [] for name in fns}
-    gc_was_enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
+    with gc_paused():
         start = time.perf_counter()
         while True:
             for name, fn in fns.items():
@@ -111,9 +115,6 @@ def time_interleaved(fns: dict[str, Callable[[], object]], device="cpu", rounds:
             fastest = min(sum(v) for v in times.values())
             if n >= rounds and (fastest >= min_time or time.perf_counter() - start >= max_time or n >= 1000):
                 break
-    finally:
-        if gc_was_enabled:
-            gc.enable()
     return {name: sorted(v)[len(v) // 2] for name, v in times.items()}
 
 

@@ -209,16 +209,22 @@ void root_grads(const at::Tensor& g, const std::optional<at::Tensor>& x_root,
   if (needs[5]) db = at::sum(g, {0}, false, at::toOpMathType(g.scalar_type())).to(g.scalar_type());
 }
 
-at::Tensor dense_pairs_output(const at::Tensor& z, const at::Tensor& wflat,
-                              const std::optional<at::Tensor>& x_root,
-                              const std::optional<at::Tensor>& root_weight,
-                              const std::optional<at::Tensor>& bias) {
+std::pair<at::Tensor, bool> root_term(const std::optional<at::Tensor>& x_root,
+                                      const std::optional<at::Tensor>& root_weight,
+                                      const std::optional<at::Tensor>& bias) {
   if (x_root.has_value()) {
-    auto out = bias.has_value() ? at::addmm(*bias, *x_root, *root_weight) : at::mm(*x_root, *root_weight);
-    return out.addmm_(z, wflat);
+    return {bias.has_value() ? at::addmm(*bias, *x_root, *root_weight) : at::mm(*x_root, *root_weight), false};
   }
-  if (bias.has_value()) return at::addmm(bias->expand({z.size(0), wflat.size(1)}), z, wflat);
-  return at::mm(z, wflat);
+  if (bias.has_value()) return {bias->contiguous(), true};
+  return {at::Tensor(), false};
+}
+
+at::Tensor root_plus_product(const at::Tensor& z, const at::Tensor& w, const std::optional<at::Tensor>& x_root,
+                             const std::optional<at::Tensor>& root_weight,
+                             const std::optional<at::Tensor>& bias) {
+  if (x_root.has_value()) return root_term(x_root, root_weight, bias).first.addmm_(z, w);
+  if (bias.has_value()) return at::addmm(bias->expand({z.size(0), w.size(1)}), z, w);
+  return at::mm(z, w);
 }
 
 TORCH_LIBRARY_FRAGMENT(lmgnn, m) {

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <optional>
+#include <utility>
 
 namespace lmgnn {
 
@@ -28,9 +29,6 @@ void check_rgcn_aggregate_args(const char* op, const at::Tensor& x, const at::Te
                                const std::optional<at::Tensor>& root_weight,
                                const std::optional<at::Tensor>& bias, int64_t order);
 
-// Order 3's output on any device: x_root @ root_weight + bias + z @ wflat, accumulated into
-// one [N_dst, F_out] tensor (root term and bias optional; z [N_dst, R*F_in], wflat
-// [R*F_in, F_out]).
 // Checks of rgcn_aggregate_backward's own inputs (grad_out, agg, basis_in and the gradients
 // asked for), shared by the CPU and CUDA kernels; B is 1 for order 0, else weight.size(0).
 void check_rgcn_aggregate_backward_args(const char* op, const at::Tensor& grad_out, const at::Tensor& x,
@@ -52,9 +50,19 @@ void root_grads(const at::Tensor& g, const std::optional<at::Tensor>& x_root,
                 const std::optional<at::Tensor>& root_weight, std::array<bool, 6> needs,
                 at::Tensor& dxr, at::Tensor& dwr, at::Tensor& db);
 
-at::Tensor dense_pairs_output(const at::Tensor& z, const at::Tensor& wflat,
-                              const std::optional<at::Tensor>& x_root,
-                              const std::optional<at::Tensor>& root_weight,
-                              const std::optional<at::Tensor>& bias);
+// The root term for orders 0 and 1, on any device: x_root @ root_weight (+ bias) as an
+// [N_dst, F_out] tensor (second = false), or the bias alone [F_out] to add to every row
+// (second = true), or an undefined tensor when there is neither.
+std::pair<at::Tensor, bool> root_term(const std::optional<at::Tensor>& x_root,
+                                      const std::optional<at::Tensor>& root_weight,
+                                      const std::optional<at::Tensor>& bias);
+
+// The output of orders 2 and 3, on any device: x_root @ root_weight + bias + z @ w,
+// accumulated into one [N_dst, F_out] tensor (root term and bias optional). Order 2: z is
+// basis_in [N_dst, B*F_in] and w the bases [B*F_in, F_out]; order 3: z [N_dst, R*F_in] and
+// w the weights [R*F_in, F_out].
+at::Tensor root_plus_product(const at::Tensor& z, const at::Tensor& w, const std::optional<at::Tensor>& x_root,
+                             const std::optional<at::Tensor>& root_weight,
+                             const std::optional<at::Tensor>& bias);
 
 }  // namespace lmgnn

@@ -386,7 +386,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cpu(
         dense_sum<scalar_t, index_t>(x, l, mean, z);
       });
     });
-    const auto out = dense_pairs_output(z, weight.view({l.R * F_in, F_out}), x_root, root_weight, bias);
+    const auto out = root_plus_product(z, weight.view({l.R * F_in, F_out}), x_root, root_weight, bias);
     return {out, at::empty({0, F_in}, x.options()), z};
   }
 
@@ -396,25 +396,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cpu(
   LMGNN_DISPATCH_FLOATING(x.scalar_type(), "rgcn_aggregate_cpu", [&] {
     LMGNN_DISPATCH_INDEX(col.scalar_type(), "rgcn_aggregate_cpu", [&] {
       using acc_t = at::opmath_type<scalar_t>;
-      at::Tensor root;  // [N_dst, F_out] or bias [F_out] or undefined
-      bool root_is_row = false;
-      if (x_root.has_value()) {
-        root = bias.has_value() ? at::addmm(*bias, *x_root, *root_weight) : at::mm(*x_root, *root_weight);
-      } else if (bias.has_value()) {
-        root = bias->contiguous();
-        root_is_row = true;
-      }
       if (order == kBasisCombine) {
         segment_sum<scalar_t, index_t>(x, l, mean, 0, l.P, agg);
         const auto comp = comp_in->contiguous();
         basis_in = empty_large({l.N_dst, B * F_in}, x.options());
         basis_combine<scalar_t, index_t>(agg, comp, l, basis_in);
-        auto vflat = weight.view({B * F_in, F_out});
-        if (root.defined()) {
-          out = at::addmm(root_is_row ? root.expand({l.N_dst, F_out}) : root, basis_in, vflat);
-        } else {
-          out = at::mm(basis_in, vflat);
-        }
+        out = root_plus_product(basis_in, weight.view({B * F_in, F_out}), x_root, root_weight, bias);
       } else {
         // Relation by relation: sum its pairs into agg (saved for the backward), multiply them
         // by W_r into a buffer the size of the largest relation (still in cache), add the
@@ -422,6 +409,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cpu(
         basis_in = at::empty({0, B * F_in}, x.options());
         const auto w = order == kPairGemm ? weight : form_weight(comp_in->contiguous(), weight);
         const auto acc_type = c10::CppTypeToScalarType<acc_t>::value;
+        const auto [root, root_is_row] = root_term(x_root, root_weight, bias);
         at::Tensor acc;  // out in the accumulation type
         if (root_is_row) {
           acc = root.to(acc_type).expand({l.N_dst, F_out}).contiguous();

@@ -382,7 +382,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cuda(
         }
       });
     });
-    const auto out = dense_pairs_output(z, weight.view({l.R * F_in, F_out}), x_root, root_weight, bias);
+    const auto out = root_plus_product(z, weight.view({l.R * F_in, F_out}), x_root, root_weight, bias);
     return {out, at::empty({0, F_in}, x.options()), z};
   }
   auto agg = at::empty({l.P, F_in}, x.options());
@@ -396,14 +396,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cuda(
             l.P, l.E, F_in, l.N_src, mean, agg.data_ptr<scalar_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
-      at::Tensor root;
-      bool root_is_row = false;
-      if (x_root.has_value()) {
-        root = bias.has_value() ? at::addmm(*bias, *x_root, *root_weight) : at::mm(*x_root, *root_weight);
-      } else if (bias.has_value()) {
-        root = bias->contiguous();
-        root_is_row = true;
-      }
       if (order == kBasisCombine) {
         const auto comp = comp_in->contiguous();
         basis_in = at::empty({l.N_dst, B * F_in}, x.options());
@@ -414,14 +406,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cuda(
               F_in, basis_in.data_ptr<scalar_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
-        const auto vflat = weight.view({B * F_in, F_out});
-        if (root.defined()) {
-          out = at::addmm(root_is_row ? root.expand({l.N_dst, F_out}) : root, basis_in, vflat);
-        } else {
-          out = at::mm(basis_in, vflat);
-        }
+        out = root_plus_product(basis_in, weight.view({B * F_in, F_out}), x_root, root_weight, bias);
       } else {
         basis_in = at::empty({0, B * F_in}, x.options());
+        const auto [root, root_is_row] = root_term(x_root, root_weight, bias);
         const auto w = order == kPairGemm ? weight : form_weight(comp_in->contiguous(), weight);
         auto y = at::empty({l.P, F_out}, x.options());
         launch_rows_gemm<scalar_t>(agg, w, /*transpose=*/false, l, y, stream);
