@@ -6,6 +6,10 @@
 
 namespace py = pybind11;
 
+#ifndef LMGNN_CPU_MARCH
+#define LMGNN_CPU_MARCH ""
+#endif
+
 #ifndef LMGNN_CUDA_ARCHS
 #define LMGNN_CUDA_ARCHS ""
 #endif
@@ -28,6 +32,7 @@ py::dict build_info() {
   info["openmp"] = false;
 #endif
   info["num_threads"] = at::get_num_threads();
+  info["cpu_march"] = std::string(LMGNN_CPU_MARCH);
   return info;
 }
 
@@ -36,5 +41,5 @@ py::dict build_info() {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "lmgnn_fast C++/CUDA operators (registered under torch.ops.lmgnn)";
   m.def("build_info", &build_info,
-        "Torch version built against, CUDA kernels and archs, OpenMP and thread count.");
+        "Torch version built against, CUDA kernels and archs, OpenMP, thread count, CPU -march.");
 }

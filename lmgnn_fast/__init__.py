@@ -18,7 +18,8 @@ def build_info() -> dict:
     Returns:
         dict with ``torch_version`` (the torch it was built against), ``cuda`` (whether CUDA
         kernels were compiled), ``cuda_archs`` (e.g. ``"8.0 9.0+PTX"``), ``openmp`` and
-        ``num_threads`` (intra-op threads torch uses now).
+        ``num_threads`` (intra-op threads torch uses now), ``cpu_march`` (the instruction set
+        the CPU kernels were compiled for, ``""`` for the compiler's default).
     """
     info = dict(_C.build_info())
     info["version"] = __version__

@@ -16,11 +16,36 @@ def _base_version(version: str) -> str:
     return version.split("+")[0]
 
 
+# Instructions an x86-64-v3 build may use, as Linux names them in /proc/cpuinfo
+# ("abm" is LZCNT).
+_X86_64_V3_FLAGS = ("avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave")
+
+
+def missing_cpu_flags(march: str, cpuinfo: str = "/proc/cpuinfo") -> list[str]:
+    """CPU features the build's instruction set (``-march``) needs and this CPU lacks.
+
+    Only the x86-64-v3 level (the ``LMGNN_CPU_ISA=AUTO`` choice) is checked; other values
+    (``native``, ...) and systems without ``cpuinfo`` give ``[]``.
+    """
+    if march != "x86-64-v3":
+        return []
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [flag for flag in _X86_64_V3_FLAGS if flag not in have]
+    except OSError:
+        pass
+    return []
+
+
 def load_extension():
     """Import ``lmgnn_fast._C`` (registering the ``torch.ops.lmgnn`` operators).
 
     Raises:
-        ImportError: the module is missing, or was built against another torch version.
+        ImportError: the module is missing, was built against another torch version, or for
+            an instruction set this CPU lacks.
     """
     try:
         cfg = importlib.import_module("lmgnn_fast._build_config")
@@ -32,6 +57,15 @@ def load_extension():
         raise ImportError(
             f"lmgnn_fast was built against torch {cfg.TORCH_VERSION} but torch "
             f"{torch.__version__} is installed. " + _REBUILD
+        )
+    march = getattr(cfg, "CPU_MARCH", "")
+    missing = missing_cpu_flags(march)
+    if missing:
+        raise ImportError(
+            f"lmgnn_fast was built for -march={march} but this CPU lacks {', '.join(missing)}. "
+            "Rebuild it for this CPU: `LMGNN_CPU_ISA=AUTO pip install --no-build-isolation "
+            "--no-deps --force-reinstall -e .` on this machine, or LMGNN_CPU_ISA=OFF for a build "
+            "that runs on any x86-64 CPU (see README, 'Building')."
         )
     try:
         return importlib.import_module("lmgnn_fast._C")

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 import lmgnn_fast
+from lmgnn_fast._loader import missing_cpu_flags
 from lmgnn_fast.ops import coo_to_csc, coo_to_csc_ref
 from lmgnn_fast.testing import with_devices
 
@@ -116,3 +117,19 @@ def test_build_info():
     assert isinstance(info["cuda"], bool) and info["num_threads"] >= 1
     if info["cuda"]:
         assert info["cuda_archs"]
+    assert isinstance(info["cpu_march"], str)
+    # the module loaded, so this CPU runs the instruction set it was built for
+    assert missing_cpu_flags(info["cpu_march"]) == []
+
+
+def test_missing_cpu_flags_names_what_an_x86_64_v3_build_needs(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx fma xsave movbe\n")
+    assert missing_cpu_flags("x86-64-v3", str(cpuinfo)) == ["avx2", "bmi1", "bmi2", "f16c", "abm"]
+    full = "fpu avx avx2 bmi1 bmi2 f16c fma abm movbe xsave"
+    cpuinfo.write_text(f"flags\t\t: {full}\n")
+    assert missing_cpu_flags("x86-64-v3", str(cpuinfo)) == []
+    # levels other than the AUTO choice, and a system without the file, are not checked
+    assert missing_cpu_flags("native", str(cpuinfo)) == []
+    assert missing_cpu_flags("", str(cpuinfo)) == []
+    assert missing_cpu_flags("x86-64-v3", str(tmp_path / "absent")) == []
