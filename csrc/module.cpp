@@ -4,6 +4,8 @@
 #include <ATen/Parallel.h>
 #include <pybind11/pybind11.h>
 
+#include "utils/cpu_buffer.h"
+
 namespace py = pybind11;
 
 #ifndef LMGNN_CPU_MARCH
@@ -36,10 +38,25 @@ py::dict build_info() {
   return info;
 }
 
+py::dict cpu_buffer_cache_info() {
+  const auto i = lmgnn::cpu_buffer_cache_info();
+  py::dict info;
+  info["in_use_bytes"] = i.in_use_bytes;
+  info["cached_bytes"] = i.cached_bytes;
+  info["limit_bytes"] = i.limit_bytes;
+  info["hits"] = i.hits;
+  info["misses"] = i.misses;
+  return info;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "lmgnn_fast C++/CUDA operators (registered under torch.ops.lmgnn)";
   m.def("build_info", &build_info,
         "Torch version built against, CUDA kernels and archs, OpenMP, thread count, CPU -march.");
+  m.def("cpu_buffer_cache_info", &cpu_buffer_cache_info,
+        "Bytes in use and cached, the cache limit, hits and misses of the CPU kernels' buffer cache.");
+  m.def("empty_cpu_buffer_cache", &lmgnn::empty_cpu_buffer_cache,
+        "Unmap the cached (free) blocks of the CPU kernels' buffer cache.");
 }

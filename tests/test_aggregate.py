@@ -300,7 +300,7 @@ def test_bad_inputs():
         layout_from_coo(torch.tensor([[0], [0]]), torch.tensor([3]), 2, 2, 3)
 
 
-_HUGE_PAGE_SCRIPT = """
+_BUFFER_SCRIPT = """
 import sys, torch, lmgnn_fast
 from lmgnn_fast.nn.layout import layout_from_coo
 from lmgnn_fast.ops import rgcn_aggregate
@@ -315,20 +315,78 @@ for order in (0, 3):
     out = rgcn_aggregate(x, layout, w, order=order)
     dx, dw = torch.autograd.grad(out.square().sum(), (x, w))
     outs += [out, dx, dw]
+outs.append(lmgnn_fast.ops.cpu_buffer_cache_info())
 torch.save(outs, sys.argv[1])
 """
 
 
-def test_cpu_huge_page_request_leaves_results_unchanged(tmp_path):
-    # With LMGNN_CPU_HUGE_PAGES=1 the CPU kernels madvise their large buffers for huge
-    # pages; the advice must not change a single value.
+@pytest.mark.parametrize("env", [{"LMGNN_CPU_HUGE_PAGES": "1"}, {"LMGNN_CPU_BUFFER_CACHE_MB": "0"}],
+                         ids=["huge_pages", "no_buffer_cache"])
+def test_cpu_buffer_settings_leave_results_unchanged(tmp_path, env):
+    # LMGNN_CPU_HUGE_PAGES=1 madvises the cached blocks for huge pages; LMGNN_CPU_BUFFER_CACHE_MB=0
+    # serves every buffer with at::empty instead of the block cache. Neither may change a value.
     results = []
-    for flag in ("1", "0"):
-        path = tmp_path / f"out{flag}.pt"
-        env = dict(os.environ, LMGNN_CPU_HUGE_PAGES=flag, OMP_NUM_THREADS="1")
-        subprocess.run([sys.executable, "-c", _HUGE_PAGE_SCRIPT, str(path)], env=env, check=True, timeout=300)
+    for setting in (env, {}):
+        path = tmp_path / f"out{len(results)}.pt"
+        run_env = dict(os.environ, OMP_NUM_THREADS="1", **setting)
+        for k in ("LMGNN_CPU_HUGE_PAGES", "LMGNN_CPU_BUFFER_CACHE_MB"):
+            if k not in setting:
+                run_env.pop(k, None)
+        subprocess.run([sys.executable, "-c", _BUFFER_SCRIPT, str(path)], env=run_env, check=True, timeout=300)
         results.append(torch.load(path))
-    assert len(results[0]) == 6
-    for a, b in zip(*results):
+    assert len(results[0]) == 7
+    *outs_a, info_a = results[0]
+    *outs_b, info_b = results[1]
+    for a, b in zip(outs_a, outs_b):
         assert a.abs().sum() > 0
         assert torch.equal(a, b)
+    assert info_b["hits"] > 0  # the default run reused blocks
+    if env.get("LMGNN_CPU_BUFFER_CACHE_MB") == "0":
+        assert info_a["limit_bytes"] == 0 and info_a["hits"] == info_a["misses"] == 0
+
+
+def test_cpu_buffer_cache_reuses_blocks_and_reports_them():
+    from lmgnn_fast.ops import cpu_buffer_cache_info, empty_cpu_buffer_cache
+
+    g = torch.Generator().manual_seed(1)
+    E, ns, nd, R, F = 20_000, 8_000, 2_000, 4, 64  # dx 2 MiB, agg several MiB
+    ei = torch.stack([torch.randint(0, ns, (E,), generator=g), torch.randint(0, nd, (E,), generator=g)])
+    layout = layout_from_coo(ei, torch.randint(0, R, (E,), generator=g), ns, nd, R)
+    x = torch.randn(ns, F, generator=g, requires_grad=True)
+    w = torch.randn(R, F, 32, generator=g, requires_grad=True)
+
+    def step():
+        out = rgcn_aggregate(x, layout, w, order=0)
+        return torch.autograd.grad(out.square().sum(), (x, w))
+
+    first = step()
+    before = cpu_buffer_cache_info()
+    second = step()
+    after = cpu_buffer_cache_info()
+    assert after["hits"] > before["hits"]  # the second call reused the first call's blocks
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+    # dx (8000 x 64 float32 = 2 MiB) lives in a cached block while we hold it
+    assert after["in_use_bytes"] >= x.numel() * 4
+    del first, second
+    assert cpu_buffer_cache_info()["in_use_bytes"] < after["in_use_bytes"]
+    assert cpu_buffer_cache_info()["cached_bytes"] > 0
+    empty_cpu_buffer_cache()
+    assert cpu_buffer_cache_info()["cached_bytes"] == 0
+
+    # the profiler sees the cached blocks as allocations (memory profiles stay honest)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        dx, _ = step()
+    sizes = [e.nbytes() for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    assert any(n >= dx.numel() * 4 for n in sizes)  # a block at least as large as dx
+    assert sum(n for n in sizes if n < 0) < 0  # and frees
+
+
+def test_cpu_buffer_cache_limit_must_be_a_number():
+    env = dict(os.environ, LMGNN_CPU_BUFFER_CACHE_MB="lots")
+    script = _BUFFER_SCRIPT.replace("sys.argv[1]", "'/dev/null'")
+    res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    assert "LMGNN_CPU_BUFFER_CACHE_MB must be a whole number of MiB >= 0, got 'lots'" in res.stderr

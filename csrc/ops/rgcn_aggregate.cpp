@@ -72,6 +72,7 @@
 #include <torch/library.h>
 
 #include "utils/check.h"
+#include "utils/cpu_buffer.h"
 
 namespace lmgnn {
 
@@ -204,7 +205,10 @@ void weight_grads_from_dw(const at::Tensor& dw, const at::Tensor& weight,
 void root_grads(const at::Tensor& g, const std::optional<at::Tensor>& x_root,
                 const std::optional<at::Tensor>& root_weight, std::array<bool, 6> needs,
                 at::Tensor& dxr, at::Tensor& dwr, at::Tensor& db) {
-  if (needs[3]) dxr = at::mm(g, root_weight->t());
+  if (needs[3]) {
+    dxr = empty_large({g.size(0), root_weight->size(0)}, g.options());
+    at::mm_out(dxr, g, root_weight->t());
+  }
   if (needs[4]) dwr = at::mm(x_root->t(), g);
   if (needs[5]) db = at::sum(g, {0}, false, at::toOpMathType(g.scalar_type())).to(g.scalar_type());
 }
@@ -213,7 +217,9 @@ std::pair<at::Tensor, bool> root_term(const std::optional<at::Tensor>& x_root,
                                       const std::optional<at::Tensor>& root_weight,
                                       const std::optional<at::Tensor>& bias) {
   if (x_root.has_value()) {
-    return {bias.has_value() ? at::addmm(*bias, *x_root, *root_weight) : at::mm(*x_root, *root_weight), false};
+    auto out = empty_large({x_root->size(0), root_weight->size(1)}, x_root->options());
+    if (bias.has_value()) return {at::addmm_out(out, *bias, *x_root, *root_weight), false};
+    return {at::mm_out(out, *x_root, *root_weight), false};
   }
   if (bias.has_value()) return {bias->contiguous(), true};
   return {at::Tensor(), false};
@@ -223,8 +229,9 @@ at::Tensor root_plus_product(const at::Tensor& z, const at::Tensor& w, const std
                              const std::optional<at::Tensor>& root_weight,
                              const std::optional<at::Tensor>& bias) {
   if (x_root.has_value()) return root_term(x_root, root_weight, bias).first.addmm_(z, w);
-  if (bias.has_value()) return at::addmm(bias->expand({z.size(0), w.size(1)}), z, w);
-  return at::mm(z, w);
+  auto out = empty_large({z.size(0), w.size(1)}, z.options());
+  if (bias.has_value()) return at::addmm_out(out, *bias, z, w);
+  return at::mm_out(out, z, w);
 }
 
 TORCH_LIBRARY_FRAGMENT(lmgnn, m) {

@@ -1,49 +1,43 @@
-// Large CPU buffers that a kernel writes in full right after allocating them.
+// Large CPU buffers of the aggregation kernels, served from a cache of freed blocks.
+//
+// A kernel's large buffers (aggregates, gradients, outputs: tens to hundreds of MiB per
+// call) would otherwise be fresh mappings on every call: glibc serves requests over its
+// mmap threshold (at most 32 MiB) with mmap and unmaps them on free, so the kernel touches
+// every 4 KiB page of every buffer for the first time, one page fault each (a 768-channel
+// layer's fwd+bwd took ~95,000 faults per call, ~30% of its time, on the benchmark VM).
+// The cache keeps freed blocks (like torch's CUDA caching allocator) and hands them out
+// again; the tensors it returns are ordinary CPU tensors whose storage goes back to the
+// cache when they die. Allocations and frees are reported to the torch profiler, so
+// memory profiles (and the benchmarks' peak memory) see them.
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
 
 #include <cstdint>
-#include <cstdlib>
-
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 namespace lmgnn {
 
-// Whether empty_large asks for huge pages: only with LMGNN_CPU_HUGE_PAGES=1 (read once).
-inline bool cpu_huge_pages_enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("LMGNN_CPU_HUGE_PAGES");
-    return v != nullptr && v[0] == '1';
-  }();
-  return on;
-}
+// Whether cached blocks ask for transparent huge pages: only with LMGNN_CPU_HUGE_PAGES=1.
+bool cpu_huge_pages_enabled();
 
-// at::empty, and with LMGNN_CPU_HUGE_PAGES=1, for buffers of 8 MiB and more, a request
-// (madvise MADV_HUGEPAGE, Linux) that the kernel back them with transparent huge pages.
-// Such a buffer is a fresh mapping on every call (glibc serves it with mmap), and touching
-// it page by page costs one fault per 4 KiB; with huge pages, one per 2 MiB. Off by
-// default: on the 2-core VM the benchmarks ran on, whose host takes back free 2 MiB guest
-// blocks (virtio-balloon free page reporting, order 9), a huge page often came from such a
-// block and faulted at the host: a 768-channel layer interleaved with other work took
-// 204-225 or 427-564 ms with the request, 230-307 ms without (alone in a loop: ~20% faster
-// with it). Only advice: where THP is off, or the call fails, nothing changes.
-inline at::Tensor empty_large(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  at::Tensor t = at::empty(sizes, options);
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
-  const uintptr_t bytes = t.nbytes();
-  if (t.device().is_cpu() && bytes >= 4 * kHuge && cpu_huge_pages_enabled()) {
-    const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data_ptr());
-    const uintptr_t lo = (begin + kHuge - 1) & ~(kHuge - 1);
-    const uintptr_t hi = (begin + bytes) & ~(kHuge - 1);
-    if (hi > lo) (void)madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
-  }
-#endif
-  return t;
-}
+// An uninitialized tensor; on the CPU, of 1 MiB or more, from the block cache (other
+// devices: at::empty, which on CUDA is torch's caching allocator already).
+at::Tensor empty_large(at::IntArrayRef sizes, const at::TensorOptions& options);
+
+// `t` if contiguous, else a contiguous copy in an empty_large buffer.
+at::Tensor contiguous_large(const at::Tensor& t);
+
+struct CpuBufferCacheInfo {
+  int64_t in_use_bytes;   // blocks held by live tensors
+  int64_t cached_bytes;   // freed blocks kept for reuse
+  int64_t limit_bytes;    // the most cached_bytes may reach (LMGNN_CPU_BUFFER_CACHE_MB)
+  int64_t hits;           // requests served from the cache
+  int64_t misses;         // requests that mapped a new block
+};
+
+CpuBufferCacheInfo cpu_buffer_cache_info();
+
+// Unmaps every cached (free) block; blocks in use are unaffected.
+void empty_cpu_buffer_cache();
 
 }  // namespace lmgnn

@@ -4,6 +4,7 @@ Each family lives in its own module with its fake kernel, autograd registration 
 pure-torch reference (``*_ref``) used by the tests and as a fallback.
 """
 from lmgnn_fast.ops.aggregate import choose_order, rgcn_aggregate, rgcn_aggregate_ref
+from lmgnn_fast.ops.buffers import cpu_buffer_cache_info, empty_cpu_buffer_cache
 from lmgnn_fast.ops.cache import (
     cache_admit, cache_admit_lfu, cache_admit_lfu_ref, cache_admit_ref, cache_gather,
     cache_gather_ref, cache_lookup, cache_lookup_ref, cache_update, cache_update_ref,
@@ -15,6 +16,7 @@ __all__ = [
     "coo_to_csc", "coo_to_csc_ref",
     "hetero_neighbor_sample", "hetero_neighbor_sample_ref",
     "choose_order", "rgcn_aggregate", "rgcn_aggregate_ref",
+    "cpu_buffer_cache_info", "empty_cpu_buffer_cache",
     "cache_lookup", "cache_gather", "cache_admit", "cache_admit_lfu", "cache_update",
     "cache_lookup_ref", "cache_gather_ref", "cache_admit_ref", "cache_admit_lfu_ref", "cache_update_ref",
 ]

@@ -8,7 +8,7 @@
 // their destination rows (distinct within a relation) while they are still in cache; every
 // row thus sums its terms in relation order — deterministic for any thread count, no
 // atomics. Rows named by the edges are prefetched a few edges ahead (utils/prefetch.h); the
-// large buffers can ask for transparent huge pages (utils/cpu_buffer.h, opt-in).
+// large buffers come from a cache of freed blocks (utils/cpu_buffer.h), not fresh pages.
 #include <ATen/Parallel.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
@@ -354,10 +354,17 @@ void basis_pair_grads(const at::Tensor& dz, const at::Tensor& agg, const at::Ten
   });
 }
 
+// a @ b into an empty_large buffer.
+at::Tensor mm_large(const at::Tensor& a, const at::Tensor& b) {
+  auto out = empty_large({a.size(0), b.size(1)}, a.options());
+  at::mm_out(out, a, b);
+  return out;
+}
+
 // W = comp @ V  ->  [R, F_in, F_out]
 at::Tensor form_weight(const at::Tensor& comp, const at::Tensor& v) {
   const int64_t B = v.size(0), F_in = v.size(1), F_out = v.size(2);
-  return at::mm(comp, v.reshape({B, F_in * F_out})).view({comp.size(0), F_in, F_out});
+  return mm_large(comp, v.reshape({B, F_in * F_out})).view({comp.size(0), F_in, F_out});
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cpu(
@@ -412,16 +419,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cpu(
         const auto [root, root_is_row] = root_term(x_root, root_weight, bias);
         at::Tensor acc;  // out in the accumulation type
         if (root_is_row) {
-          acc = root.to(acc_type).expand({l.N_dst, F_out}).contiguous();
+          acc = empty_large({l.N_dst, F_out}, x.options().dtype(acc_type));
+          acc.copy_(root.expand({l.N_dst, F_out}));
         } else if (root.defined()) {
           acc = root.scalar_type() == acc_type ? root : root.to(acc_type);
         } else {
-          acc = at::zeros({l.N_dst, F_out}, x.options().dtype(acc_type));
+          acc = empty_large({l.N_dst, F_out}, x.options().dtype(acc_type)).zero_();
         }
         const int64_t* rp = l.rel_ptr.const_data_ptr<int64_t>();
         int64_t max_n = 0;
         for (int64_t r = 0; r < l.R; ++r) max_n = std::max(max_n, rp[r + 1] - rp[r]);
-        auto y = at::empty({max_n, F_out}, x.options());
+        auto y = empty_large({max_n, F_out}, x.options());
         for (int64_t r = 0; r < l.R; ++r) {
           const int64_t lo = rp[r], n = rp[r + 1] - rp[r];
           if (n == 0) continue;
@@ -459,7 +467,7 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
   const int64_t B = order == kPairGemm ? 1 : weight.size(0);
   check_rgcn_aggregate_backward_args(op, grad_out_in, x_in, agg_in, basis_in, x_root, l.N_dst, l.P, l.R, B,
                                      F_out, order, needs);
-  const auto g = grad_out_in.contiguous();
+  const auto g = contiguous_large(grad_out_in);
   const auto agg = agg_in.contiguous();
   auto none = [&] { return at::empty({0}, x_in.options()); };
   at::Tensor dx = none(), dweight = none(), dcomp = none(), dxr = none(), dwr = none(), db = none();
@@ -470,7 +478,7 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
       at::Tensor dagg;
       if (order == kDensePairs) {
         const auto wflat = weight.view({l.R * F_in, F_out});
-        if (needs[1]) dweight = at::mm(basis_in.t(), g).view({l.R, F_in, F_out});
+        if (needs[1]) dweight = mm_large(basis_in.t(), g).view({l.R, F_in, F_out});
         if (needs[0]) {
           auto dz = empty_large({l.N_dst, l.R * F_in}, g.options());
           at::mm_out(dz, g, wflat.t());
@@ -480,7 +488,7 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
       } else if (order == kBasisCombine) {
         const auto comp = comp_in->contiguous();
         const auto vflat = weight.view({B * F_in, F_out});
-        if (needs[1]) dweight = at::mm(basis_in.t(), g).view({B, F_in, F_out});
+        if (needs[1]) dweight = mm_large(basis_in.t(), g).view({B, F_in, F_out});
         if (needs[0] || needs[2]) {
           auto dz = empty_large({l.N_dst, B * F_in}, g.options());
           at::mm_out(dz, g, vflat.t());
@@ -505,11 +513,11 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
           // size of the largest relation (no [P, F_out] copy), then both GEMMs read it in cache.
           at::Tensor dw;
           if (needs[0]) dagg = empty_large({l.P, F_in}, x_in.options());
-          if (need_dw) dw = at::empty({l.R, F_in, F_out}, x_in.options());
+          if (need_dw) dw = empty_large({l.R, F_in, F_out}, x_in.options());
           const int64_t* rp = l.rel_ptr.const_data_ptr<int64_t>();
           int64_t max_n = 0;
           for (int64_t r = 0; r < l.R; ++r) max_n = std::max(max_n, rp[r + 1] - rp[r]);
-          auto gbuf = at::empty({max_n, F_out}, g.options());
+          auto gbuf = empty_large({max_n, F_out}, g.options());
           for (int64_t r = 0; r < l.R; ++r) {
             const int64_t lo = rp[r], n = rp[r + 1] - rp[r];
             if (n == 0) {
