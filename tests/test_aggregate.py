@@ -368,6 +368,11 @@ def test_cpu_buffer_cache_reuses_blocks_and_reports_them():
         assert torch.equal(a, b)
     # dx (8000 x 64 float32 = 2 MiB) lives in a cached block while we hold it
     assert after["in_use_bytes"] >= x.numel() * 4
+    # an ordinary tensor: its storage resizes (a new block, the values kept)
+    dx = second[0].clone()
+    grown = second[0].resize_(2 * ns, F)
+    assert torch.equal(grown[:ns], dx)
+    del dx, grown
     del first, second
     assert cpu_buffer_cache_info()["in_use_bytes"] < after["in_use_bytes"]
     assert cpu_buffer_cache_info()["cached_bytes"] > 0

@@ -7,9 +7,10 @@
 // (LMGNN_CPU_BUFFER_CACHE_MB, default 1024; 0 turns caching off).
 #include "utils/cpu_buffer.h"
 
+#include <ATen/EmptyTensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/from_blob.h>
 #include <c10/core/Allocator.h>
+#include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -185,23 +186,46 @@ bool cpu_huge_pages_enabled() {
   return on;
 }
 
+namespace {
+
+struct Block {
+  void* ptr;
+  int64_t bytes;
+};
+
+void free_block(void* ctx) {
+  const auto* b = static_cast<Block*>(ctx);
+  report(b->ptr, -b->bytes);
+  cache().give_back(b->ptr, b->bytes);
+  delete b;
+}
+
+// The allocator of the tensors empty_large returns: requests of 1 MiB and more from the
+// block cache, smaller ones from torch's CPU allocator. Their storages are ordinary
+// (resizable: a resize takes a new block from here and copies).
+class CachedCpuAllocator final : public c10::Allocator {
+ public:
+  c10::DataPtr allocate(size_t n) override {
+    static const bool caching = cache().info().limit_bytes > 0;
+    const auto bytes = static_cast<int64_t>(n);
+    if (bytes < kMinCached || !caching) return c10::GetDefaultCPUAllocator()->allocate(n);
+    const int64_t rounded = (bytes + kBlockAlign - 1) / kBlockAlign * kBlockAlign;
+    const auto [p, got] = cache().take(rounded);
+    report(p, got);
+    return {p, new Block{p, got}, &free_block, c10::Device(c10::DeviceType::CPU)};
+  }
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
+};
+
+}  // namespace
+
 at::Tensor empty_large(at::IntArrayRef sizes, const at::TensorOptions& options) {
   if (!options.device().is_cpu()) return at::empty(sizes, options);
-  int64_t numel = 1;
-  for (const int64_t s : sizes) numel *= s;
-  const int64_t bytes = numel * static_cast<int64_t>(c10::elementSize(c10::typeMetaToScalarType(options.dtype())));
-  static const bool caching = cache().info().limit_bytes > 0;
-  if (bytes < kMinCached || !caching) return at::empty(sizes, options);
-  const int64_t rounded = (bytes + kBlockAlign - 1) / kBlockAlign * kBlockAlign;
-  const auto [p, got] = cache().take(rounded);
-  report(p, got);
-  return at::from_blob(
-      p, sizes,
-      [got = got](void* q) {
-        report(q, -got);
-        cache().give_back(q, got);
-      },
-      options);
+  static auto* allocator = new CachedCpuAllocator();  // never destroyed, as the cache
+  return at::Tensor(at::detail::empty_generic(sizes, allocator, c10::DispatchKeySet(c10::DispatchKey::CPU),
+                                              c10::typeMetaToScalarType(options.dtype()), std::nullopt));
 }
 
 at::Tensor contiguous_large(const at::Tensor& t) {

@@ -6,8 +6,8 @@
 // every 4 KiB page of every buffer for the first time, one page fault each (a 768-channel
 // layer's fwd+bwd took ~95,000 faults per call, ~30% of its time, on the benchmark VM).
 // The cache keeps freed blocks (like torch's CUDA caching allocator) and hands them out
-// again; the tensors it returns are ordinary CPU tensors whose storage goes back to the
-// cache when they die. Allocations and frees are reported to the torch profiler, so
+// again; the tensors it returns are ordinary CPU tensors (own allocator, resizable storage)
+// whose memory goes back to the cache when they die. Allocations and frees are reported to the torch profiler, so
 // memory profiles (and the benchmarks' peak memory) see them.
 #pragma once
 
