@@ -202,6 +202,16 @@ void weight_grads_from_dw(const at::Tensor& dw, const at::Tensor& weight,
   if (needs[2]) dcomp = at::mm(dwf, weight.view({B, F_in * F_out}).t());
 }
 
+at::Tensor weight_grad_mm(const at::Tensor& a, const at::Tensor& b, std::optional<at::Tensor> out) {
+  at::Tensor res = out.has_value() ? *out : empty_large({a.size(1), b.size(1)}, a.options());
+  if (a.is_cpu()) {
+    res.copy_(at::mm(b.t(), a).t());
+  } else {
+    at::mm_out(res, a.t(), b);
+  }
+  return res;
+}
+
 void root_grads(const at::Tensor& g, const std::optional<at::Tensor>& x_root,
                 const std::optional<at::Tensor>& root_weight, std::array<bool, 6> needs,
                 at::Tensor& dxr, at::Tensor& dwr, at::Tensor& db) {
@@ -209,7 +219,7 @@ void root_grads(const at::Tensor& g, const std::optional<at::Tensor>& x_root,
     dxr = empty_large({g.size(0), root_weight->size(0)}, g.options());
     at::mm_out(dxr, g, root_weight->t());
   }
-  if (needs[4]) dwr = at::mm(x_root->t(), g);
+  if (needs[4]) dwr = weight_grad_mm(*x_root, g);
   if (needs[5]) db = at::sum(g, {0}, false, at::toOpMathType(g.scalar_type())).to(g.scalar_type());
 }
 

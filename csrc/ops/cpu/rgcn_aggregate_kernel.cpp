@@ -478,7 +478,7 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
       at::Tensor dagg;
       if (order == kDensePairs) {
         const auto wflat = weight.view({l.R * F_in, F_out});
-        if (needs[1]) dweight = mm_large(basis_in.t(), g).view({l.R, F_in, F_out});
+        if (needs[1]) dweight = weight_grad_mm(basis_in, g).view({l.R, F_in, F_out});
         if (needs[0]) {
           auto dz = empty_large({l.N_dst, l.R * F_in}, g.options());
           at::mm_out(dz, g, wflat.t());
@@ -488,7 +488,7 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
       } else if (order == kBasisCombine) {
         const auto comp = comp_in->contiguous();
         const auto vflat = weight.view({B * F_in, F_out});
-        if (needs[1]) dweight = mm_large(basis_in.t(), g).view({B, F_in, F_out});
+        if (needs[1]) dweight = weight_grad_mm(basis_in, g).view({B, F_in, F_out});
         if (needs[0] || needs[2]) {
           auto dz = empty_large({l.N_dst, B * F_in}, g.options());
           at::mm_out(dz, g, vflat.t());
@@ -530,10 +530,7 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
               auto d_r = dagg.narrow(0, lo, n);
               at::mm_out(d_r, g_r, w.select(0, r).t());
             }
-            if (need_dw) {
-              auto dw_r = dw.select(0, r);
-              at::mm_out(dw_r, agg.narrow(0, lo, n).t(), g_r);
-            }
+            if (need_dw) weight_grad_mm(agg.narrow(0, lo, n), g_r, dw.select(0, r));
           }
           if (need_dw) weight_grads_from_dw(dw, weight, comp_in, order, needs, dweight, dcomp);
         }
