@@ -11,7 +11,6 @@
 #include <ATen/ops/empty.h>
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
-#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -27,6 +26,15 @@
 #include "utils/check.h"
 
 namespace lmgnn {
+
+bool cpu_huge_pages_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("LMGNN_CPU_HUGE_PAGES");
+    return v != nullptr && v[0] == '1';
+  }();
+  return on;
+}
+
 namespace {
 
 constexpr int64_t kMiB = int64_t{1} << 20;
@@ -175,18 +183,6 @@ void report(void* p, int64_t delta) {
                                      static_cast<size_t>(cache().reserved()), c10::Device(c10::DeviceType::CPU));
   }
 }
-
-}  // namespace
-
-bool cpu_huge_pages_enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("LMGNN_CPU_HUGE_PAGES");
-    return v != nullptr && v[0] == '1';
-  }();
-  return on;
-}
-
-namespace {
 
 struct Block {
   void* ptr;

@@ -7,8 +7,8 @@
 // layer's fwd+bwd took ~95,000 faults per call, ~30% of its time, on the benchmark VM).
 // The cache keeps freed blocks (like torch's CUDA caching allocator) and hands them out
 // again; the tensors it returns are ordinary CPU tensors (own allocator, resizable storage)
-// whose memory goes back to the cache when they die. Allocations and frees are reported to the torch profiler, so
-// memory profiles (and the benchmarks' peak memory) see them.
+// whose memory goes back to the cache when they die. Allocations and frees are reported to
+// the torch profiler, so memory profiles (and the benchmarks' peak memory) see them.
 #pragma once
 
 #include <ATen/core/Tensor.h>
