@@ -202,6 +202,12 @@ void weight_grads_from_dw(const at::Tensor& dw, const at::Tensor& weight,
   if (needs[2]) dcomp = at::mm(dwf, weight.view({B, F_in * F_out}).t());
 }
 
+at::Tensor mm_large(const at::Tensor& a, const at::Tensor& b) {
+  auto out = empty_large({a.size(0), b.size(1)}, a.options());
+  at::mm_out(out, a, b);
+  return out;
+}
+
 at::Tensor weight_grad_mm(const at::Tensor& a, const at::Tensor& b, std::optional<at::Tensor> out) {
   at::Tensor res = out.has_value() ? *out : empty_large({a.size(1), b.size(1)}, a.options());
   if (a.is_cpu()) {
@@ -215,10 +221,7 @@ at::Tensor weight_grad_mm(const at::Tensor& a, const at::Tensor& b, std::optiona
 void root_grads(const at::Tensor& g, const std::optional<at::Tensor>& x_root,
                 const std::optional<at::Tensor>& root_weight, std::array<bool, 6> needs,
                 at::Tensor& dxr, at::Tensor& dwr, at::Tensor& db) {
-  if (needs[3]) {
-    dxr = empty_large({g.size(0), root_weight->size(0)}, g.options());
-    at::mm_out(dxr, g, root_weight->t());
-  }
+  if (needs[3]) dxr = mm_large(g, root_weight->t());
   if (needs[4]) dwr = weight_grad_mm(*x_root, g);
   if (needs[5]) db = at::sum(g, {0}, false, at::toOpMathType(g.scalar_type())).to(g.scalar_type());
 }
@@ -227,9 +230,9 @@ std::pair<at::Tensor, bool> root_term(const std::optional<at::Tensor>& x_root,
                                       const std::optional<at::Tensor>& root_weight,
                                       const std::optional<at::Tensor>& bias) {
   if (x_root.has_value()) {
+    if (!bias.has_value()) return {mm_large(*x_root, *root_weight), false};
     auto out = empty_large({x_root->size(0), root_weight->size(1)}, x_root->options());
-    if (bias.has_value()) return {at::addmm_out(out, *bias, *x_root, *root_weight), false};
-    return {at::mm_out(out, *x_root, *root_weight), false};
+    return {at::addmm_out(out, *bias, *x_root, *root_weight), false};
   }
   if (bias.has_value()) return {bias->contiguous(), true};
   return {at::Tensor(), false};
@@ -239,9 +242,9 @@ at::Tensor root_plus_product(const at::Tensor& z, const at::Tensor& w, const std
                              const std::optional<at::Tensor>& root_weight,
                              const std::optional<at::Tensor>& bias) {
   if (x_root.has_value()) return root_term(x_root, root_weight, bias).first.addmm_(z, w);
+  if (!bias.has_value()) return mm_large(z, w);
   auto out = empty_large({z.size(0), w.size(1)}, z.options());
-  if (bias.has_value()) return at::addmm_out(out, *bias, z, w);
-  return at::mm_out(out, z, w);
+  return at::addmm_out(out, *bias, z, w);
 }
 
 TORCH_LIBRARY_FRAGMENT(lmgnn, m) {

@@ -44,6 +44,9 @@ void weight_grads_from_dw(const at::Tensor& dw, const at::Tensor& weight,
                           const std::optional<at::Tensor>& comp, int64_t order,
                           std::array<bool, 6> needs, at::Tensor& dweight, at::Tensor& dcomp);
 
+// a @ b into an empty_large buffer (CPU: the block cache; CUDA: at::empty).
+at::Tensor mm_large(const at::Tensor& a, const at::Tensor& b);
+
 // a^T @ b for a [N, K], b [N, M] with a long N (a weight gradient: activations^T @ grad),
 // as a contiguous [K, M] tensor, into `out` when given. On the CPU computed as
 // (b^T @ a)^T and copied: MKL's sgemm ran this reduction 1.2-1.6x faster in that

@@ -138,15 +138,6 @@ class BlockCache {
     return {in_use_, cached_, limit_, hits_, misses_};
   }
 
-  int64_t reserved() {
-    std::lock_guard<std::mutex> g(mu_);
-    return in_use_ + cached_;
-  }
-  int64_t in_use() {
-    std::lock_guard<std::mutex> g(mu_);
-    return in_use_;
-  }
-
  private:
   using Lru = std::list<std::pair<void*, int64_t>>;
 
@@ -179,8 +170,10 @@ BlockCache& cache() {
 
 void report(void* p, int64_t delta) {
   if (c10::memoryProfilingEnabled()) {
-    c10::reportMemoryUsageToProfiler(p, delta, static_cast<size_t>(cache().in_use()),
-                                     static_cast<size_t>(cache().reserved()), c10::Device(c10::DeviceType::CPU));
+    const auto i = cache().info();
+    c10::reportMemoryUsageToProfiler(p, delta, static_cast<size_t>(i.in_use_bytes),
+                                     static_cast<size_t>(i.in_use_bytes + i.cached_bytes),
+                                     c10::Device(c10::DeviceType::CPU));
   }
 }
 

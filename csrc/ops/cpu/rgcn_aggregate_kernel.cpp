@@ -354,13 +354,6 @@ void basis_pair_grads(const at::Tensor& dz, const at::Tensor& agg, const at::Ten
   });
 }
 
-// a @ b into an empty_large buffer.
-at::Tensor mm_large(const at::Tensor& a, const at::Tensor& b) {
-  auto out = empty_large({a.size(0), b.size(1)}, a.options());
-  at::mm_out(out, a, b);
-  return out;
-}
-
 // W = comp @ V  ->  [R, F_in, F_out]
 at::Tensor form_weight(const at::Tensor& comp, const at::Tensor& v) {
   const int64_t B = v.size(0), F_in = v.size(1), F_out = v.size(2);
@@ -480,8 +473,7 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
         const auto wflat = weight.view({l.R * F_in, F_out});
         if (needs[1]) dweight = weight_grad_mm(basis_in, g).view({l.R, F_in, F_out});
         if (needs[0]) {
-          auto dz = empty_large({l.N_dst, l.R * F_in}, g.options());
-          at::mm_out(dz, g, wflat.t());
+          const auto dz = mm_large(g, wflat.t());
           dx = empty_large({l.N_src, F_in}, x_in.options());
           src_scatter_dense<scalar_t, index_t>(dz, l, mean, dx);
         }
@@ -490,8 +482,7 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
         const auto vflat = weight.view({B * F_in, F_out});
         if (needs[1]) dweight = weight_grad_mm(basis_in, g).view({B, F_in, F_out});
         if (needs[0] || needs[2]) {
-          auto dz = empty_large({l.N_dst, B * F_in}, g.options());
-          at::mm_out(dz, g, vflat.t());
+          const auto dz = mm_large(g, vflat.t());
           if (needs[0]) dagg = empty_large({l.P, F_in}, x_in.options());
           at::Tensor dots;
           if (needs[2]) dots = at::empty({l.P, B}, x_in.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
