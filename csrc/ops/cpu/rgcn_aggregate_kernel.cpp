@@ -109,6 +109,14 @@ inline int64_t grain_for(int64_t work_per_item) {
   return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, work_per_item));
 }
 
+// Pairs of the relation with the most pairs (the per-relation buffers of orders 0 and 1).
+inline int64_t largest_relation(const Layout& l) {
+  const int64_t* rp = l.rel_ptr.const_data_ptr<int64_t>();
+  int64_t n = 0;
+  for (int64_t r = 0; r < l.R; ++r) n = std::max(n, rp[r + 1] - rp[r]);
+  return n;
+}
+
 inline int64_t relation_of(const int64_t* rel_ptr, int64_t R, int64_t p) {
   // last r with rel_ptr[r] <= p (skips empty relations)
   return (std::upper_bound(rel_ptr, rel_ptr + R + 1, p) - rel_ptr) - 1;
@@ -420,9 +428,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cpu(
           acc = empty_large({l.N_dst, F_out}, x.options().dtype(acc_type)).zero_();
         }
         const int64_t* rp = l.rel_ptr.const_data_ptr<int64_t>();
-        int64_t max_n = 0;
-        for (int64_t r = 0; r < l.R; ++r) max_n = std::max(max_n, rp[r + 1] - rp[r]);
-        auto y = empty_large({max_n, F_out}, x.options());
+        auto y = empty_large({largest_relation(l), F_out}, x.options());
         for (int64_t r = 0; r < l.R; ++r) {
           const int64_t lo = rp[r], n = rp[r + 1] - rp[r];
           if (n == 0) continue;
@@ -506,9 +512,7 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
           if (needs[0]) dagg = empty_large({l.P, F_in}, x_in.options());
           if (need_dw) dw = empty_large({l.R, F_in, F_out}, x_in.options());
           const int64_t* rp = l.rel_ptr.const_data_ptr<int64_t>();
-          int64_t max_n = 0;
-          for (int64_t r = 0; r < l.R; ++r) max_n = std::max(max_n, rp[r + 1] - rp[r]);
-          auto gbuf = empty_large({max_n, F_out}, g.options());
+          auto gbuf = empty_large({largest_relation(l), F_out}, g.options());
           for (int64_t r = 0; r < l.R; ++r) {
             const int64_t lo = rp[r], n = rp[r + 1] - rp[r];
             if (n == 0) {
