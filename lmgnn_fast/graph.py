@@ -18,11 +18,13 @@ Build one with :meth:`HeteroGraph.from_tables` (in-memory pyarrow tables) or
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from lmgnn_fast.ops.convert import csc_to_coo
 
 EdgeType = tuple[str, str, str]
 
@@ -82,6 +84,37 @@ class Task:
 def edge_type_str(et: EdgeType) -> str:
     """``(src, rel, dst)`` -> ``"src__rel__dst"`` (the edge file's stem)."""
     return "__".join(et)
+
+
+def lookup_edge_type(edge_types: Sequence[EdgeType], key: EdgeType | str | int) -> EdgeType:
+    """Resolve a relation among ``edge_types``.
+
+    Args:
+        edge_types: the canonical relations, relation id ``r`` at index ``r``.
+        key: a canonical ``(src, rel, dst)`` tuple (or list), a relation name that names
+            exactly one of ``edge_types``, or a relation id.
+
+    Returns:
+        the canonical ``(src, rel, dst)`` tuple.
+
+    Raises:
+        KeyError: ``key`` names no relation, or a relation name that several share (the
+            message lists the relations).
+    """
+    if isinstance(key, int) and not isinstance(key, bool):
+        if not 0 <= key < len(edge_types):
+            raise KeyError(f"relation id {key} out of range ({len(edge_types)} relations)")
+        return tuple(edge_types[key])  # type: ignore[return-value]
+    if isinstance(key, str):
+        hits = [tuple(et) for et in edge_types if et[1] == key]
+        if len(hits) != 1:
+            raise KeyError(f"relation name '{key}' matches {len(hits)} relations "
+                           f"(relations: {[tuple(et) for et in edge_types]})")
+        return hits[0]  # type: ignore[return-value]
+    et = tuple(key)
+    if len(et) != 3 or et not in [tuple(e) for e in edge_types]:
+        raise KeyError(f"unknown relation {et} (relations: {[tuple(e) for e in edge_types]})")
+    return et  # type: ignore[return-value]
 
 
 @dataclass(repr=False, eq=False)
@@ -219,18 +252,12 @@ class HeteroGraph:
         return self.edge_types.index(self.edge_type(edge_type))
 
     def edge_type(self, key: EdgeType | str | int) -> EdgeType:
-        """Resolve a relation given as tuple, relation name (if unique) or id."""
-        if isinstance(key, int):
-            return self.edge_types[key]
-        if isinstance(key, str):
-            hits = [et for et in self.edge_types if et[1] == key]
-            if len(hits) != 1:
-                raise KeyError(f"HeteroGraph: relation name '{key}' matches {len(hits)} relations")
-            return hits[0]
-        key = tuple(key)
-        if key not in self.csc:
-            raise KeyError(f"HeteroGraph: unknown relation {key}")
-        return key  # type: ignore[return-value]
+        """Resolve a relation given as tuple, relation name (if unique) or id (see
+        :func:`lookup_edge_type`)."""
+        try:
+            return lookup_edge_type(self.edge_types, key)
+        except KeyError as exc:
+            raise KeyError(f"HeteroGraph: {exc.args[0]}") from None
 
     def num_edges(self, edge_type: EdgeType | str | int | None = None) -> int:
         """Edges in the message-passing graph: of one relation, or of all."""
@@ -244,18 +271,25 @@ class HeteroGraph:
                 return t
         raise KeyError(f"HeteroGraph: no task named '{name}' (tasks: {[t.name for t in self.tasks]})")
 
-    def edges(self, edge_type: EdgeType | str | int) -> tuple[Tensor, Tensor]:
+    def edges(self, edge_type: EdgeType | str | int,
+              with_eid: bool = False) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
         """The message-passing edges of a relation as COO, in eid order.
+
+        Args:
+            edge_type: the relation (tuple, unique relation name or id).
+            with_eid: also return the edges' ids.
 
         Returns:
             src: Tensor  # [E] int64 source node ids
             dst: Tensor  # [E] int64 destination node ids
+            eid: Tensor  # [E] int64 edge ids, increasing (only with ``with_eid``)
         """
         c = self.csc[self.edge_type(edge_type)]
-        counts = c.indptr[1:] - c.indptr[:-1]
-        dst = torch.repeat_interleave(torch.arange(counts.numel(), device=c.indptr.device), counts)
-        order = torch.argsort(c.eid)
-        return c.indices[order].long(), dst[order]
+        src, dst = csc_to_coo(c.indptr, c.indices)
+        eid, order = torch.sort(c.eid.long())
+        if with_eid:
+            return src[order], dst[order], eid
+        return src[order], dst[order]
 
     def degrees(self, edge_type: EdgeType | str | int, direction: str = "in") -> Tensor:
         """Per-node degree in one relation of the message-passing graph.
@@ -429,4 +463,4 @@ class HeteroGraph:
 
 
 __all__ = ["CSC", "EdgeType", "HeteroGraph", "Task", "TASK_TYPES", "SPLITS", "REVERSE_PREFIX",
-           "edge_type_str"]
+           "edge_type_str", "lookup_edge_type"]

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 import lmgnn_fast  # noqa: F401
-from lmgnn_fast.nn.layout import layout_from_coo
-from lmgnn_fast.ops import choose_order, rgcn_aggregate, rgcn_aggregate_ref
+from lmgnn_fast.ops import choose_order, layout_from_coo, rgcn_aggregate, rgcn_aggregate_ref
 from lmgnn_fast.testing import with_devices
 
 ORDERS = [(0, False), (1, True), (2, True), (3, False)]  # (order, uses bases)
@@ -300,9 +299,21 @@ def test_bad_inputs():
         layout_from_coo(torch.tensor([[0], [0]]), torch.tensor([3]), 2, 2, 3)
 
 
+def test_layout_without_kernels_is_the_same(monkeypatch):
+    # On a device without lmgnn kernels the layout builders sort with coo_to_csc_ref.
+    want, _ = _graph(seed=4)
+    import lmgnn_fast.ops.layout as layout_mod
+
+    monkeypatch.setattr(layout_mod, "kernel_available", lambda device: False)
+    got, _ = _graph(seed=4)
+    for name in ("col", "pair_ptr", "pair_dst", "rel_ptr", "dst_ptr", "dst_pairs", "src_ptr", "src_pairs"):
+        a, b = getattr(got, name), getattr(want, name)
+        assert a.dtype == b.dtype and torch.equal(a, b), name
+
+
 _BUFFER_SCRIPT = """
 import sys, torch, lmgnn_fast
-from lmgnn_fast.nn.layout import layout_from_coo
+from lmgnn_fast.ops import layout_from_coo
 from lmgnn_fast.ops import rgcn_aggregate
 g = torch.Generator().manual_seed(0)
 E, ns, nd, R, F = 40_000, 20_000, 5_000, 4, 128  # agg, z and dx buffers of 8-20 MiB

@@ -3,7 +3,7 @@ import torch
 
 import lmgnn_fast
 from lmgnn_fast._loader import missing_cpu_flags
-from lmgnn_fast.ops import coo_to_csc, coo_to_csc_ref
+from lmgnn_fast.ops import coo_to_csc, coo_to_csc_ref, csc_to_coo
 from lmgnn_fast.testing import with_devices
 
 
@@ -133,3 +133,20 @@ def test_missing_cpu_flags_names_what_an_x86_64_v3_build_needs(tmp_path):
     assert missing_cpu_flags("native", str(cpuinfo)) == []
     assert missing_cpu_flags("", str(cpuinfo)) == []
     assert missing_cpu_flags("x86-64-v3", str(tmp_path / "absent")) == []
+
+
+@with_devices
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_csc_to_coo_inverts_coo_to_csc(device, dtype):
+    g = torch.Generator().manual_seed(3)
+    src = torch.randint(0, 100, (500,), generator=g, dtype=dtype).to(device)
+    dst = torch.randint(0, 37, (500,), generator=g, dtype=dtype).to(device)
+    indptr, indices, perm = coo_to_csc(src, dst, 37)
+    s, d = csc_to_coo(indptr, indices)
+    assert s.dtype == d.dtype == torch.long
+    assert torch.equal(s, src[perm].long()) and torch.equal(d, dst[perm].long())
+    # a CSC over the middle of a longer indices array (indptr[0] > 0), with empty columns
+    s, d = csc_to_coo(torch.tensor([2, 2, 5, 5, 6], device=device), torch.arange(10, device=device))
+    assert s.tolist() == [2, 3, 4, 5] and d.tolist() == [1, 1, 1, 3]
+    s, d = csc_to_coo(torch.zeros(4, dtype=torch.long, device=device), torch.empty(0, device=device))
+    assert s.numel() == 0 and d.numel() == 0

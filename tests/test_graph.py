@@ -6,6 +6,7 @@ from graph_fixtures import CITES, HAS, WRITES, toy_tables
 
 import lmgnn_fast
 from lmgnn_fast import CSC, HeteroGraph, Task
+from lmgnn_fast.graph import lookup_edge_type
 from lmgnn_fast.ops import coo_to_csc_ref
 from lmgnn_fast.testing import with_devices
 
@@ -76,6 +77,26 @@ def test_edges_in_eid_order(toy):
     assert s.dtype == torch.long and torch.equal(s, src) and torch.equal(d, dst)
     s, d = g.edges(REV(WRITES))
     assert torch.equal(s, dst) and torch.equal(d, src)
+    # the LP relation holds only its training edges: eids are a sorted subset
+    train = torch.nonzero(g.edge_masks[CITES]["train"]).flatten()
+    src, dst = _ref_coo(nodes, edges, CITES)
+    s, d, eid = g.edges("cites", with_eid=True)
+    assert torch.equal(eid, train) and torch.equal(s, src[train]) and torch.equal(d, dst[train])
+
+
+def test_lookup_edge_type(toy):
+    g = toy[3]
+    assert lookup_edge_type(g.edge_types, "writes") == WRITES == g.edge_type(list(WRITES))
+    assert lookup_edge_type(g.edge_types, 1) == g.edge_types[1]
+    with pytest.raises(KeyError, match="relation name 'nope' matches 0 relations"):
+        g.edge_type("nope")
+    with pytest.raises(KeyError, match=r"relation id 99 out of range \(6 relations\)"):
+        g.relation_id(99)
+    with pytest.raises(KeyError, match=r"HeteroGraph: unknown relation \('paper', 'x', 'paper'\)"):
+        g.num_edges(("paper", "x", "paper"))
+    two = [("a", "r", "b"), ("b", "r", "a")]
+    with pytest.raises(KeyError, match="relation name 'r' matches 2 relations"):
+        lookup_edge_type(two, "r")
 
 
 def test_node_data(toy):

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 import lmgnn_fast  # noqa: F401
-from lmgnn_fast.nn import RGCN, RGCNConv, layout_from_block
+from lmgnn_fast.nn import RGCN, RGCNConv
+from lmgnn_fast.ops import layout_from_block
 from lmgnn_fast.sampling import Block
 from lmgnn_fast.testing import with_devices
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
-from lmgnn_fast.ops import coo_to_csc, hetero_neighbor_sample, hetero_neighbor_sample_ref
+from lmgnn_fast.ops import coo_to_csc, csc_to_coo, hetero_neighbor_sample, hetero_neighbor_sample_ref
 from lmgnn_fast.sampling import Block, NeighborSampler
 from lmgnn_fast.testing import with_devices
 
@@ -89,7 +89,7 @@ def check_blocks(graph, blocks: list[Block], seeds, fanouts, replace, exclude_ei
             if ix.numel():
                 assert 0 <= ix.min() and ix.max() < b.num_src(et[0])
             gsrc, gdst = graph.coo[et]
-            dst_local = torch.repeat_interleave(torch.arange(ip.numel() - 1), ip.diff())
+            _, dst_local = csc_to_coo(ip, ix)
             assert torch.equal(gsrc[ei], b.src_nodes[et[0]].cpu()[ix])
             assert torch.equal(gdst[ei], b.dst_nodes(et[2]).cpu()[dst_local])
             k = fanouts[hop][r]
@@ -478,11 +478,10 @@ def _real_coo(graph):
     """Per relation, (src, dst) indexed by eid (held-out link-prediction eids map to -1)."""
     out = {}
     for et in graph.edge_types:
-        c = graph.csc[et]
         n = int(graph.num_eids[et])
         src, dst = torch.full((n,), -1), torch.full((n,), -1)
-        src[c.eid] = c.indices.long()
-        dst[c.eid] = torch.repeat_interleave(torch.arange(c.indptr.numel() - 1), c.indptr.diff())
+        s, d, eid = graph.edges(et, with_eid=True)
+        src[eid], dst[eid] = s, d
         out[et] = (src, dst)
     return out
 

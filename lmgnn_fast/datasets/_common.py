@@ -13,7 +13,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-EdgeType = tuple[str, str, str]
+from lmgnn_fast.graph import EdgeType
+
 Tables = tuple[dict, dict[str, pa.Table], dict[EdgeType, pa.Table]]
 
 SPLIT_NAMES = ("train", "val", "test")

@@ -1,6 +1,5 @@
 """Neural network modules: relational graph convolution and the R-GCN encoder."""
 from lmgnn_fast.nn.conv import RGCNConv
-from lmgnn_fast.nn.layout import RelLayout, layout_from_block, layout_from_coo
 from lmgnn_fast.nn.rgcn import RGCN
 
-__all__ = ["RGCN", "RGCNConv", "RelLayout", "layout_from_block", "layout_from_coo"]
+__all__ = ["RGCN", "RGCNConv"]

@@ -7,21 +7,10 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
-from lmgnn_fast.nn.layout import (RelLayout, concat_dst, concat_src, layout_from_block,
-                                  layout_from_coo, split_dst)
-from lmgnn_fast.ops.aggregate import rgcn_aggregate
+from lmgnn_fast.ops.aggregate import rgcn_aggregate, rgcn_aggregate_ref
+from lmgnn_fast.ops.kernels import kernel_available
+from lmgnn_fast.ops.layout import RelLayout, layout_from_block, layout_from_coo
 from lmgnn_fast.sampling.block import Block
-
-
-def kernel_available(device: torch.device) -> bool:
-    """Whether ``lmgnn::rgcn_aggregate`` has a kernel for ``device`` in this build."""
-    if device.type == "cpu":
-        return True
-    if device.type == "cuda":
-        import lmgnn_fast
-
-        return bool(lmgnn_fast.build_info()["cuda"])
-    return False
 
 
 def _glorot(t: Tensor) -> None:
@@ -106,104 +95,84 @@ class RGCNConv(nn.Module):
             return False
         return kernel_available(x.device)
 
-    def _fused(self, x_src: Tensor, x_dst: Optional[Tensor], layout: RelLayout) -> Tensor:
+    def _aggregate(self, x_src: Tensor, x_dst: Optional[Tensor], layout: RelLayout) -> Tensor:
+        """The layer on concatenated rows: the fused op where it has a kernel for the
+        input's device (and ``use_kernel`` allows), else its pure-torch reference."""
         if layout.num_relations != self.num_relations:
             raise ValueError(f"RGCNConv: the graph has {layout.num_relations} relations, the layer "
                              f"{self.num_relations}")
         root = self.root if x_dst is not None else None
-        return rgcn_aggregate(x_src, layout, self.weight, self.comp, x_dst if root is not None else None,
-                              root, self.bias, self.aggr)
-
-    def _finish(self, out: Tensor, x_dst: Optional[Tensor]) -> Tensor:
-        if self.root is not None and x_dst is not None:
-            out = out + x_dst @ self.root
-        if self.bias is not None:
-            out = out + self.bias
-        return out
-
-    # ------------------------------------------------------------------ pure torch
-    def _block_ref(self, x_src: dict, x_dst: dict, block: Block) -> dict:
-        w = self.relation_weights()
-        out = {}
-        for t in block.node_types:
-            nd = int(block.num_dst.get(t, 0))
-            like = w
-            out[t] = like.new_zeros((nd, self.out_channels)) if nd else None
-        for r, (s, _, d) in enumerate(block.edge_types):
-            nd = int(block.num_dst.get(d, 0))
-            indptr = block.indptr[r].long()
-            if nd == 0 or int(indptr[-1] - indptr[0]) == 0:
-                continue
-            deg = indptr.diff()
-            dst = torch.repeat_interleave(torch.arange(nd, device=deg.device), deg)
-            src = block.indices[r].long()[int(indptr[0]):int(indptr[-1])]
-            msg = x_src[s][src] @ w[r]
-            acc = msg.new_zeros((nd, self.out_channels)).index_add(0, dst, msg)
-            if self.aggr == "mean":
-                acc = acc / deg.clamp(min=1).to(acc.dtype)[:, None]
-            out[d] = out[d] + acc
-        res = {}
-        for t in block.node_types:
-            nd = int(block.num_dst.get(t, 0))
-            o = out[t] if out[t] is not None else w.new_zeros((0, self.out_channels))
-            if nd:
-                o = self._finish(o, x_dst[t][:nd] if x_dst is not None and t in x_dst else None)
-            res[t] = o
-        return res
-
-    def _coo_ref(self, x_src: Tensor, x_dst: Tensor, edge_index: Tensor, edge_type: Tensor) -> Tensor:
-        w = self.relation_weights()
-        out = x_src.new_zeros((x_dst.shape[0], self.out_channels))
-        for r in range(self.num_relations):
-            m = edge_type == r
-            src, dst = edge_index[0][m], edge_index[1][m]
-            acc = out.new_zeros(out.shape).index_add(0, dst, x_src[src] @ w[r])
-            if self.aggr == "mean":
-                deg = torch.bincount(dst, minlength=out.shape[0]).clamp(min=1).to(out.dtype)
-                acc = acc / deg[:, None]
-            out = out + acc
-        return self._finish(out, x_dst)
+        x_root = x_dst if root is not None else None
+        if self._use_kernel(x_src):
+            return rgcn_aggregate(x_src, layout, self.weight, self.comp, x_root, root, self.bias, self.aggr)
+        return rgcn_aggregate_ref(x_src, layout, self.weight, self.comp, x_root, root, self.bias, self.aggr)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: Union[Tensor, dict, tuple], arg2=None, arg3=None):
-        if isinstance(arg3, Block):
-            return self._forward_block(x, arg2, arg3)
-        if arg2 is None or arg3 is None:
+    def forward(self, x: Union[Tensor, dict, tuple], x_dst_or_edge_index=None, block_or_edge_type=None):
+        """Apply the layer to a sampled block or to a PyG-style COO graph.
+
+        Args:
+            x: source features: ``{node_type: [num_src[t], F_in]}`` or ``[N_src, F_in]`` with
+                a block; ``[N, F_in]`` or ``(x_src [N_src, F_in], x_dst [N_dst, F_in])`` with
+                a COO graph.
+            x_dst_or_edge_index: with a block, the destination features (a dict like ``x``,
+                ``None`` for its dst prefix; a ``[N_dst, F_in]`` tensor with tensor ``x``);
+                with a COO graph, ``edge_index``: Tensor  # [2, E] (source, destination)
+            block_or_edge_type: the :class:`~lmgnn_fast.sampling.Block`, or ``edge_type``:
+                Tensor  # [E] relation ids in ``[0, num_relations)``
+
+        Returns:
+            ``{node_type: [num_dst[t], F_out]}`` for dict features, else Tensor  # [N_dst, F_out]
+
+        Raises:
+            TypeError: the arguments fit neither form.
+        """
+        if isinstance(block_or_edge_type, Block):
+            return self._forward_block(x, x_dst_or_edge_index, block_or_edge_type)
+        if x_dst_or_edge_index is None or block_or_edge_type is None:
             raise TypeError("RGCNConv: call as conv(x_src, x_dst, block) or conv(x, edge_index, edge_type)")
-        return self._forward_coo(x, arg2, arg3)
+        return self._forward_coo(x, x_dst_or_edge_index, block_or_edge_type)
 
     def _forward_block(self, x_src, x_dst, block: Block):
+        layout = layout_from_block(block)
         if isinstance(x_src, dict):
             if x_dst is None:
                 x_dst = x_src
-            if not self._use_kernel(next(iter(x_src.values()))):
-                return self._block_ref(x_src, x_dst, block)
-            layout = layout_from_block(block)
-            out = self._fused(concat_src(x_src, layout), concat_dst(x_dst, layout), layout)
-            return split_dst(out, layout)
+            out = self._aggregate(_concat(x_src, layout, layout.num_src_per_type, "source"),
+                                  _concat(x_dst, layout, layout.num_dst_per_type, "destination"), layout)
+            return {t: out[layout.dst_offset[t]: layout.dst_offset[t] + layout.num_dst_per_type[t]]
+                    for t in layout.node_types}
         if x_dst is None and self.root is not None:
             raise ValueError("RGCNConv: with homogeneous tensors and a block, pass x_dst [N_dst, F_in] "
                              "(the destination rows in the layout's order)")
-        layout = layout_from_block(block)
         if x_src.shape[0] != layout.num_src:
             raise ValueError(f"RGCNConv: x_src has {x_src.shape[0]} rows, the block {layout.num_src} sources")
-        if not self._use_kernel(x_src):
-            xs = {t: x_src[layout.src_offset[t]:layout.src_offset[t] + layout.num_src_per_type[t]]
-                  for t in layout.node_types}
-            xd = None if x_dst is None else {
-                t: x_dst[layout.dst_offset[t]:layout.dst_offset[t] + layout.num_dst_per_type[t]]
-                for t in layout.node_types}
-            res = self._block_ref(xs, xd, block)
-            return torch.cat([res[t] for t in layout.node_types], 0)
-        return self._fused(x_src, x_dst, layout)
+        return self._aggregate(x_src, x_dst, layout)
 
     def _forward_coo(self, x, edge_index: Tensor, edge_type: Tensor) -> Tensor:
         x_src, x_dst = x if isinstance(x, (tuple, list)) else (x, x)
-        if not self._use_kernel(x_src):
-            return self._coo_ref(x_src, x_dst, edge_index.long(), edge_type.long())
         layout = layout_from_coo(edge_index, edge_type, x_src.shape[0], x_dst.shape[0], self.num_relations)
-        return self._fused(x_src, x_dst, layout)
+        return self._aggregate(x_src, x_dst, layout)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, num_relations={self.num_relations}, "
                 f"num_bases={self.num_bases}, aggr={self.aggr!r}")
+
+
+def _concat(x: dict, layout: RelLayout, counts: dict, what: str) -> Tensor:
+    """Per node type features (at least ``counts[t]`` rows each) -> the layout's
+    concatenated rows ``[sum(counts), F]``."""
+    parts = []
+    for t in layout.node_types:
+        if counts[t] == 0:
+            continue
+        if t not in x:
+            raise KeyError(f"RGCNConv: no features for node type '{t}' ({counts[t]} {what} rows in the block)")
+        if x[t].shape[0] < counts[t]:
+            raise ValueError(f"RGCNConv: features of node type '{t}' have {x[t].shape[0]} rows, "
+                             f"the block needs {counts[t]} {what} rows")
+        parts.append(x[t][: counts[t]])
+    if not parts:
+        like = next(iter(x.values()))
+        return like.new_zeros((0, like.shape[1]))
+    return torch.cat(parts, 0)

@@ -6,8 +6,9 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from lmgnn_fast.graph import EdgeType
 from lmgnn_fast.nn.conv import RGCNConv
-from lmgnn_fast.sampling.block import Block, EdgeType
+from lmgnn_fast.sampling.block import Block
 
 _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": torch.relu, "gelu": nn.functional.gelu, "elu": nn.functional.elu,

@@ -4,20 +4,20 @@
 
     out[i] = x_root[i] @ W_root + b + sum_r norm_{i,r} * sum_{j in N_r(i)} x[j] @ W_r
 
-over the relation-sorted layout :class:`lmgnn_fast.nn.layout.RelLayout` (non-empty
+over the relation-sorted layout :class:`lmgnn_fast.ops.layout.RelLayout` (non-empty
 ``(relation, destination)`` pairs only; see ``csrc/ops/rgcn_aggregate.cpp`` for the layout,
 the evaluation orders and the cost model). ``W_r`` is ``weight[r]`` or, with bases,
 ``sum_b comp[r, b] * weight[b]``.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:  # pragma: no cover
-    from lmgnn_fast.nn.layout import RelLayout
+from lmgnn_fast.ops.convert import csc_to_coo
+from lmgnn_fast.ops.layout import RelLayout
 
 ORDER_FULL, ORDER_BASES_FORM_W, ORDER_BASES_COMBINE, ORDER_FULL_DENSE = 0, 1, 2, 3
 
@@ -208,12 +208,12 @@ torch.library.register_autograd("lmgnn::rgcn_aggregate", _backward, setup_contex
 
 
 # --------------------------------------------------------------------------- public API
-def _layout_args(layout: "RelLayout") -> tuple[Tensor, ...]:
+def _layout_args(layout: RelLayout) -> tuple[Tensor, ...]:
     return (layout.col, layout.pair_ptr, layout.pair_dst, layout.rel_ptr, layout.dst_ptr,
             layout.dst_pairs, layout.src_ptr, layout.src_pairs)
 
 
-def rgcn_aggregate(x: Tensor, layout: "RelLayout", weight: Tensor, comp: Optional[Tensor] = None,
+def rgcn_aggregate(x: Tensor, layout: RelLayout, weight: Tensor, comp: Optional[Tensor] = None,
                    x_root: Optional[Tensor] = None, root_weight: Optional[Tensor] = None,
                    bias: Optional[Tensor] = None, aggr: str = "mean",
                    order: Optional[int] = None) -> Tensor:
@@ -221,7 +221,7 @@ def rgcn_aggregate(x: Tensor, layout: "RelLayout", weight: Tensor, comp: Optiona
 
     Args:
         x: Tensor  # [N_src, F_in] source features (node types concatenated, see layout)
-        layout: the block's :class:`~lmgnn_fast.nn.layout.RelLayout` (R relations,
+        layout: the block's :class:`~lmgnn_fast.ops.layout.RelLayout` (R relations,
             N_dst destination rows).
         weight: Tensor  # [R, F_in, F_out] per-relation weights, or [B, F_in, F_out] bases
         comp: Tensor  # [R, B] basis coefficients (bases only)
@@ -253,24 +253,27 @@ def rgcn_aggregate(x: Tensor, layout: "RelLayout", weight: Tensor, comp: Optiona
     return out
 
 
-def rgcn_aggregate_ref(x: Tensor, layout: "RelLayout", weight: Tensor, comp: Optional[Tensor] = None,
+def rgcn_aggregate_ref(x: Tensor, layout: RelLayout, weight: Tensor, comp: Optional[Tensor] = None,
                        x_root: Optional[Tensor] = None, root_weight: Optional[Tensor] = None,
                        bias: Optional[Tensor] = None, aggr: str = "mean") -> Tensor:
-    """Pure-torch reference of :func:`rgcn_aggregate`: a loop over relations, transforming
-    every edge's message (``[E_r, F_out]``) and summing it into its destination."""
+    """Pure-torch reference of :func:`rgcn_aggregate` (same arguments, no ``order``): a loop
+    over relations, transforming every edge's message (``[E_r, F_out]``) and summing it into
+    its destination. Runs on any device and is differentiable by autograd; ``nn.RGCNConv``
+    falls back to it where the extension has no kernel.
+    """
+    if aggr not in ("mean", "sum"):
+        raise ValueError(f"rgcn_aggregate_ref: aggr must be 'mean' or 'sum', got {aggr!r}")
     num_dst = layout.dst_ptr.shape[0] - 1
-    num_rel = layout.rel_ptr.shape[0] - 1
     w = weight if comp is None else torch.einsum("rb,bio->rio", comp, weight)
     out = x.new_zeros((num_dst, w.shape[2]))
-    counts = layout.pair_ptr.diff()
-    edge_dst = torch.repeat_interleave(layout.pair_dst.long(), counts)
+    src, pair = csc_to_coo(layout.pair_ptr, layout.col)
+    edge_dst = layout.pair_dst.long()[pair]
     rel_ptr = layout.rel_ptr.tolist()
-    pair_ptr = layout.pair_ptr
-    for r in range(num_rel):
-        lo, hi = int(pair_ptr[rel_ptr[r]]), int(pair_ptr[rel_ptr[r + 1]])
+    pair_ptr = layout.pair_ptr.tolist()
+    for r in range(layout.rel_ptr.shape[0] - 1):
+        lo, hi = pair_ptr[rel_ptr[r]], pair_ptr[rel_ptr[r + 1]]
         dst = edge_dst[lo:hi]
-        msg = x[layout.col[lo:hi].long()] @ w[r]
-        summed = x.new_zeros((num_dst, w.shape[2])).index_add(0, dst, msg)
+        summed = x.new_zeros((num_dst, w.shape[2])).index_add(0, dst, x[src[lo:hi]] @ w[r])
         if aggr == "mean":
             deg = torch.bincount(dst, minlength=num_dst).clamp(min=1).to(x.dtype)
             summed = summed / deg[:, None]

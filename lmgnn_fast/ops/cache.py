@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lmgnn_fast.ops.random import U64_MASK, mix64
+
 _EMPTY = -1
 
 __all__ = ["cache_lookup", "cache_gather", "cache_admit", "cache_admit_lfu", "cache_update",
@@ -24,7 +26,6 @@ __all__ = ["cache_lookup", "cache_gather", "cache_admit", "cache_admit_lfu", "ca
            "cache_update_ref", "sketch_hash_ref", "SKETCH_DEPTH"]
 
 SKETCH_DEPTH = 4
-_M64 = (1 << 64) - 1
 
 
 # ----------------------------------------------------------------------------- fakes
@@ -243,16 +244,9 @@ def cache_admit_ref(ids: Tensor, slots: Tensor, out: Tensor, keys: Tensor, vals:
     return torch.tensor(m, dtype=torch.long)
 
 
-def _mix64(z: int) -> int:
-    z = (z + 0x9E3779B97F4A7C15) & _M64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
-    return z ^ (z >> 31)
-
-
 def sketch_hash_ref(x: int, d: int, width: int) -> int:
     """Column of id ``x`` in row ``d`` of a count-min sketch of ``width`` (a power of two)."""
-    return _mix64((x * SKETCH_DEPTH + d) & _M64) & (width - 1)
+    return mix64((x * SKETCH_DEPTH + d) & U64_MASK) & (width - 1)
 
 
 def _rebuild_map(keys: Tensor, vals: Tensor, slot_ids: Tensor, state: Tensor) -> None:

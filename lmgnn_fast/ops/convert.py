@@ -1,4 +1,4 @@
-"""Graph format conversion: COO edge lists to CSC over destination nodes."""
+"""Graph format conversion: COO edge lists to CSC over destination nodes, and back."""
 from __future__ import annotations
 
 import torch
@@ -41,3 +41,31 @@ def coo_to_csc_ref(src: Tensor, dst: Tensor, num_dst: int) -> tuple[Tensor, Tens
     indptr = torch.zeros(num_dst + 1, dtype=torch.long, device=src.device)
     indptr[1:] = torch.cumsum(counts, 0)
     return indptr, src[perm], perm
+
+
+def csc_to_coo(indptr: Tensor, indices: Tensor) -> tuple[Tensor, Tensor]:
+    """Expand a CSC into its COO edge list, in CSC order (pure torch; autograd-free).
+
+    Edges ``indptr[0]:indptr[-1]`` of ``indices`` are returned, so a CSC whose edges start
+    past position 0 of a larger ``indices`` works too.
+
+    Args:
+        indptr: Tensor  # [N + 1] int32/int64, non-decreasing; edges of column v are
+            ``indptr[v]:indptr[v+1]``
+        indices: Tensor  # [>= indptr[-1]] row (source) ids
+
+    Returns:
+        src: Tensor  # [E] int64, ``indices[indptr[0]:indptr[-1]]``
+        dst: Tensor  # [E] int64 column (destination) of every edge
+
+    Example:
+        >>> src, dst = csc_to_coo(torch.tensor([0, 1, 3]), torch.tensor([1, 0, 2]))
+        >>> src.tolist(), dst.tolist()
+        ([1, 0, 2], [0, 1, 1])
+    """
+    indptr = indptr.long()
+    lo, hi = int(indptr[0]), int(indptr[-1])
+    counts = indptr.diff()
+    dst = torch.repeat_interleave(torch.arange(counts.numel(), device=indptr.device), counts,
+                                  output_size=hi - lo)
+    return indices[lo:hi].long(), dst

@@ -10,15 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-_U64 = (1 << 64) - 1
+from lmgnn_fast.ops.random import as_int64, philox_like, uniform_below
 
 SampleOutput = tuple[list[Tensor], Tensor, list[Tensor], list[Tensor], list[Tensor]]
-
-
-def _as_int64(x: int) -> int:
-    """Two's-complement int64 value of the low 64 bits of ``x`` (seeds of any size)."""
-    x = int(x) & _U64
-    return x - (1 << 64) if x >= (1 << 63) else x
 
 
 @torch.library.register_fake("lmgnn::hetero_neighbor_sample")
@@ -102,43 +96,12 @@ def hetero_neighbor_sample(
     return torch.ops.lmgnn.hetero_neighbor_sample(
         list(indptr), list(indices), list(eid), [int(t) for t in src_type], [int(t) for t in dst_type],
         [int(n) for n in num_nodes], list(seeds), [int(f) for f in fanouts], bool(replace),
-        _as_int64(seed), None if exclude is None else list(exclude),
+        as_int64(seed), None if exclude is None else list(exclude),
         None if node_type_names is None else [str(n) for n in node_type_names])
 
 
 # ---------------------------------------------------------------------------------------
-# Pure-torch reference. int64 tensors hold the uint64 words: adds and multiplies wrap the
-# same way; right shifts are made logical with a mask.
-
-def _s64(c: int) -> int:
-    return c - (1 << 64) if c >= (1 << 63) else c
-
-
-_GOLDEN, _M1, _M2, _C = (_s64(0x9E3779B97F4A7C15), _s64(0xBF58476D1CE4E5B9),
-                         _s64(0x94D049BB133111EB), _s64(0xD1B54A32D192ED03))
-
-
-def _shr(z: Tensor, n: int) -> Tensor:
-    return (z >> n) & ((1 << (64 - n)) - 1)
-
-
-def _mix64(z: Tensor) -> Tensor:
-    z = z + _GOLDEN
-    z = (z ^ _shr(z, 30)) * _M1
-    z = (z ^ _shr(z, 27)) * _M2
-    return z ^ _shr(z, 31)
-
-
-def philox_like_ref(seed: Tensor, a: Tensor, b: Tensor, c: Tensor) -> Tensor:
-    """``utils/random.h`` ``philox_like`` on int64 tensors (broadcasting)."""
-    return _mix64(_mix64(_mix64(seed ^ _mix64(a)) ^ b) + _mix64(c ^ _C))
-
-
-def uniform_below_ref(word: Tensor, n: Tensor) -> Tensor:
-    """``utils/random.h`` ``uniform_below``: high 64 bits of ``word * n`` (``n < 2**31``)."""
-    hi, lo = _shr(word, 32), word & 0xFFFFFFFF
-    return (hi * n + ((lo * n) >> 32)) >> 32
-
+# Pure-torch reference (draws with the Python port of ``utils/random.h``).
 
 def _sample_relation_ref(indptr, indices, eid, ex, v, k, replace, seed, a):
     """Sampled (node row, CSC position) pairs of one relation for destinations ``v``."""
@@ -167,12 +130,12 @@ def _sample_relation_ref(indptr, indices, eid, ex, v, k, replace, seed, a):
     seed_t = torch.tensor(seed, dtype=torch.long, device=dev)
     a_t = torch.tensor(a, dtype=torch.long, device=dev)
     for c in range(max(k, 0) if n_d else 0):
-        word = philox_like_ref(seed_t, a_t, vd, torch.tensor(c, dtype=torch.long, device=dev))
+        word = philox_like(seed_t, a_t, vd, torch.tensor(c, dtype=torch.long, device=dev))
         if replace:
-            t = uniform_below_ref(word, md)
+            t = uniform_below(word, md)
         else:
             j = md - k + c
-            t = uniform_below_ref(word, j + 1)
+            t = uniform_below(word, j + 1)
             t = torch.where((idx[:, :c] == t[:, None]).any(1), j, t)
         idx[:, c] = t
     idx = idx.sort(dim=1).values
@@ -204,7 +167,7 @@ def hetero_neighbor_sample_ref(
     """Pure-torch reference of :func:`hetero_neighbor_sample` (same output, bit for bit)."""
     T, R = len(num_nodes), len(indptr)
     L = len(fanouts) // R
-    seed = _as_int64(seed)
+    seed = as_int64(seed)
     cur = [s.long() for s in seeds]
     nodes_out: list = [None] * (L * T)
     num_dst = torch.empty(L * T, dtype=torch.long)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-EdgeType = tuple[str, str, str]
+from lmgnn_fast.graph import EdgeType
 
 
 @dataclass
@@ -25,6 +25,9 @@ class Block:
         indptr: per relation ``r = (s, rel, d)``: ``[num_dst[d] + 1]`` int64 CSC row pointer.
         indices: per relation: local source indices into ``src_nodes[s]`` (int64).
         eid: per relation: global edge ids (the graph's ``eid`` of that relation).
+        derived: structures computed from the block by its consumers, keyed by their
+            builder (e.g. the aggregation layout of ``ops.layout_from_block``), so a block
+            used by several layers builds each once. Not copied by :meth:`to`.
     """
 
     node_types: list[str]
@@ -34,7 +37,7 @@ class Block:
     indptr: list[Tensor]
     indices: list[Tensor]
     eid: list[Tensor]
-    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     def num_src(self, node_type: str) -> int:
         return int(self.src_nodes[node_type].numel())

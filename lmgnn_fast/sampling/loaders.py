@@ -18,9 +18,12 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-from lmgnn_fast.sampling.block import Block, EdgeType
+from lmgnn_fast.graph import REVERSE_PREFIX, EdgeType
+from lmgnn_fast.ops.convert import csc_to_coo
+from lmgnn_fast.ops.random import mix_seed
+from lmgnn_fast.sampling.block import Block
 from lmgnn_fast.sampling.negative import NegativeSampler, make_negative_sampler
-from lmgnn_fast.sampling.neighbor import NeighborSampler, mix_seed
+from lmgnn_fast.sampling.neighbor import NeighborSampler
 
 
 def _move(x, device, non_blocking):
@@ -247,9 +250,8 @@ class NodeLoader(_Loader):
 def _csc_edges(graph, et: EdgeType) -> tuple[Tensor, Tensor, Tensor]:
     """(src, dst, eid) of a relation's message-passing edges, read from its CSC."""
     c = graph.csc[et]
-    indptr = c.indptr.cpu()
-    dst = torch.repeat_interleave(torch.arange(indptr.numel() - 1), indptr.diff())
-    return c.indices.cpu().long(), dst, c.eid.cpu()
+    src, dst = csc_to_coo(c.indptr.cpu(), c.indices.cpu())
+    return src, dst, c.eid.cpu()
 
 
 class EdgeLoader(_Loader):
@@ -296,7 +298,7 @@ class EdgeLoader(_Loader):
         labels = getattr(graph, "edge_labels", None)
         self._labels = labels.get(edge_type) if isinstance(labels, dict) else None
         rev = (getattr(graph, "reverse_of", None) or {}).get(edge_type)
-        if self._labels is None and isinstance(labels, dict) and rev is not None and edge_type[1].startswith("rev-"):
+        if self._labels is None and isinstance(labels, dict) and rev is not None and edge_type[1].startswith(REVERSE_PREFIX):
             self._labels = labels.get(tuple(rev))  # a reverse edge shares its forward edge's eid
         super().__init__(edge_ids.numel(), batch_size, shuffle, seed, drop_last, prefetch)
 

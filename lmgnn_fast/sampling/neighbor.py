@@ -6,22 +6,12 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from lmgnn_fast.ops.sampling import _as_int64, hetero_neighbor_sample
-from lmgnn_fast.sampling.block import Block, EdgeType
+from lmgnn_fast.ops.random import as_int64, mix_seed
+from lmgnn_fast.ops.sampling import hetero_neighbor_sample
+from lmgnn_fast.graph import EdgeType
+from lmgnn_fast.sampling.block import Block
 
 FanoutSpec = Sequence[int | Sequence[int] | Mapping[EdgeType | str, int]]
-
-
-def mix_seed(*parts: int) -> int:
-    """A 63-bit seed derived from integers (SplitMix64 chain); for per-batch seeds."""
-    z = 0x243F6A8885A308D3
-    for p in parts:
-        z = (z ^ (int(p) & ((1 << 64) - 1))) + 0x9E3779B97F4A7C15
-        z &= (1 << 64) - 1
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & ((1 << 64) - 1)
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & ((1 << 64) - 1)
-        z ^= z >> 31
-    return z >> 1
 
 
 class NeighborSampler:
@@ -175,7 +165,7 @@ class NeighborSampler:
         exclude = self.exclude_positions(exclude_eids) if exclude_eids else None
         nodes, num_dst, indptr, indices, eid = hetero_neighbor_sample(
             self._indptr, self._indices, self._eid, self._src, self._dst, self._num_nodes, seed_list,
-            [f for row in self.fanouts for f in row], self.replace, _as_int64(seed), exclude,
+            [f for row in self.fanouts for f in row], self.replace, as_int64(seed), exclude,
             self.node_types)
         return blocks_from_output(self.node_types, self.edge_types, nodes, num_dst, indptr, indices, eid)
 

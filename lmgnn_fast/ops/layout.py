@@ -5,6 +5,10 @@ Node types are concatenated, in the block's ``node_types`` order, into one sourc
 (``cat([x[t][:num_dst[t]] ...])``, ``N_dst`` rows); ``src_offset[t]`` / ``dst_offset[t]`` are
 where type ``t`` starts. Edges are grouped into *pairs* — the non-empty
 ``(relation, destination)`` segments — sorted by relation, then destination.
+
+This is the contract between :func:`lmgnn_fast.ops.rgcn_aggregate` (and its reference) and
+its callers (``nn.RGCNConv``). The builders run on any device: where the extension has no
+kernel for it they sort with the pure-torch :func:`~lmgnn_fast.ops.convert.coo_to_csc_ref`.
 """
 from __future__ import annotations
 
@@ -14,7 +18,14 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from lmgnn_fast.ops.convert import coo_to_csc
+from lmgnn_fast.ops.convert import coo_to_csc, coo_to_csc_ref, csc_to_coo
+from lmgnn_fast.ops.kernels import kernel_available
+
+
+def _coo_to_csc(src: Tensor, dst: Tensor, num_dst: int) -> tuple[Tensor, Tensor, Tensor]:
+    if kernel_available(src.device):
+        return coo_to_csc(src, dst, num_dst)
+    return coo_to_csc_ref(src, dst, num_dst)
 
 
 @dataclass
@@ -114,9 +125,9 @@ def build_layout(seg_counts: Tensor, seg_dst: Tensor, seg_rel: Tensor, col: Tens
     rel_ptr = torch.zeros(num_relations + 1, dtype=torch.long, device=device)
     torch.cumsum(torch.bincount(pair_rel, minlength=num_relations), 0, out=rel_ptr[1:])
     pair_ids = torch.arange(P, dtype=torch.long, device=device)
-    dst_ptr, dst_pairs, _ = coo_to_csc(pair_ids, pair_dst, num_dst)
-    edge_pair = torch.repeat_interleave(pair_ids, cnt)
-    src_ptr, src_pairs, _ = coo_to_csc(edge_pair, col.long(), num_src)
+    dst_ptr, dst_pairs, _ = _coo_to_csc(pair_ids, pair_dst, num_dst)
+    _, edge_pair = csc_to_coo(pair_ptr, col)
+    src_ptr, src_pairs, _ = _coo_to_csc(edge_pair, col.long(), num_src)
     it = _index_dtype(index_dtype, num_src, num_dst, int(col.numel()))
     return RelLayout(col=col.to(it).contiguous(), pair_ptr=pair_ptr, pair_dst=pair_dst.to(it),
                      rel_ptr=rel_ptr, dst_ptr=dst_ptr, dst_pairs=dst_pairs.to(it), src_ptr=src_ptr,
@@ -143,7 +154,7 @@ def layout_from_coo(edge_index: Tensor, edge_type: Tensor, num_src: int, num_dst
             if lo < 0 or hi >= n:
                 raise IndexError(f"layout: {name} id {lo if lo < 0 else hi} out of range ({n})")
     key = et * num_dst + dst
-    indptr, col, _ = coo_to_csc(src, key, num_relations * num_dst)
+    indptr, col, _ = _coo_to_csc(src, key, num_relations * num_dst)
     device = edge_index.device
     seg_dst = torch.arange(num_dst, device=device).repeat(num_relations)
     seg_rel = torch.arange(num_relations, device=device).repeat_interleave(num_dst)
@@ -151,9 +162,9 @@ def layout_from_coo(edge_index: Tensor, edge_type: Tensor, num_src: int, num_dst
 
 
 def layout_from_block(block, index_dtype: Optional[torch.dtype] = None) -> RelLayout:
-    """Layout of a sampler :class:`~lmgnn_fast.sampling.Block`, cached on ``block._cache``."""
+    """Layout of a sampler :class:`~lmgnn_fast.sampling.Block`, cached in ``block.derived``."""
     key = ("rgcn_layout", index_dtype)
-    hit = block._cache.get(key)
+    hit = block.derived.get(key)
     if hit is not None:
         return hit
     types = list(block.node_types)
@@ -186,38 +197,8 @@ def layout_from_block(block, index_dtype: Optional[torch.dtype] = None) -> RelLa
                           len(block.edge_types), index_dtype)
     layout.node_types, layout.src_offset, layout.dst_offset = types, src_off, dst_off
     layout.num_src_per_type, layout.num_dst_per_type = ns, nd
-    block._cache[key] = layout
+    block.derived[key] = layout
     return layout
 
 
-def _concat(x: dict, layout: RelLayout, counts: dict, what: str) -> Tensor:
-    parts = []
-    for t in layout.node_types:
-        if counts[t] == 0:
-            continue
-        if t not in x:
-            raise KeyError(f"RGCNConv: no features for node type '{t}' ({counts[t]} {what} rows in the block)")
-        if x[t].shape[0] < counts[t]:
-            raise ValueError(f"RGCNConv: features of node type '{t}' have {x[t].shape[0]} rows, "
-                             f"the block needs {counts[t]} {what} rows")
-        parts.append(x[t][: counts[t]])
-    if not parts:
-        like = next(iter(x.values()))
-        return like.new_zeros((0, like.shape[1]))
-    return torch.cat(parts, 0)
-
-
-def concat_src(x: dict, layout: RelLayout) -> Tensor:
-    """Per node type features (at least ``num_src[t]`` rows each) -> ``[N_src, F]``."""
-    return _concat(x, layout, layout.num_src_per_type, "source")
-
-
-def concat_dst(x: dict, layout: RelLayout) -> Tensor:
-    """The destination prefix of every type -> ``[N_dst, F]``."""
-    return _concat(x, layout, layout.num_dst_per_type, "destination")
-
-
-def split_dst(out: Tensor, layout: RelLayout) -> dict:
-    """``[N_dst, F]`` -> per node type ``[num_dst[t], F]``."""
-    return {t: out[layout.dst_offset[t]: layout.dst_offset[t] + layout.num_dst_per_type[t]]
-            for t in layout.node_types}
+__all__ = ["RelLayout", "build_layout", "layout_from_block", "layout_from_coo"]
