@@ -4,7 +4,7 @@
 //   out[i] = x_root[i] @ W_root + b + sum_r norm_{i,r} * sum_{j in N_r(i)} x[j] @ W_r
 //   norm_{i,r} = 1 / |N_r(i)| (mean) or 1 (sum);  W_r = weight[r]  or  sum_b comp[r, b] * weight[b]
 //
-// Layout (built once per block by lmgnn_fast.nn.layout, node types concatenated into one
+// Layout (built once per block by lmgnn_fast.ops.layout, node types concatenated into one
 // source space of N_src rows and one destination space of N_dst rows):
 //   A *pair* is a non-empty (relation r, destination i) segment. Pairs are sorted by
 //   relation, then destination; empty pairs are never stored, so P <= min(E, R * N_dst).
