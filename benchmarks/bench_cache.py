@@ -28,12 +28,13 @@ import time
 import numpy as np
 import pytest
 import torch
+from common import QUICK, Table, bench_devices, device_name, results_dir
 
 import lmgnn_fast  # noqa: F401
-from common import QUICK, Table, bench_devices, device_name, results_dir
 from lmgnn_fast.cache import EmbeddingCache
 from lmgnn_fast.datasets.synthetic import synthetic_tables
 from lmgnn_fast.graph import HeteroGraph
+from lmgnn_fast.io import build_graph
 from lmgnn_fast.sampling import NeighborSampler
 
 NUM_NODES = 50_000 if QUICK else 1_000_000
@@ -55,7 +56,7 @@ def synthetic_graph(num_nodes: int, num_edges: int, seed: int = 0) -> HeteroGrap
                                         num_relations=1, with_text=False, seed=seed)
     md["tasks"] = [t for t in md["tasks"] if t["type"] != "link_prediction"]
     edges = {et: t.drop_columns([c for c in t.column_names if c == "split"]) for et, t in edges.items()}
-    return HeteroGraph.from_tables(md, nodes, edges, add_reverse_edges=False)
+    return build_graph(md, nodes, edges, add_reverse_edges=False)
 
 
 def sample_batches(graph: HeteroGraph, num_batches: int, batch: int, fanouts, seed: int):

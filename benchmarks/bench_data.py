@@ -21,20 +21,13 @@ import time
 from pathlib import Path
 
 import pytest
-
 from common import QUICK, Table, device_name, results_dir
+
+from lmgnn_fast.io import build_graph, load_binary, read_dir, save_binary
 
 SYNTH = (dict(num_nodes=100_000, num_edges=1_000_000) if QUICK
          else dict(num_nodes=1_000_000, num_edges=10_000_000))
 SYNTH.update(num_node_types=3, num_relations=8, num_classes=10, with_text=False, seed=0)
-
-
-def _has_graph() -> bool:
-    try:
-        from lmgnn_fast.graph import HeteroGraph
-    except ImportError:
-        return False
-    return hasattr(HeteroGraph, "save_binary")
 
 
 def _rss_mb() -> float:
@@ -59,7 +52,6 @@ def _child(step: str, name: str, path: str) -> dict:
     """One measurement in this (fresh) interpreter; returns seconds and peak RSS."""
     import lmgnn_fast  # noqa: F401
     from lmgnn_fast.datasets import dataset_tables, load_dataset, write_tables
-    from lmgnn_fast.graph import HeteroGraph
 
     base = _rss_mb()
     t0 = time.perf_counter()
@@ -69,16 +61,16 @@ def _child(step: str, name: str, path: str) -> dict:
     elif step == "build":
         n = _touch(load_dataset(name, **_options(name)))
     elif step == "load_dir":
-        n = _touch(HeteroGraph.load_dir(path))
+        n = _touch(read_dir(path))
     elif step == "load_binary":
-        n = _touch(HeteroGraph.load_binary(path, mmap=True))
+        n = _touch(load_binary(path, mmap=True))
     elif step == "load_binary_copy":
-        n = _touch(HeteroGraph.load_binary(path, mmap=False))
+        n = _touch(load_binary(path, mmap=False))
     elif step == "prepare":  # write both formats (not timed in the table)
         md, nodes, edges = dataset_tables(name, **_options(name))
         write_tables(Path(path) / "dir", md, nodes, edges, overwrite=True)
-        g = HeteroGraph.from_tables(md, nodes, edges)
-        g.save_binary(Path(path) / "bin")
+        g = build_graph(md, nodes, edges)
+        save_binary(g, Path(path) / "bin")
         n = g.num_edges()
     else:
         raise ValueError(step)
@@ -102,24 +94,18 @@ def _prepared(name: str, root: Path) -> Path:
 
 # ------------------------------------------------------------------ pytest-benchmark
 
-needs_graph = pytest.mark.skipif(not _has_graph(), reason="HeteroGraph with a binary cache not available")
-
-
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench_data")
     return {name: _prepared(name, root) for name in ("hpo", "synthetic")}
 
 
-@needs_graph
 @pytest.mark.parametrize("name", ["hpo", "synthetic"])
 @pytest.mark.parametrize("source", ["dir", "binary"])
 def test_load(benchmark, prepared, name, source):
-    from lmgnn_fast.graph import HeteroGraph
-
     path = prepared[name]
-    fn = (lambda: HeteroGraph.load_dir(path / "dir")) if source == "dir" else \
-        (lambda: HeteroGraph.load_binary(path / "bin"))
+    fn = (lambda: read_dir(path / "dir")) if source == "dir" else \
+        (lambda: load_binary(path / "bin"))
     benchmark.extra_info.update(dataset=name, source=source, device=device_name("cpu"))
     g = benchmark.pedantic(fn, rounds=2 if QUICK else 3, iterations=1)
     assert g.num_edges() > 0
@@ -137,9 +123,6 @@ def test_tables(benchmark, name):
 # ------------------------------------------------------------------ table
 
 def main():
-    if not _has_graph():
-        print("HeteroGraph with save_binary/load_binary is not available in this checkout")
-        return
     table = Table("dataset loading (fresh process per row; peak RSS above the post-import baseline)",
                   ["dataset", "nodes", "edges", "from", "s", "peak MB", "speed-up vs build"])
     steps = [("build", "package -> tables -> HeteroGraph"), ("tables", "package -> tables only"),
@@ -149,9 +132,8 @@ def main():
         for name in ("hpo", "synthetic"):
             path = _prepared(name, Path(tmp))
             import lmgnn_fast  # noqa: F401
-            from lmgnn_fast.graph import HeteroGraph
 
-            g = HeteroGraph.load_binary(path / "bin")
+            g = load_binary(path / "bin")
             n_nodes = sum(g.num_nodes.values())
             del g
             results = {step: _run(step, name, str(path / ("dir" if step == "load_dir" else "bin")))

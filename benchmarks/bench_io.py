@@ -1,8 +1,8 @@
 """Loading a heterogeneous graph: from tables, from the directory format, from the binary cache.
 
 A random graph of two node types (string ids, text on one type) and two relations, one of
-them a link-prediction target. Side by side: ``from_tables`` with integer and string ids,
-``load_dir`` from Parquet and CSV, ``load_binary`` memory-mapped and read, and — as the
+them a link-prediction target. Side by side: ``build_graph`` with integer and string ids,
+``read_dir`` from Parquet and CSV, ``load_binary`` memory-mapped and read, and — as the
 reference for the id mapping — a pure-Python dict lookup per edge.
 
 pytest: ``pytest benchmarks/bench_io.py --benchmark-json=out.json``
@@ -10,19 +10,19 @@ table:  ``python benchmarks/bench_io.py`` (``LMGNN_BENCH=full``: 10M edges)
 """
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from common import QUICK, Table, cpu_peak_rss_mb, device_name, results_dir
 
 import lmgnn_fast  # noqa: F401
-from common import QUICK, Table, cpu_peak_rss_mb, device_name, results_dir
-from lmgnn_fast import HeteroGraph
+from lmgnn_fast.io import build_graph, load_binary, read_dir, save_binary, write_dir
 
 SIZES = [(20_000, 200_000)] if QUICK else [(1_000_000, 10_000_000)]
 
@@ -85,20 +85,20 @@ def _timed(fn):
 def quick_data(tmp_path_factory):
     n, e = SIZES[0]
     md, nodes, edges = make_tables(n, e)
-    g = HeteroGraph.from_tables(md, nodes, edges)
+    g = build_graph(md, nodes, edges)
     root = tmp_path_factory.mktemp("io")
-    g.save_dir(root / "parquet", format="parquet")
-    g.save_binary(root / "bin")
+    write_dir(g, root / "parquet", format="parquet")
+    save_binary(g, root / "bin")
     return md, nodes, edges, root
 
 
-@pytest.mark.parametrize("impl", ["from_tables", "load_dir_parquet", "load_binary", "dict_ref"])
+@pytest.mark.parametrize("impl", ["build_graph", "read_dir_parquet", "load_binary", "dict_ref"])
 def test_load(benchmark, quick_data, impl):
     md, nodes, edges, root = quick_data
     benchmark.extra_info.update(edges=SIZES[0][1], nodes_per_type=SIZES[0][0], device=device_name())
-    fn = {"from_tables": lambda: HeteroGraph.from_tables(md, nodes, edges),
-          "load_dir_parquet": lambda: HeteroGraph.load_dir(root / "parquet"),
-          "load_binary": lambda: HeteroGraph.load_binary(root / "bin"),
+    fn = {"build_graph": lambda: build_graph(md, nodes, edges),
+          "read_dir_parquet": lambda: read_dir(root / "parquet"),
+          "load_binary": lambda: load_binary(root / "bin"),
           "dict_ref": lambda: dict_mapping_ref(nodes, edges)}[impl]
     benchmark.pedantic(fn, rounds=3, iterations=1)
 
@@ -111,30 +111,30 @@ def main():
     try:
         for n, e in SIZES:
             md, nodes, edges = make_tables(n, e)
-            t_ref, _ = _timed(lambda: dict_mapping_ref(nodes, edges))
+            t_ref, _ = _timed(partial(dict_mapping_ref, nodes, edges))
             rows = [("reference: Python dict id mapping only", t_ref, "")]
-            t, g = _timed(lambda: HeteroGraph.from_tables(md, nodes, edges))
-            rows.append(("from_tables, string ids", t, ""))
+            t, g = _timed(partial(build_graph, md, nodes, edges))
+            rows.append(("build_graph, string ids", t, ""))
             md_i, nodes_i, edges_i = make_tables(n, e, string_ids=False)
-            t, _ = _timed(lambda: HeteroGraph.from_tables(md_i, nodes_i, edges_i))
-            rows.append(("from_tables, integer ids", t, ""))
+            t, _ = _timed(partial(build_graph, md_i, nodes_i, edges_i))
+            rows.append(("build_graph, integer ids", t, ""))
             del md_i, nodes_i, edges_i
             for fmt in ("parquet", "csv"):
-                g.save_dir(tmp / fmt, format=fmt)
-                t, h = _timed(lambda: HeteroGraph.load_dir(tmp / fmt))
+                write_dir(g, tmp / fmt, format=fmt)
+                t, h = _timed(partial(read_dir, tmp / fmt))
                 assert h.num_edges() == g.num_edges()
-                rows.append((f"load_dir, {fmt}", t, _dir_size(tmp / fmt)))
+                rows.append((f"read_dir, {fmt}", t, _dir_size(tmp / fmt)))
                 del h
-            t, _ = _timed(lambda: g.save_binary(tmp / "bin"))
+            t, _ = _timed(partial(save_binary, g, tmp / "bin"))
             rows.append(("save_binary", t, _dir_size(tmp / "bin")))
             for mmap in (True, False):
-                t, h = _timed(lambda: HeteroGraph.load_binary(tmp / "bin", mmap=mmap))
+                t, h = _timed(partial(load_binary, tmp / "bin", mmap=mmap))
                 assert h.num_edges() == g.num_edges()
                 rows.append((f"load_binary, mmap={mmap}", t, ""))
                 del h
-            HeteroGraph.load_dir(tmp / "parquet", cache=True)
-            t, h = _timed(lambda: HeteroGraph.load_dir(tmp / "parquet", cache=True))
-            rows.append(("load_dir, parquet, cache hit", t, ""))
+            read_dir(tmp / "parquet", cache=True)
+            t, h = _timed(partial(read_dir, tmp / "parquet", cache=True))
+            rows.append(("read_dir, parquet, cache hit", t, ""))
             del h, g
             for name, t, size in rows:
                 table.add(device_name(), n, e, name, t, t_ref / t, size)

@@ -11,16 +11,16 @@ The data model every other part of lmgnn_fast reads (see ``docs/interfaces.md``)
   ``0..E_r-1`` in the order of the relation's edge table; a reverse edge carries the eid of
   its forward edge.
 
-Build one with :meth:`HeteroGraph.from_tables` (in-memory pyarrow tables) or
-:meth:`HeteroGraph.load_dir` (the on-disk directory format), and reload it quickly with
-:meth:`HeteroGraph.save_binary` / :meth:`HeteroGraph.load_binary`.
+HeteroGraph is data: this module sits below :mod:`lmgnn_fast.io`, which builds, reads and
+writes graphs (``build_graph`` from in-memory pyarrow tables, ``read_dir`` / ``write_dir``
+for the on-disk directory format, ``save_binary`` / ``load_binary`` for the binary cache)
+and imports this module, never the other way round.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -170,77 +170,6 @@ class HeteroGraph:
     lp_edges: dict[str, dict[str, tuple[Tensor, Tensor]]] = field(default_factory=dict)
     report: dict = field(default_factory=dict)
     name: str = "graph"
-
-    # ------------------------------------------------------------------ construction
-    @classmethod
-    def from_tables(cls, metadata: dict, nodes: dict, edges: dict, **options) -> "HeteroGraph":
-        """Build a graph from tables in the directory format.
-
-        Args:
-            metadata: the ``metadata.json`` content (``node_types``, ``edge_types``,
-                ``add_reverse_edges``, ``tasks``, optional ``text_columns``,
-                ``text_separator``, ``label_names``, ``name``).
-            nodes: node type -> ``pyarrow.Table`` with ``id`` and optional ``text``,
-                ``label``, ``split`` columns.
-            edges: ``(src, rel, dst)`` -> ``pyarrow.Table`` with ``src``, ``dst`` and
-                optional ``label``, ``split``.
-            **options: ``add_reverse_edges`` (bool, overrides the metadata; default True),
-                ``dedup_edges`` and ``self_loops`` (``"keep"`` | ``"remove"``, default
-                ``"keep"``), ``seed`` (int, for drawn splits, default 0), ``split_ratios``
-                (default ``(0.8, 0.1, 0.1)``), ``index_dtype`` (``"auto"``: int32 indices
-                where ids fit; ``"int64"``), ``sources`` (table -> file name, for
-                messages).
-
-        Raises:
-            GraphFormatError: the tables break the format (the message names the file,
-                row and column).
-        """
-        from lmgnn_fast.io.tables import build_graph
-
-        return build_graph(metadata, nodes, edges, **options)
-
-    @classmethod
-    def load_dir(cls, path, cache: bool | str = False, **options) -> "HeteroGraph":
-        """Read a graph in the directory format (``metadata.json``, ``nodes/``, ``edges/``).
-
-        Args:
-            path: the dataset directory.
-            cache: ``True`` keeps a binary cache in ``<path>/.lmgnn_cache/`` keyed by the
-                files' sizes and mtimes and the options; a string names another cache
-                folder. A valid cache is loaded instead of parsing the tables.
-            **options: as :meth:`from_tables`.
-        """
-        from lmgnn_fast.io.directory import read_dir
-
-        return read_dir(path, cache=cache, **options)
-
-    def save_dir(self, path, format: str = "parquet") -> None:
-        """Write the graph in the directory format (``parquet``, ``csv`` or ``jsonl``).
-
-        Splits are written out (drawn ones too), so reloading gives an identical graph;
-        held-out link-prediction edges are written back into their relation's table.
-        """
-        from lmgnn_fast.io.directory import write_dir
-
-        write_dir(self, path, format=format)
-
-    def save_binary(self, path) -> None:
-        """Write the binary cache: one ``.npy`` per array plus ``graph.json``."""
-        from lmgnn_fast.io.binary import save_binary
-
-        save_binary(self, path)
-
-    @classmethod
-    def load_binary(cls, path, mmap: bool = True) -> "HeteroGraph":
-        """Load a graph written by :meth:`save_binary`.
-
-        Args:
-            path: the folder written by :meth:`save_binary`.
-            mmap: memory-map the arrays (copy-on-write) instead of reading them.
-        """
-        from lmgnn_fast.io.binary import load_binary
-
-        return load_binary(path, mmap=mmap)
 
     # ------------------------------------------------------------------ queries
     @property

@@ -19,8 +19,9 @@ import sys
 import time
 
 import pytest
-
 from _toy_graph import write_toy_dir
+
+from lmgnn_fast.io import read_dir
 from lmgnn_fast.lm import make_tiny_bert
 
 TOL = 1e-4
@@ -30,9 +31,8 @@ TOL = 1e-4
 def toy(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist_toy")
     data = write_toy_dir(str(root / "data"), num_papers=40)  # 24 training papers
-    from lmgnn_fast import HeteroGraph
 
-    g = HeteroGraph.load_dir(data)
+    g = read_dir(data)
     texts = [x for t in g.node_types for x in (g.text[t] or [])]
     bert = make_tiny_bert(texts, str(root / "bert"))
     return {"root": root, "data": data, "bert": bert}

@@ -5,8 +5,9 @@ import torch
 from graph_fixtures import CITES, HAS, WRITES, toy_tables
 
 import lmgnn_fast
-from lmgnn_fast import CSC, HeteroGraph, Task
+from lmgnn_fast import CSC, Task
 from lmgnn_fast.graph import lookup_edge_type
+from lmgnn_fast.io import build_graph
 from lmgnn_fast.ops import coo_to_csc_ref
 from lmgnn_fast.testing import with_devices
 
@@ -37,7 +38,7 @@ def _check_csc(c: CSC, src, dst, eids, num_dst):
 @pytest.fixture(scope="module")
 def toy():
     md, nodes, edges = toy_tables(0)
-    return md, nodes, edges, HeteroGraph.from_tables(md, nodes, edges)
+    return md, nodes, edges, build_graph(md, nodes, edges)
 
 
 def test_structure_and_relation_order(toy):
@@ -121,8 +122,8 @@ def test_drawn_splits_are_seeded_80_10_10(toy):
     assert torch.all(m["train"].int() + m["val"].int() + m["test"].int() == 1)
     em = g.edge_masks[CITES]
     assert [int(em[s].sum()) for s in ("train", "val", "test")] == [160, 20, 20]
-    same = HeteroGraph.from_tables(md, nodes, edges, seed=0)
-    other = HeteroGraph.from_tables(md, nodes, edges, seed=1)
+    same = build_graph(md, nodes, edges, seed=0)
+    other = build_graph(md, nodes, edges, seed=1)
     assert torch.equal(same.masks["paper"]["val"], m["val"])
     assert not torch.equal(other.edge_masks[CITES]["test"], em["test"])
     assert sorted(g.report["drawn_splits"]) == ["edges/author__writes__paper", "edges/paper__cites__paper",
@@ -134,7 +135,7 @@ def test_drawn_splits_only_labelled_nodes():
     labels = nodes["paper"].column("label").to_pylist()
     labels[:20] = [None] * 20
     nodes["paper"] = nodes["paper"].set_column(2, "label", pa.array(labels, pa.string()))
-    g = HeteroGraph.from_tables(md, nodes, edges)
+    g = build_graph(md, nodes, edges)
     in_split = g.masks["paper"]["train"] | g.masks["paper"]["val"] | g.masks["paper"]["test"]
     assert torch.equal(in_split, g.labels["paper"] >= 0)
     assert int(in_split.sum()) == 40
@@ -147,7 +148,7 @@ def test_given_splits():
     e = edges[CITES].num_rows
     esplit = (["train"] * 8 + ["valid", "test"]) * (e // 10)
     edges[CITES] = edges[CITES].append_column("split", pa.array(esplit))
-    g = HeteroGraph.from_tables(md, nodes, edges)
+    g = build_graph(md, nodes, edges)
     assert g.masks["paper"]["train"].tolist() == [s == "train" for s in split]
     assert g.masks["paper"]["val"].tolist() == [s == "val" for s in split]
     assert g.edge_masks[CITES]["val"].tolist() == [s == "valid" for s in esplit]
@@ -156,7 +157,7 @@ def test_given_splits():
 
 def _lp_graph(seed=3, **options):
     md, nodes, edges = toy_tables(seed, n_cites=400)
-    return HeteroGraph.from_tables(md, nodes, edges, **options)
+    return build_graph(md, nodes, edges, **options)
 
 
 def test_transductive_link_prediction_csc():
@@ -207,10 +208,10 @@ def test_transductive_link_prediction_sampling():
 def test_no_reverse_edges_and_int64():
     md, nodes, edges = toy_tables(5)
     md["add_reverse_edges"] = False
-    g = HeteroGraph.from_tables(md, nodes, edges, index_dtype="int64")
+    g = build_graph(md, nodes, edges, index_dtype="int64")
     assert g.edge_types == [WRITES, CITES, HAS] and g.reverse_of == {}
     assert all(c.indices.dtype == torch.long for c in g.csc.values())
-    g2 = HeteroGraph.from_tables(md, nodes, edges, add_reverse_edges=True)
+    g2 = build_graph(md, nodes, edges, add_reverse_edges=True)
     assert len(g2.edge_types) == 6
 
 
@@ -224,7 +225,7 @@ def _small(src, dst, n=4, **md_extra):
 def test_duplicates_and_self_loops_policies(dedup, loops):
     src = [0, 1, 0, 2, 2, 0, 3]
     dst = [1, 2, 1, 2, 2, 1, 0]
-    g = HeteroGraph.from_tables(*_small(src, dst), dedup_edges=dedup, self_loops=loops, add_reverse_edges=False)
+    g = build_graph(*_small(src, dst), dedup_edges=dedup, self_loops=loops, add_reverse_edges=False)
     rep = g.report["edges"]["v__e__v"]
     assert rep["rows"] == 7 and rep["self_loops"] == 2
     keep = np.ones(7, bool)
@@ -249,7 +250,7 @@ def test_duplicates_and_self_loops_policies(dedup, loops):
 
 def test_bad_policy():
     with pytest.raises(ValueError, match="dedup_edges must be 'keep' or 'remove', got 'drop'"):
-        HeteroGraph.from_tables(*_small([0], [1]), dedup_edges="drop")
+        build_graph(*_small([0], [1]), dedup_edges="drop")
 
 
 def test_text_columns_and_empty_text():
@@ -258,11 +259,11 @@ def test_text_columns_and_empty_text():
     nodes = {"p": pa.table({"id": ["a", "b", "c", "d"], "title": ["T1", None, "", "T4"],
                             "abstract": ["A1", "A2", None, ""]})}
     edges = {("p", "r", "p"): pa.table({"src": ["a"], "dst": ["b"]})}
-    g = HeteroGraph.from_tables(md, nodes, edges)
+    g = build_graph(md, nodes, edges)
     assert g.text["p"] == ["T1. A1", "A2", "", "T4"]
     assert g.report["nodes"]["p"]["empty_text"] == 1
     md["text_columns"] = {"p": "abstract"}
-    g = HeteroGraph.from_tables(md, nodes, edges)
+    g = build_graph(md, nodes, edges)
     assert g.text["p"] == ["A1", "A2", "", ""]
     assert g.report["nodes"]["p"]["empty_text"] == 2
 
@@ -279,7 +280,7 @@ def test_multilabel(form):
     md = {"node_types": ["p"], "edge_types": [["p", "r", "p"]],
           "tasks": [{"name": "tags", "type": "node_classification", "node_type": "p", "multilabel": form == "pipe"}]}
     nodes = {"p": pa.table({"id": list(range(5)), "label": col})}
-    g = HeteroGraph.from_tables(md, nodes, {("p", "r", "p"): pa.table({"src": [0], "dst": [1]})})
+    g = build_graph(md, nodes, {("p", "r", "p"): pa.table({"src": [0], "dst": [1]})})
     assert g.label_names["p"] == ["x", "y", "z"]
     y = g.labels["p"]
     assert y.dtype == torch.float32 and y.shape == (5, 3)
@@ -294,13 +295,13 @@ def test_integer_labels_and_label_names():
     md = {"node_types": ["p"], "edge_types": [["p", "r", "p"]],
           "tasks": [{"type": "node_classification", "node_type": "p", "num_classes": 6}]}
     nodes = {"p": pa.table({"id": list(range(5)), "label": [3, None, 0, -1, 1]})}
-    g = HeteroGraph.from_tables(md, nodes, {("p", "r", "p"): pa.table({"src": [0], "dst": [1]})})
+    g = build_graph(md, nodes, {("p", "r", "p"): pa.table({"src": [0], "dst": [1]})})
     assert g.labels["p"].tolist() == [3, -1, 0, -1, 1]
     assert g.label_names["p"] == [str(i) for i in range(6)] and g.task("p").num_classes == 6
     md["label_names"] = {"p": ["z", "a"]}
     md["tasks"] = [{"type": "node_classification", "node_type": "p"}]
     nodes = {"p": pa.table({"id": list(range(3)), "label": ["a", "z", "a"]})}
-    g = HeteroGraph.from_tables(md, nodes, {("p", "r", "p"): pa.table({"src": [0], "dst": [1]})})
+    g = build_graph(md, nodes, {("p", "r", "p"): pa.table({"src": [0], "dst": [1]})})
     assert g.labels["p"].tolist() == [1, 0, 1] and g.label_names["p"] == ["z", "a"]
 
 
@@ -308,10 +309,10 @@ def test_mixed_id_types_match_by_spelling():
     # integer node ids, string edge endpoints: matched by decimal spelling, "07" is not 7
     md = {"node_types": ["v"], "edge_types": [["v", "e", "v"]]}
     nodes = {"v": pa.table({"id": [5, 7, 9]})}
-    g = HeteroGraph.from_tables(md, nodes, {("v", "e", "v"): pa.table({"src": ["5", "9"], "dst": ["7", "7"]})})
+    g = build_graph(md, nodes, {("v", "e", "v"): pa.table({"src": ["5", "9"], "dst": ["7", "7"]})})
     assert [t.tolist() for t in g.edges(("v", "e", "v"))] == [[0, 2], [1, 1]]
     with pytest.raises(lmgnn_fast.GraphFormatError, match="id '07' is not in the node table"):
-        HeteroGraph.from_tables(md, nodes, {("v", "e", "v"): pa.table({"src": ["5"], "dst": ["07"]})})
+        build_graph(md, nodes, {("v", "e", "v"): pa.table({"src": ["5"], "dst": ["07"]})})
 
 
 def test_degrees_and_stats(toy):
@@ -362,8 +363,8 @@ def test_pin_memory(toy):
 
 def test_equals_and_diff(toy):
     md, nodes, edges, g = toy
-    assert g.equals(HeteroGraph.from_tables(md, nodes, edges))
-    other = HeteroGraph.from_tables(md, nodes, edges, seed=7)
+    assert g.equals(build_graph(md, nodes, edges))
+    other = build_graph(md, nodes, edges, seed=7)
     assert not other.equals(g)
     assert "masks[paper]" in other.diff(g)
 

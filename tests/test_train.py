@@ -7,8 +7,9 @@ import os
 import pyarrow.parquet as pq
 import pytest
 import torch
-
 from _toy_graph import write_toy_dir
+
+from lmgnn_fast.io import read_dir
 from lmgnn_fast.lm import make_tiny_bert
 from lmgnn_fast.testing import only_cuda
 from lmgnn_fast.train import Config, ConfigError, DataError, Trainer, TrainingError
@@ -21,9 +22,8 @@ def toy(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy")
     data = write_toy_dir(str(root / "data"), num_papers=45)
     data_ml = write_toy_dir(str(root / "data_ml"), num_papers=45, multilabel=True)
-    from lmgnn_fast import HeteroGraph
 
-    g = HeteroGraph.load_dir(data)
+    g = read_dir(data)
     texts = [x for t in g.node_types for x in (g.text[t] or [])]
     bert = make_tiny_bert(texts, str(root / "bert"))
     return {"root": root, "data": data, "data_ml": data_ml, "bert": bert}

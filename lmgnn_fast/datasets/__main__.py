@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lmgnn_fast.datasets import _REGISTRY, dataset_tables, export_dataset, list_datasets
 from lmgnn_fast.datasets._common import read_tables, summarize_tables
+from lmgnn_fast.io import build_graph, read_dir
 
 
 def parse_option(text: str) -> tuple[str, object]:
@@ -88,10 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         tables = read_tables(target) if is_dir else dataset_tables(target, **options)
         print(summarize_tables(*tables))
         if args.graph:
-            from lmgnn_fast.graph import HeteroGraph
 
-            graph = (HeteroGraph.load_dir(target, **options) if is_dir
-                     else HeteroGraph.from_tables(*tables))
+            graph = (read_dir(target, **options) if is_dir
+                     else build_graph(*tables))
             print(_graph_summary(graph))
         return 0
     except (KeyError, TypeError, ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:

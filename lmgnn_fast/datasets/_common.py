@@ -280,7 +280,7 @@ def check_tables(metadata: dict, nodes: Mapping[str, pa.Table], edges: Mapping[E
 def read_tables(path: str | os.PathLike) -> Tables:
     """Read a dataset directory's tables as they are (no validation; for ``info``).
 
-    ``HeteroGraph.load_dir`` is the validating reader; this one only finds each node and
+    ``lmgnn_fast.io.read_dir`` is the validating reader; this one only finds each node and
     edge file (``.parquet``, ``.csv`` or ``.jsonl``) named by ``metadata.json``.
     """
     path = Path(path)

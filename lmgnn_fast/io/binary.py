@@ -27,6 +27,7 @@ import pyarrow as pa
 import torch
 
 from lmgnn_fast.graph import CSC, SPLITS, HeteroGraph, Task, edge_type_str
+from lmgnn_fast.io.atomic import replace_dir
 
 FORMAT = "lmgnn_fast.binary"
 FORMAT_VERSION = 1
@@ -93,7 +94,12 @@ class _Reader:
 
 
 def save_binary(g: HeteroGraph, path) -> None:
-    """Implementation of :meth:`HeteroGraph.save_binary` (see there)."""
+    """Write the binary cache of a graph: one ``.npy`` per array plus ``graph.json``.
+
+    Args:
+        g: the graph.
+        path: the folder to write (replaced as a whole once complete).
+    """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
@@ -147,16 +153,22 @@ def save_binary(g: HeteroGraph, path) -> None:
     }
     with open(tmp / "graph.json", "w", encoding="utf-8") as f:
         json.dump(head, f)
-    from lmgnn_fast.io.directory import _swap_in
-
-    _swap_in(tmp, dest)
+    replace_dir(tmp, dest)
 
 
 def load_binary(path, mmap: bool = True) -> HeteroGraph:
-    """Implementation of :meth:`HeteroGraph.load_binary` (see there)."""
+    """Load a graph written by :func:`save_binary`.
+
+    Args:
+        path: the folder written by :func:`save_binary`.
+        mmap: memory-map the arrays (copy-on-write) instead of reading them.
+
+    Raises:
+        ValueError: ``path`` holds no binary graph cache of this format version.
+    """
     root = Path(path)
     if not is_binary(root):
-        raise ValueError(f"HeteroGraph.load_binary: {root} is not a binary graph cache "
+        raise ValueError(f"load_binary: {root} is not a binary graph cache "
                          f"({FORMAT} version {FORMAT_VERSION}); write one with save_binary")
     with open(root / "graph.json", encoding="utf-8") as f:
         head = json.load(f)

@@ -26,7 +26,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lmgnn_fast.graph import SPLITS, EdgeType, HeteroGraph, edge_type_str
+from lmgnn_fast.io.atomic import replace_dir
+from lmgnn_fast.io.binary import FORMAT_VERSION, is_binary, load_binary, save_binary
 from lmgnn_fast.io.errors import GraphFormatError, Source
+from lmgnn_fast.io.tables import build_graph
 
 FORMATS = ("csv", "parquet", "jsonl")
 CACHE_DIR = ".lmgnn_cache"
@@ -146,8 +149,6 @@ def _plan(root: Path) -> tuple[dict, dict[str, Path], dict[EdgeType, Path]]:
 
 
 def _cache_key(root: Path, files: list[Path], options: dict) -> str:
-    from lmgnn_fast.io.binary import FORMAT_VERSION
-
     h = hashlib.sha1()
     stat = []
     for p in [root / "metadata.json", *files]:
@@ -159,13 +160,23 @@ def _cache_key(root: Path, files: list[Path], options: dict) -> str:
 
 
 def read_dir(path, cache: bool | str = False, **options) -> HeteroGraph:
-    """Implementation of :meth:`HeteroGraph.load_dir` (see there)."""
+    """Read a graph in the directory format (``metadata.json``, ``nodes/``, ``edges/``).
+
+    Args:
+        path: the dataset directory.
+        cache: ``True`` keeps a binary cache in ``<path>/.lmgnn_cache/`` keyed by the
+            files' sizes and mtimes and the options; a string names another cache
+            folder. A valid cache is loaded instead of parsing the tables.
+        **options: as :func:`~lmgnn_fast.io.tables.build_graph`.
+
+    Raises:
+        GraphFormatError: a file breaks the format (the message names the file, row and
+            column).
+    """
     root = Path(path)
     md, node_files, edge_files = _plan(root)
     cache_path = None
     if cache:
-        from lmgnn_fast.io.binary import is_binary, load_binary, save_binary
-
         base = root / CACHE_DIR if cache is True else Path(cache)
         cache_path = base / _cache_key(root, [*node_files.values(), *edge_files.values()], options)
         if is_binary(cache_path):
@@ -175,7 +186,7 @@ def read_dir(path, cache: bool | str = False, **options) -> HeteroGraph:
         nodes[t], sources[t] = read_table(p, str(p.relative_to(root)), "nodes")
     for et, p in edge_files.items():
         edges[et], sources[et] = read_table(p, str(p.relative_to(root)), "edges")
-    g = HeteroGraph.from_tables(md, nodes, edges, sources=sources, **options)
+    g = build_graph(md, nodes, edges, sources=sources, **options)
     if cache_path is not None:
         save_binary(g, cache_path)
     return g
@@ -259,21 +270,15 @@ def _write_table(table: pa.Table, path: Path, fmt: str) -> None:
                 f.write("\n")
 
 
-def _swap_in(tmp: Path, dest: Path) -> None:
-    """Replace ``dest`` (a folder) by ``tmp`` with two renames."""
-    old = None
-    if dest.exists():
-        old = dest.with_name(f"{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def write_dir(g: HeteroGraph, path, format: str = "parquet") -> None:
-    """Implementation of :meth:`HeteroGraph.save_dir` (see there)."""
+    """Write a graph in the directory format (``parquet``, ``csv`` or ``jsonl``).
+
+    Splits are written out (drawn ones too), so reading it back gives an identical graph;
+    held-out link-prediction edges are written back into their relation's table. The
+    folder ``path`` is replaced as a whole once complete.
+    """
     if format not in FORMATS:
-        raise ValueError(f"save_dir: format must be one of {FORMATS}, got {format!r}")
+        raise ValueError(f"write_dir: format must be one of {FORMATS}, got {format!r}")
     dest = Path(path)
     tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -316,7 +321,7 @@ def write_dir(g: HeteroGraph, path, format: str = "parquet") -> None:
     with open(tmp / "metadata.json", "w", encoding="utf-8") as f:
         json.dump(md, f, indent=2)
         f.write("\n")
-    _swap_in(tmp, dest)
+    replace_dir(tmp, dest)
 
 
 __all__ = ["read_dir", "write_dir", "read_table", "read_metadata", "forward_edge_types", "full_edges"]

@@ -384,17 +384,37 @@ def build_graph(metadata: dict, nodes: dict, edges: dict, *, add_reverse_edges: 
                 dedup_edges: str = "keep", self_loops: str = "keep", seed: int = 0,
                 split_ratios=(0.8, 0.1, 0.1), index_dtype: str = "auto",
                 sources: dict | None = None) -> HeteroGraph:
-    """Implementation of :meth:`HeteroGraph.from_tables` (see there)."""
+    """Build a graph from tables in the directory format.
+
+    Args:
+        metadata: the ``metadata.json`` content (``node_types``, ``edge_types``,
+            ``add_reverse_edges``, ``tasks``, optional ``text_columns``,
+            ``text_separator``, ``label_names``, ``name``).
+        nodes: node type -> ``pyarrow.Table`` with ``id`` and optional ``text``,
+            ``label``, ``split`` columns.
+        edges: ``(src, rel, dst)`` -> ``pyarrow.Table`` with ``src``, ``dst`` and
+            optional ``label``, ``split``.
+        add_reverse_edges: overrides the metadata (default: the metadata's, else True).
+        dedup_edges, self_loops: ``"keep"`` | ``"remove"``.
+        seed: for drawn splits.
+        split_ratios: train/val/test ratios of drawn splits.
+        index_dtype: ``"auto"`` (int32 indices where ids fit) or ``"int64"``.
+        sources: table -> file name, for messages.
+
+    Raises:
+        GraphFormatError: the tables break the format (the message names the file,
+            row and column).
+    """
     sources = sources or {}
     msrc = _as_source(sources.get("metadata"), "metadata")
     for opt, val in (("dedup_edges", dedup_edges), ("self_loops", self_loops)):
         if val not in POLICIES:
-            raise ValueError(f"HeteroGraph.from_tables: {opt} must be 'keep' or 'remove', got {val!r}")
+            raise ValueError(f"build_graph: {opt} must be 'keep' or 'remove', got {val!r}")
     if index_dtype not in ("auto", "int64", "int32"):
-        raise ValueError(f"HeteroGraph.from_tables: index_dtype must be 'auto', 'int32' or 'int64', "
+        raise ValueError(f"build_graph: index_dtype must be 'auto', 'int32' or 'int64', "
                          f"got {index_dtype!r}")
     if len(split_ratios) != 3 or min(split_ratios) < 0 or sum(split_ratios) <= 0:
-        raise ValueError(f"HeteroGraph.from_tables: split_ratios must be 3 non-negative numbers, "
+        raise ValueError(f"build_graph: split_ratios must be 3 non-negative numbers, "
                          f"got {split_ratios!r}")
     edges = {tuple(k): v for k, v in edges.items()}
     md = parse_metadata(metadata, nodes, edges, msrc)
