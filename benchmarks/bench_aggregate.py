@@ -29,13 +29,11 @@ import os
 from functools import lru_cache
 
 import numpy as np
-
 import pytest
 import torch
 
 import lmgnn_fast  # noqa: F401
-from common import (QUICK, Table, bench_devices, device_name, results_dir, time_fn, time_interleaved,
-                    tracked_peak_memory)
+from common import QUICK, Table, bench_devices, device_name, results_dir, time_fn, time_interleaved, tracked_peak_memory
 from lmgnn_fast.graph import CSC, HeteroGraph
 from lmgnn_fast.nn import RGCNConv
 from lmgnn_fast.ops import coo_to_csc, csc_to_coo, layout_from_block, layout_from_coo

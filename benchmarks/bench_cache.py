@@ -28,9 +28,9 @@ import time
 import numpy as np
 import pytest
 import torch
-from common import QUICK, Table, bench_devices, device_name, results_dir
 
 import lmgnn_fast  # noqa: F401
+from common import QUICK, Table, bench_devices, device_name, results_dir
 from lmgnn_fast.cache import EmbeddingCache
 from lmgnn_fast.datasets.synthetic import synthetic_tables
 from lmgnn_fast.graph import HeteroGraph
@@ -161,7 +161,9 @@ def hit_rate_table(batches, presample, long_presample, graph) -> Table:
                  policy_hit_rate(batches, n, cap, "static", freq)]
         refs = [policy_hit_rate(batches, n, cap, "static", freq_long),
                 policy_hit_rate(batches, n, cap, "static", freq_oracle)]
-        ratio = (lambda r: r / opt if opt else 1.0)
+        def ratio(r, opt=opt):
+            return r / opt if opt else 1.0
+
         table.add(f"{frac:.0%}", cap, opt, *rates, ratio(max(rates)), *map(ratio, refs))
         print(f"  capacity {frac:.0%}: belady {opt:.3f} ({t_opt:.1f}s), clock/lru/lfu/static-deg/"
               "static-freq " + " ".join(f"{r:.3f}" for r in rates)

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import pytest
-from common import QUICK, Table, device_name, results_dir
 
+from common import QUICK, Table, device_name, results_dir
 from lmgnn_fast.io import build_graph, load_binary, read_dir, save_binary
 
 SYNTH = (dict(num_nodes=100_000, num_edges=1_000_000) if QUICK

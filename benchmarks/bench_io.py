@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from common import QUICK, Table, cpu_peak_rss_mb, device_name, results_dir
 
 import lmgnn_fast  # noqa: F401
+from common import QUICK, Table, cpu_peak_rss_mb, device_name, results_dir
 from lmgnn_fast.io import build_graph, load_binary, read_dir, save_binary, write_dir
 
 SIZES = [(20_000, 200_000)] if QUICK else [(1_000_000, 10_000_000)]

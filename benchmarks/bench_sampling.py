@@ -189,7 +189,8 @@ def cuda_table() -> None:
                 flat = [f for f in fanouts for _ in range(R)]
 
                 def run(i):
-                    seeds = [g.batches[i % len(g.batches)].cuda()] + [torch.empty(0, dtype=torch.long, device="cuda")] * 2
+                    seeds = ([g.batches[i % len(g.batches)].cuda()]
+                             + [torch.empty(0, dtype=torch.long, device="cuda")] * 2)
                     out = hetero_neighbor_sample(*args, seeds, flat, False, i)
                     torch.cuda.synchronize()
                     return sum(int(x.numel()) for x in out[3])

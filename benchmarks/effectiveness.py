@@ -143,9 +143,8 @@ def run_grid(datasets, seeds, kinds, variants, max_nodes, extra, partial: str = 
 def cache_speedup(dataset, task, seed, max_nodes, extra, lm_nodes=16, steps=4):
     """Stage-3 seconds per step: cache (``lm_nodes`` per batch) vs every sampled node,
     over the first ``steps`` batches of an epoch (same batches and sampling seeds)."""
-    from lmgnn_fast.train import Trainer
-
     from lmgnn_fast.datasets import load_dataset
+    from lmgnn_fast.train import Trainer
 
     graph = load_dataset(dataset, **({"max_nodes": max_nodes} if max_nodes else {}))
     out = {}
@@ -206,7 +205,8 @@ def to_markdown(rows, speed, args) -> str:
                   "seconds per epoch = seconds per step x steps per epoch:", "",
                   "| mode | LM nodes / step | seconds / step | seconds / epoch |", "|---|---|---|---|"]
         for k, s in speed.items():
-            lines.append(f"| {k} | {s['lm_nodes']:.0f} | {s['step_s']:.2f} | {s['step_s'] * s['steps_per_epoch']:.0f} |")
+            epoch_s = s["step_s"] * s["steps_per_epoch"]
+            lines.append(f"| {k} | {s['lm_nodes']:.0f} | {s['step_s']:.2f} | {epoch_s:.0f} |")
         if "cache" in speed and "no cache" in speed:
             lines.append(f"\nSpeed-up from the cache: {speed['no cache']['step_s'] / speed['cache']['step_s']:.1f}x")
     return "\n".join(lines)
@@ -236,8 +236,9 @@ def main(argv=None):
         args.speedup = ""
         print(grouped_markdown(rows_from_partial(args.aggregate)))
         return 0
-    rows = run_grid(args.datasets.split(","), args.seeds, args.tasks.split(","), [v for v in args.variants.split(",") if v],
-                    max_nodes, extra, args.partial)
+    variants = [v for v in args.variants.split(",") if v]
+    rows = run_grid(args.datasets.split(","), args.seeds, args.tasks.split(","), variants, max_nodes, extra,
+                    args.partial)
     speed = None
     if args.speedup:
         ds, task = args.speedup.split(":")

@@ -21,8 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lmgnn_fast.ops.cache import (SKETCH_DEPTH, cache_admit, cache_admit_lfu, cache_gather,
-                                  cache_lookup, cache_update)
+from lmgnn_fast.ops.cache import SKETCH_DEPTH, cache_admit, cache_admit_lfu, cache_gather, cache_lookup, cache_update
 
 POLICIES = ("clock", "lru", "lfu", "static")
 BACKINGS = ("auto", "memory", "pinned", "mmap")

@@ -253,7 +253,8 @@ def test_dense_order_saves_aggregate_and_skips_pairs():
     i = next(i for i in range(n_dst) if int(dptr[i + 1] - dptr[i]) >= 2)
     lo = int(dptr[i])
     dp[lo], dp[lo + 1] = int(dp[lo + 1]), int(dp[lo])
-    with pytest.raises(RuntimeError, match=r"rgcn_aggregate: dst_pairs of destination \d+ are not in increasing relation order"):
+    with pytest.raises(RuntimeError,
+                       match=r"rgcn_aggregate: dst_pairs of destination \d+ are not in increasing relation order"):
         torch.ops.lmgnn.rgcn_aggregate(x, *bad, w, None, xr, wr, b, True, 3)
 
 

@@ -6,9 +6,19 @@ import torch
 
 import lmgnn_fast  # noqa: F401
 from lmgnn_fast.cache import EmbeddingCache, parse_capacity
-from lmgnn_fast.ops.cache import (cache_admit, cache_admit_lfu, cache_admit_lfu_ref, cache_admit_ref,
-                            cache_gather, cache_gather_ref, cache_lookup, cache_lookup_ref,
-                            cache_update, cache_update_ref, sketch_hash_ref)
+from lmgnn_fast.ops.cache import (
+    cache_admit,
+    cache_admit_lfu,
+    cache_admit_lfu_ref,
+    cache_admit_ref,
+    cache_gather,
+    cache_gather_ref,
+    cache_lookup,
+    cache_lookup_ref,
+    cache_update,
+    cache_update_ref,
+    sketch_hash_ref,
+)
 from lmgnn_fast.testing import HAS_CUDA, only_cuda, with_devices
 
 
@@ -39,7 +49,7 @@ def test_gather_equals_table(device, policy, capacity, id_dtype):
     if policy == "static":
         c.fill_static(torch.arange(n) % 17)
     g = torch.Generator().manual_seed(capacity)
-    for it in range(8):
+    for _ in range(8):
         ids = torch.randint(0, n, (int(torch.randint(1, 400, (1,), generator=g)),), generator=g)
         ids = torch.cat([ids, ids[: len(ids) // 3]])  # duplicates
         out = c.gather(ids.to(id_dtype))

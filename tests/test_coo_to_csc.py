@@ -76,7 +76,8 @@ def test_same_result_for_any_thread_count(device):
 @pytest.mark.parametrize(
     "src,dst,num_dst,exc,match",
     [
-        (torch.tensor([0, 1]), torch.tensor([0, 5]), 3, IndexError, r"coo_to_csc: dst holds id 5 out of range for num_dst \(3\)"),
+        (torch.tensor([0, 1]), torch.tensor([0, 5]), 3, IndexError,
+         r"coo_to_csc: dst holds id 5 out of range for num_dst \(3\)"),
         (torch.tensor([0, 1]), torch.tensor([-1, 0]), 3, IndexError, r"dst holds id -1 out of range"),
         (torch.tensor([0, 1]), torch.tensor([0]), 3, RuntimeError, r"same length, got 2 and 1"),
         (torch.tensor([0.0, 1.0]), torch.tensor([0, 1]), 3, RuntimeError, r"src must be int32 or int64, got Float"),

@@ -6,8 +6,15 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from lmgnn_fast.distributed import (DistContext, all_gather_rows, all_gather_variable,
-                                    all_reduce_sum, init_distributed, shard_for_epoch, split_range)
+from lmgnn_fast.distributed import (
+    DistContext,
+    all_gather_rows,
+    all_gather_variable,
+    all_reduce_sum,
+    init_distributed,
+    shard_for_epoch,
+    split_range,
+)
 
 
 def test_single_process_is_identity():
@@ -77,7 +84,7 @@ def test_collectives_in_two_gloo_processes():
         p.join(timeout=60)
         assert p.exitcode == 0
     expect_full = [[float(i)] * 3 for i in range(7)]
-    for rank, full, var, tot in results:
+    for _rank, full, var, tot in results:
         assert full == expect_full
         assert var == [0.0, 1.0, 1.0]
         assert tot == 3.0

@@ -19,8 +19,8 @@ import sys
 import time
 
 import pytest
-from _toy_graph import write_toy_dir
 
+from _toy_graph import write_toy_dir
 from lmgnn_fast.io import read_dir
 from lmgnn_fast.lm import make_tiny_bert
 

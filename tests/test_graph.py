@@ -2,9 +2,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from graph_fixtures import CITES, HAS, WRITES, toy_tables
 
 import lmgnn_fast
+from graph_fixtures import CITES, HAS, WRITES, toy_tables
 from lmgnn_fast import CSC, Task
 from lmgnn_fast.graph import lookup_edge_type
 from lmgnn_fast.io import build_graph

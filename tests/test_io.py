@@ -5,8 +5,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from graph_fixtures import CITES, WRITES, toy_tables, write_dataset
 
+from graph_fixtures import CITES, WRITES, toy_tables, write_dataset
 from lmgnn_fast.io import build_graph, is_binary, load_binary, read_dir, save_binary, write_dir
 
 FORMATS = ["csv", "parquet", "jsonl"]

@@ -97,7 +97,8 @@ def test_pyg_drop_in(num_bases, aggr, bipartite):
     N_src, N_dst, R, E = 40, 40 if not bipartite else 15, 6, 200
     x_src = torch.randn(N_src, 10, generator=g)
     x_dst = torch.randn(N_dst, 10, generator=g)
-    edge_index = torch.stack([torch.randint(0, N_src, (E,), generator=g), torch.randint(0, N_dst - 2, (E,), generator=g)])
+    edge_index = torch.stack([torch.randint(0, N_src, (E,), generator=g),
+                              torch.randint(0, N_dst - 2, (E,), generator=g)])
     edge_type = torch.randint(0, R - 1, (E,), generator=g)  # relation R-1 empty
     ref = tg.RGCNConv(10, 7, R, num_bases=num_bases, aggr=aggr)
     with torch.no_grad():

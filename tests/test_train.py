@@ -7,8 +7,8 @@ import os
 import pyarrow.parquet as pq
 import pytest
 import torch
-from _toy_graph import write_toy_dir
 
+from _toy_graph import write_toy_dir
 from lmgnn_fast.io import read_dir
 from lmgnn_fast.lm import make_tiny_bert
 from lmgnn_fast.testing import only_cuda
@@ -130,7 +130,8 @@ def test_feature_norm_makes_the_model_invariant_to_the_lm_scale(toy, tmp_path):
         assert (len(list(model.feature_norm.parameters())) > 0) == (norm == "layer")
         seeds = {"paper": torch.arange(6)}
         blocks = tr.sample(seeds, seed=0)
-        x = {t: torch.randn(int(blocks[0].src_nodes[t].numel()), tr.lm.hidden_size, generator=torch.Generator().manual_seed(1))
+        gen = torch.Generator().manual_seed(1)
+        x = {t: torch.randn(int(blocks[0].src_nodes[t].numel()), tr.lm.hidden_size, generator=gen)
              for t in tr.text_types}
         with torch.no_grad():
             a = model(x, blocks)["paper"]
@@ -206,10 +207,13 @@ def test_user_errors(toy, tmp_path):
     err(DataError, "unknown task type 'ranking'", **{"task.type": "ranking"})
     err(DataError, "unknown node type 'venue'", **{"task.type": "node_classification", "task.node_type": "venue"})
     err(DataError, "unknown relation 'likes'", **{"stage1.relations": "likes"})
-    err(DataError, "unknown relation", **{"task.type": "edge_classification", "task.edge_type": "[paper,likes,paper]"})
-    err(DataError, "node type 'author' has no labels", **{"task.type": "node_classification", "task.node_type": "author"})
+    err(DataError, "unknown relation",
+        **{"task.type": "edge_classification", "task.edge_type": "[paper,likes,paper]"})
+    err(DataError, "node type 'author' has no labels",
+        **{"task.type": "node_classification", "task.node_type": "author"})
     err(DataError, "multi-label but the labels of 'paper' are single-label", **{"task.multilabel": "true"})
-    err(DataError, "has no edge labels", **{"task.type": "edge_classification", "task.edge_type": "[paper,cites,paper]"})
+    err(DataError, "has no edge labels",
+        **{"task.type": "edge_classification", "task.edge_type": "[paper,cites,paper]"})
     err(DataError, "unknown value 'cosine'", **{"task.decoder": "cosine"})
     err(DataError, "neither a directory nor a built-in dataset", **{"data.name": "no_such_dataset"})
     with pytest.raises(ConfigError, match="ambiguous.*--stage2.epochs"):

@@ -10,8 +10,14 @@ import torch
 from lmgnn_fast.train.checkpoint import CheckpointManager, load_tensors, save_tensors
 from lmgnn_fast.train.config import Config, ConfigError, apply_overrides, load_config
 from lmgnn_fast.train.heads import LinkDecoder, bce_link_loss, contrastive_loss
-from lmgnn_fast.train.metrics import (accuracy, eval_negatives, macro_f1, multilabel_f1, ranking_metrics,
-                                      ranks_from_scores)
+from lmgnn_fast.train.metrics import (
+    accuracy,
+    eval_negatives,
+    macro_f1,
+    multilabel_f1,
+    ranking_metrics,
+    ranks_from_scores,
+)
 
 
 def test_classification_metrics_against_direct_counts():
@@ -83,7 +89,7 @@ def test_config_yaml_and_overrides(tmp_path):
     with pytest.raises(ConfigError, match="unknown config section 'stage9'"):
         load_config(str(p))
     with pytest.raises(ConfigError, match="run.stages"):
-        apply_overrides(Config(), ["--stages", "1,4"]).stage_list
+        _ = apply_overrides(Config(), ["--stages", "1,4"]).stage_list
 
 
 def test_checkpoints_atomic_and_resumable(tmp_path):

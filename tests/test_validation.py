@@ -185,8 +185,10 @@ def test_missing_dst_column(tmp_path):
 
 
 def test_wrong_id_column_type(tmp_path):
-    root = make(tmp_path, files={"nodes/author.jsonl": '{"id": [1, 2]}\n{"id": [3]}\n'}, drop={"nodes/author.csv"})
-    fails(root, "nodes/author.jsonl, column 'id': node ids must be integers or strings, got column type list<item: int64>")
+    root = make(tmp_path, files={"nodes/author.jsonl": '{"id": [1, 2]}\n{"id": [3]}\n'},
+                drop={"nodes/author.csv"})
+    fails(root, "nodes/author.jsonl, column 'id': node ids must be integers or strings, "
+                "got column type list<item: int64>")
 
 
 def test_fractional_id(tmp_path):
@@ -203,7 +205,8 @@ def test_fractional_label(tmp_path):
 def test_negative_label(tmp_path):
     papers = "id,label\np0,1\np1,-1\np2,-4\np3,1\n"
     fails(make(tmp_path, files={"nodes/paper.csv": papers}),
-          "nodes/paper.csv, row 2 (line 4), column 'label': label -4 is negative (use -1 or leave empty for unlabelled)")
+          "nodes/paper.csv, row 2 (line 4), column 'label': label -4 is negative "
+          "(use -1 or leave empty for unlabelled)")
 
 
 def test_empty_node_table(tmp_path):

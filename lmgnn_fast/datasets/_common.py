@@ -188,7 +188,8 @@ def write_tables(path: str | os.PathLike, metadata: dict, nodes: Mapping[str, pa
     path = Path(path)
     if path.exists() and not overwrite:
         if not path.is_dir() or any(path.iterdir()):
-            raise FileExistsError(f"write_tables: {path} exists and is not empty (pass overwrite=True, or --overwrite on the command line)")
+            raise FileExistsError(f"write_tables: {path} exists and is not empty (pass overwrite=True, "
+                                  "or --overwrite on the command line)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:

@@ -64,8 +64,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from lmgnn_fast.datasets._common import (Tables, finalize, package_dir, require_file, seeded_split,
-                                         subsample_nodes, unique_pairs)
+from lmgnn_fast.datasets._common import (
+    Tables,
+    finalize,
+    package_dir,
+    require_file,
+    seeded_split,
+    subsample_nodes,
+    unique_pairs,
+)
 
 NAME = "hpo"
 NODE_TYPES = ("phenotype", "disease", "gene")

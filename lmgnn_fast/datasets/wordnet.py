@@ -46,8 +46,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from lmgnn_fast.datasets._common import (DatasetUnavailable, Tables, finalize, package_dir, seeded_split,
-                                         subsample_nodes, unique_pairs)
+from lmgnn_fast.datasets._common import (
+    DatasetUnavailable,
+    Tables,
+    finalize,
+    package_dir,
+    seeded_split,
+    subsample_nodes,
+    unique_pairs,
+)
 
 NAME = "wordnet"
 NODE_TYPES = ("noun", "verb", "adj", "adv")

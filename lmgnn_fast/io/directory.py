@@ -54,7 +54,8 @@ def _canonical_ints(table: pa.Table, cols) -> pa.Table:
         if c not in table.column_names:
             continue
         col = table.column(c)
-        if (col.null_count == 0 and len(col) > 0 and (pa.types.is_string(col.type) or pa.types.is_large_string(col.type))
+        is_str = pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+        if (col.null_count == 0 and len(col) > 0 and is_str
                 and pc.all(pc.match_substring_regex(col, _INT_RE)).as_py()):
             table = table.set_column(table.column_names.index(c), c, col.cast(pa.int64()))
     return table

@@ -13,8 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from lmgnn_fast.graph import (CSC, REVERSE_PREFIX, SPLITS, TASK_TYPES, EdgeType, HeteroGraph, Task,
-                              edge_type_str)
+from lmgnn_fast.graph import CSC, REVERSE_PREFIX, SPLITS, TASK_TYPES, EdgeType, HeteroGraph, Task, edge_type_str
 from lmgnn_fast.io.errors import GraphFormatError, Source
 from lmgnn_fast.ops import coo_to_csc
 

@@ -6,8 +6,16 @@ pure-torch reference (``*_ref``) used by the tests and as a fallback.
 from lmgnn_fast.ops.aggregate import choose_order, rgcn_aggregate, rgcn_aggregate_ref
 from lmgnn_fast.ops.buffers import cpu_buffer_cache_info, empty_cpu_buffer_cache
 from lmgnn_fast.ops.cache import (
-    cache_admit, cache_admit_lfu, cache_admit_lfu_ref, cache_admit_ref, cache_gather,
-    cache_gather_ref, cache_lookup, cache_lookup_ref, cache_update, cache_update_ref,
+    cache_admit,
+    cache_admit_lfu,
+    cache_admit_lfu_ref,
+    cache_admit_ref,
+    cache_gather,
+    cache_gather_ref,
+    cache_lookup,
+    cache_lookup_ref,
+    cache_update,
+    cache_update_ref,
 )
 from lmgnn_fast.ops.convert import coo_to_csc, coo_to_csc_ref, csc_to_coo
 from lmgnn_fast.ops.kernels import kernel_available

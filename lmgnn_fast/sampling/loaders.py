@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import queue
 import threading
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Iterator
 
 import torch
@@ -298,7 +298,8 @@ class EdgeLoader(_Loader):
         labels = getattr(graph, "edge_labels", None)
         self._labels = labels.get(edge_type) if isinstance(labels, dict) else None
         rev = (getattr(graph, "reverse_of", None) or {}).get(edge_type)
-        if self._labels is None and isinstance(labels, dict) and rev is not None and edge_type[1].startswith(REVERSE_PREFIX):
+        if (self._labels is None and isinstance(labels, dict) and rev is not None
+                and edge_type[1].startswith(REVERSE_PREFIX)):
             self._labels = labels.get(tuple(rev))  # a reverse edge shares its forward edge's eid
         super().__init__(edge_ids.numel(), batch_size, shuffle, seed, drop_last, prefetch)
 

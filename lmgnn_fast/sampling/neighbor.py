@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
+from lmgnn_fast.graph import EdgeType
 from lmgnn_fast.ops.random import as_int64, mix_seed
 from lmgnn_fast.ops.sampling import hetero_neighbor_sample
-from lmgnn_fast.graph import EdgeType
 from lmgnn_fast.sampling.block import Block
 
 FanoutSpec = Sequence[int | Sequence[int] | Mapping[EdgeType | str, int]]
