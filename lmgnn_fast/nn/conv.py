@@ -50,7 +50,8 @@ class RGCNConv(nn.Module):
         root_weight: add ``x_i W_root``.
         bias: add ``b``.
         use_kernel: ``None`` uses the fused op where it has a kernel for the input's device
-            and the pure-torch per-relation path elsewhere; ``False`` forces the pure path.
+            and its pure-torch reference (:func:`~lmgnn_fast.ops.rgcn_aggregate_ref`, same
+            layout) elsewhere; ``False`` forces the reference.
     """
 
     def __init__(self, in_channels: int, out_channels: int, num_relations: int,
