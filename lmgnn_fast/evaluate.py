@@ -3,7 +3,8 @@
 Re-evaluates a saved run: reads ``RUN_DIR/config.yaml``, rebuilds the LM and the graph model
 from the stage checkpoints, recomputes the embeddings and reports validation/test metrics
 under the same protocol as training (``lmgnn_fast.train.metrics``). Writes
-``RUN_DIR/evaluation.json``.
+``RUN_DIR/evaluation.json``. Errors are one line (``--debug`` shows the traceback; see
+``lmgnn_fast.cli``).
 """
 from __future__ import annotations
 
@@ -35,7 +36,17 @@ def evaluate_run(run_dir: str, stages: list[int] | None = None, overrides: list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    from lmgnn_fast.cli import run_cli
+    from lmgnn_fast.lm.model import LMLoadError
+    from lmgnn_fast.train.config import ConfigError
+    from lmgnn_fast.train.errors import DataError, TrainingError
+
+    return run_cli(_main, argv, user_errors=(ConfigError, DataError, TrainingError, LMLoadError))
+
+
+def _main(argv: list[str]) -> int:
+    from lmgnn_fast.cli import UsageError
+
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
@@ -43,18 +54,20 @@ def main(argv: list[str] | None = None) -> int:
     stages = None
     if "--stage" in rest:
         i = rest.index("--stage")
-        stages = [int(x) for x in rest[i + 1].split(",")]
+        value = rest[i + 1] if i + 1 < len(rest) else ""
+        try:
+            stages = [int(x) for x in value.split(",")]
+        except ValueError:
+            raise UsageError(f"--stage must be a comma-separated list of 1, 2, 3, got {value!r}") from None
+        if any(s not in (1, 2, 3) for s in stages):
+            raise UsageError(f"--stage must be a comma-separated list of 1, 2, 3, got {value!r}")
         del rest[i:i + 2]
-    from lmgnn_fast.train.config import ConfigError
-    from lmgnn_fast.train.errors import DataError, TrainingError
-
-    try:
-        res = evaluate_run(run_dir, stages, rest)
-    except (FileNotFoundError, ConfigError, DataError, TrainingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    with open(os.path.join(run_dir, "metrics.json")) as f:
-        trained = json.load(f).get("stages", {})
+    res = evaluate_run(run_dir, stages, rest)
+    metrics = os.path.join(run_dir, "metrics.json")
+    trained = {}
+    if os.path.exists(metrics):
+        with open(metrics) as f:
+            trained = json.load(f).get("stages", {})
     for stage, r in res.items():
         for split in ("val", "test"):
             got = r.get(split, {})

@@ -18,6 +18,7 @@ and imports this module, never the other way round.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Sequence
 
@@ -31,6 +32,39 @@ EdgeType = tuple[str, str, str]
 TASK_TYPES = ("node_classification", "edge_classification", "link_prediction")
 SPLITS = ("train", "val", "test")
 REVERSE_PREFIX = "rev-"
+
+# Names of node types, relations and tasks: they become file names (``nodes/<type>.csv``,
+# ``edges/<src>__<rel>__<dst>.csv``, the trainer's token cache and embeddings) and module
+# keys, so they are names, never paths: ASCII letters, digits, ``_`` and ``-``, not starting
+# with ``-``, at most NAME_MAX_LENGTH characters; node types and relations also without
+# ``__`` (the separator of edge file names).
+NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_\-]*"
+NAME_MAX_LENGTH = 80
+_NAME_RE = re.compile(NAME_PATTERN)
+
+
+def name_problem(name: Any, kind: str = "name") -> str | None:
+    """Why ``name`` is not a valid node type / relation / task name, or None when it is.
+
+    Args:
+        name: the candidate.
+        kind: ``"node type"``, ``"relation"`` or ``"task name"`` (the latter may contain
+            ``__``); used in the message.
+
+    Returns:
+        ``None``, or a message such as ``node type '../x' is not a valid name: use ASCII
+        letters, digits, '_' and '-' (not first)``.
+    """
+    if not isinstance(name, str):
+        return f"{kind} {name!r} is not a valid name: it must be a string"
+    if not _NAME_RE.fullmatch(name):
+        return (f"{kind} {name!r} is not a valid name: use ASCII letters, digits, '_' and '-' "
+                "(not first)")
+    if len(name) > NAME_MAX_LENGTH:
+        return f"{kind} {name[:20]!r}... is not a valid name: longer than {NAME_MAX_LENGTH} characters"
+    if kind != "task name" and "__" in name:
+        return f"{kind} {name!r} is not a valid name: '__' separates the parts of edge file names"
+    return None
 
 
 class CSC(NamedTuple):

@@ -389,15 +389,15 @@ def test_cli_info_and_export(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["info", str(tmp_path / "a")]) == 0
     assert "technique: 835 nodes" in capsys.readouterr().out
-    assert cli.main(["export", "attack", str(tmp_path / "a")]) == 1
+    assert cli.main(["export", "attack", str(tmp_path / "a")]) == 2
     assert "--overwrite" in capsys.readouterr().err
 
 
 def test_cli_options_and_errors(tmp_path, capsys):
     assert cli.main(["info", "synthetic", "-o", "num_nodes=90", "-o", "with_text=false"]) == 0
     assert "t0: 30 nodes" in capsys.readouterr().out
-    assert cli.main(["info", "synthetic", "-o", "nope=1"]) == 1
-    assert "unknown option(s) ['nope']" in capsys.readouterr().err
+    assert cli.main(["info", "synthetic", "-o", "nope=1"]) == 2
+    assert "unknown option 'nope' (options: degree_exponent, homophily," in capsys.readouterr().err
     assert cli.main(["info", str(tmp_path / "missing")]) == 2
     assert "neither a built-in dataset" in capsys.readouterr().err
     assert cli.parse_option("text_length=[2,3]") == ("text_length", (2, 3))

@@ -214,7 +214,7 @@ def test_user_errors(toy, tmp_path):
     err(DataError, "multi-label but the labels of 'paper' are single-label", **{"task.multilabel": "true"})
     err(DataError, "has no edge labels",
         **{"task.type": "edge_classification", "task.edge_type": "[paper,cites,paper]"})
-    err(DataError, "unknown value 'cosine'", **{"task.decoder": "cosine"})
+    err(ConfigError, "task.decoder must be 'distmult' or 'dot', got 'cosine'", **{"task.decoder": "cosine"})
     err(DataError, "neither a directory nor a built-in dataset", **{"data.name": "no_such_dataset"})
     with pytest.raises(ConfigError, match="ambiguous.*--stage2.epochs"):
         apply_overrides(Config(), ["--epochs", "3"])

@@ -36,9 +36,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+import pyarrow as pa
+
 from lmgnn_fast.datasets._common import (
     DatasetUnavailable,
     Tables,
+    edge_type_file_stem,
+    finalize,
     seeded_split,
     subsample_nodes,
     summarize_tables,
@@ -109,12 +114,11 @@ def dataset_tables(name: str, **options) -> Tables:
         ``(metadata, nodes, edges)``: the ``metadata.json`` dict, per node type a
         ``pyarrow.Table``, per canonical edge type ``(src, relation, dst)`` a table.
     """
+    from lmgnn_fast.io.tables import check_options
+
     info = dataset_info(name)
-    mine, rest = _split_options(info.tables, options)
-    if rest:
-        raise TypeError(f"dataset '{name}': unknown option(s) {sorted(rest)}; it takes "
-                        f"{sorted(inspect.signature(info.tables).parameters)}")
-    return info.tables(**mine)
+    check_options(options, f"dataset '{name}'", accepted=tuple(inspect.signature(info.tables).parameters))
+    return info.tables(**options)
 
 
 def load_dataset(name: str | os.PathLike, **options):
@@ -130,12 +134,76 @@ def load_dataset(name: str | os.PathLike, **options):
     Returns:
         lmgnn_fast.HeteroGraph
     """
+    from lmgnn_fast.io.tables import BUILD_OPTIONS, check_options
+
     if str(name) not in _REGISTRY and Path(name).is_dir():
-        return read_dir(name, **options)
+        return load_dir_dataset(name, **options)
     info = dataset_info(str(name))
+    check_options(options, f"dataset '{name}'",
+                  accepted=(*inspect.signature(info.tables).parameters, *BUILD_OPTIONS))
     mine, rest = _split_options(info.tables, options)
     metadata, nodes, edges = info.tables(**mine)
     return build_graph(metadata, nodes, edges, **rest)
+
+
+def load_dir_dataset(path: str | os.PathLike, max_nodes: int | None = None, **options):
+    """Load a dataset directory, optionally as a seeded connected sample of its nodes.
+
+    Args:
+        path: a directory in the documented format.
+        max_nodes: keep at most this many nodes over all types: a seeded snowball sample
+            (breadth-first over all relations from random start nodes, as the built-in
+            datasets' ``max_nodes``), the edges among the kept nodes, and the node types,
+            relations and tasks that keep anything (a task that loses its target is
+            dropped with a warning). ``None`` = the whole graph. The sample is drawn from
+            ``seed`` (the same option that seeds drawn splits).
+        **options: as :func:`lmgnn_fast.io.read_dir` (``cache`` only without ``max_nodes``).
+
+    Returns:
+        lmgnn_fast.HeteroGraph
+
+    Raises:
+        OptionError: an unknown option or a bad ``max_nodes``.
+        GraphFormatError: the directory breaks the format.
+    """
+    from lmgnn_fast.io.directory import LOAD_OPTIONS, full_edges, read_dir_tables
+    from lmgnn_fast.io.errors import OptionError
+    from lmgnn_fast.io.tables import check_options
+
+    check_options(options, f"dataset directory '{path}'", accepted=(*LOAD_OPTIONS, "cache", "max_nodes"))
+    if max_nodes is None:
+        return read_dir(path, **options)
+    if isinstance(max_nodes, bool) or not isinstance(max_nodes, int) or max_nodes < 1:
+        raise OptionError(f"dataset directory '{path}': max_nodes must be an integer >= 1, got {max_nodes!r}")
+    if options.pop("cache", False):
+        raise OptionError(f"dataset directory '{path}': cache cannot be combined with max_nodes")
+    metadata, nodes, edges, sources = read_dir_tables(path)
+    # The full graph validates every table and maps ids; with both policies "keep" and no
+    # reverses, node i is row i of its table and edge id e is row e of its relation's table.
+    full = build_graph(metadata, nodes, edges, sources=sources, add_reverse_edges=False,
+                                   dedup_edges="keep", self_loops="keep", seed=options.get("seed", 0))
+    if max_nodes >= sum(full.num_nodes.values()):
+        return build_graph(metadata, nodes, edges, sources=sources, **options)
+    ends = {et: full_edges(full, et) for et in full.edge_types}
+    kept = subsample_nodes(full.num_nodes, ends, max_nodes, options.get("seed", 0))
+    keep_mask = {}
+    for t, rows in kept.items():
+        keep_mask[t] = np.zeros(full.num_nodes[t], dtype=bool)
+        keep_mask[t][rows] = True
+    new_nodes = {t: nodes[t].take(pa.array(kept[t])) for t in full.node_types}
+    new_edges = {}
+    for et, (s, d) in ends.items():
+        rows = np.flatnonzero(keep_mask[et[0]][s] & keep_mask[et[2]][d])
+        new_edges[et] = edges[et].take(pa.array(rows))
+    label_names = {t: full.label_names[t] for t in full.node_types if full.label_names.get(t)}
+    label_names.update({edge_type_file_stem(et): full.edge_label_names[et] for et in full.edge_types
+                        if full.edge_label_names.get(et)})
+    md = dict(metadata, node_types=list(full.node_types), edge_types=[list(et) for et in full.edge_types],
+              tasks=[t.to_dict() for t in full.tasks], label_names=label_names)
+    md, new_nodes, new_edges = finalize(md, new_nodes, new_edges)
+    if "text_columns" in md:
+        md["text_columns"] = {t: c for t, c in md["text_columns"].items() if t in new_nodes}
+    return build_graph(md, new_nodes, new_edges, sources=sources, **options)
 
 
 def export_dataset(name: str, path: str | os.PathLike, fmt: str = "parquet", overwrite: bool = False,
@@ -147,7 +215,7 @@ def export_dataset(name: str, path: str | os.PathLike, fmt: str = "parquet", ove
 
 __all__ = [
     "DEFAULT_DATASET", "DatasetInfo", "DatasetUnavailable", "attack_tables", "dataset_info",
-    "dataset_tables", "export_dataset", "hpo_tables", "list_datasets", "load_dataset",
+    "dataset_tables", "export_dataset", "hpo_tables", "list_datasets", "load_dataset", "load_dir_dataset",
     "register_dataset", "seeded_split", "subsample_nodes", "summarize_tables", "synthetic_tables",
     "wordnet_tables", "write_tables",
 ]

@@ -6,6 +6,8 @@
 
 ``-o`` passes a dataset option (``-o max_nodes=5000 -o seed=1``); values are parsed as
 JSON where they can be (numbers, ``true``/``false``, lists), else kept as strings.
+Errors are one line with exit status 2 (``--debug`` shows the traceback; see
+``lmgnn_fast.cli``).
 """
 from __future__ import annotations
 
@@ -15,9 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-from lmgnn_fast.datasets import _REGISTRY, dataset_tables, export_dataset, list_datasets
+from lmgnn_fast.cli import ArgumentParser, run_cli
+from lmgnn_fast.datasets import (_REGISTRY, DatasetUnavailable, dataset_tables, export_dataset, list_datasets,
+                                 load_dir_dataset)
 from lmgnn_fast.datasets._common import read_tables, summarize_tables
-from lmgnn_fast.io import build_graph, read_dir
+from lmgnn_fast.io import build_graph
 
 
 def parse_option(text: str) -> tuple[str, object]:
@@ -49,7 +53,11 @@ def _graph_summary(graph) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lmgnn_fast.datasets",
+    return run_cli(_main, argv, user_errors=(DatasetUnavailable,))
+
+
+def _main(argv: list[str]) -> int:
+    parser = ArgumentParser(prog="python -m lmgnn_fast.datasets",
                                      description="Built-in offline heterogeneous text graphs.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the built-in datasets")
@@ -68,35 +76,29 @@ def main(argv: list[str] | None = None) -> int:
                        help="dataset option key=value (repeatable)")
     args = parser.parse_args(argv)
 
-    try:
-        if args.command == "list":
-            for name, info in _REGISTRY.items():
-                extra = f" (needs {info.package})" if info.package else ""
-                print(f"{name:10s} {info.description}{extra}")
-            return 0
-        options = dict(args.option)
-        if args.command == "export":
-            t0 = time.perf_counter()
-            path = export_dataset(args.name, args.dir, fmt=args.format, overwrite=args.overwrite, **options)
-            print(f"wrote {args.name} to {path} ({args.format}) in {time.perf_counter() - t0:.1f} s")
-            return 0
-        target = args.target
-        is_dir = target not in _REGISTRY and Path(target).is_dir()
-        if not is_dir and target not in _REGISTRY:
-            print(f"error: '{target}' is neither a built-in dataset ({', '.join(_REGISTRY)}) "
-                  "nor a directory", file=sys.stderr)
-            return 2
-        tables = read_tables(target) if is_dir else dataset_tables(target, **options)
-        print(summarize_tables(*tables))
-        if args.graph:
-
-            graph = (read_dir(target, **options) if is_dir
-                     else build_graph(*tables))
-            print(_graph_summary(graph))
+    if args.command == "list":
+        for name, info in _REGISTRY.items():
+            extra = f" (needs {info.package})" if info.package else ""
+            print(f"{name:10s} {info.description}{extra}")
         return 0
-    except (KeyError, TypeError, ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    options = dict(args.option)
+    if args.command == "export":
+        t0 = time.perf_counter()
+        path = export_dataset(args.name, args.dir, fmt=args.format, overwrite=args.overwrite, **options)
+        print(f"wrote {args.name} to {path} ({args.format}) in {time.perf_counter() - t0:.1f} s")
+        return 0
+    target = args.target
+    is_dir = target not in _REGISTRY and Path(target).is_dir()
+    if not is_dir and target not in _REGISTRY:
+        print(f"error: '{target}' is neither a built-in dataset ({', '.join(_REGISTRY)}) "
+              "nor a directory", file=sys.stderr)
+        return 2
+    tables = read_tables(target) if is_dir else dataset_tables(target, **options)
+    print(summarize_tables(*tables))
+    if args.graph:
+        graph = (load_dir_dataset(target, **options) if is_dir else build_graph(*tables))
+        print(_graph_summary(graph))
+    return 0
 
 
 if __name__ == "__main__":

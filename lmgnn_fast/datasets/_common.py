@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from lmgnn_fast.graph import EdgeType
+from lmgnn_fast.io.paths import safe_join
 
 Tables = tuple[dict, dict[str, pa.Table], dict[EdgeType, pa.Table]]
 
@@ -196,9 +197,9 @@ def write_tables(path: str | os.PathLike, metadata: dict, nodes: Mapping[str, pa
         (tmp / "nodes").mkdir()
         (tmp / "edges").mkdir()
         for t, table in nodes.items():
-            _write_table(table, tmp / "nodes" / f"{t}.{fmt}", fmt)
+            _write_table(table, Path(safe_join(tmp / "nodes", t, f".{fmt}", "node type")), fmt)
         for et, table in edges.items():
-            _write_table(table, tmp / "edges" / f"{edge_type_file_stem(et)}.{fmt}", fmt)
+            _write_table(table, Path(safe_join(tmp / "edges", edge_type_file_stem(et), f".{fmt}", "edge type")), fmt)
         (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
@@ -279,40 +280,19 @@ def check_tables(metadata: dict, nodes: Mapping[str, pa.Table], edges: Mapping[E
 
 
 def read_tables(path: str | os.PathLike) -> Tables:
-    """Read a dataset directory's tables as they are (no validation; for ``info``).
+    """Read a dataset directory's tables (for ``info``), without building the graph.
 
-    ``lmgnn_fast.io.read_dir`` is the validating reader; this one only finds each node and
-    edge file (``.parquet``, ``.csv`` or ``.jsonl``) named by ``metadata.json``.
+    The files are found and read as :func:`lmgnn_fast.io.read_dir` does (names checked,
+    files inside the directory); the tables' contents are not validated.
+
+    Raises:
+        GraphFormatError: a file is missing, unreadable or outside the directory.
     """
-    path = Path(path)
-    meta_file = path / "metadata.json"
-    if not meta_file.is_file():
-        raise FileNotFoundError(f"{meta_file}: missing (not a dataset directory)")
-    try:
-        metadata = json.loads(meta_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{meta_file}: invalid JSON ({exc})") from None
-    nodes = {t: _read_one(path / "nodes", t) for t in metadata["node_types"]}
-    edges = {tuple(et): _read_one(path / "edges", edge_type_file_stem(tuple(et))) for et in metadata["edge_types"]}
+    from lmgnn_fast.io.directory import read_dir_tables
+
+    metadata, nodes, edges, _ = read_dir_tables(path)
+    metadata = dict(metadata, node_types=list(nodes), edge_types=[list(et) for et in edges])
     return metadata, nodes, edges
-
-
-def _read_one(folder: Path, stem: str) -> pa.Table:
-    for ext in ("parquet", "csv", "jsonl"):
-        file = folder / f"{stem}.{ext}"
-        if file.is_file():
-            if ext == "parquet":
-                import pyarrow.parquet as pq
-
-                return pq.read_table(file)
-            if ext == "csv":
-                import pyarrow.csv as pcsv
-
-                return pcsv.read_csv(file)
-            import pyarrow.json as pjson
-
-            return pjson.read_json(file)
-    raise FileNotFoundError(f"{folder / stem}.{{parquet,csv,jsonl}}: missing")
 
 
 def finalize(metadata: dict, nodes: Mapping[str, pa.Table], edges: Mapping[EdgeType, pa.Table]) -> Tables:

@@ -28,6 +28,8 @@ import torch
 
 from lmgnn_fast.graph import CSC, SPLITS, HeteroGraph, Task, edge_type_str
 from lmgnn_fast.io.atomic import replace_dir
+from lmgnn_fast.io.errors import PathError
+from lmgnn_fast.io.paths import resolve_inside
 
 FORMAT = "lmgnn_fast.binary"
 FORMAT_VERSION = 1
@@ -78,7 +80,13 @@ class _Reader:
         self.mode = "c" if mmap else None
 
     def _np(self, file: str) -> np.ndarray:
-        return np.load(self.root / "arrays" / file, mmap_mode=self.mode)
+        folder = self.root / "arrays"
+        path = folder / file
+        if not isinstance(file, str) or "/" in file or "\\" in file or file.startswith("."):
+            raise PathError(f"HeteroGraph.load_binary: array file name {file!r} in graph.json is not a "
+                            "plain file name")
+        resolve_inside(folder, path, "array file")
+        return np.load(path, mmap_mode=self.mode)
 
     def tensor(self, name: str | None) -> torch.Tensor | None:
         if name is None:

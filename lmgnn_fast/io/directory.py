@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -29,36 +30,113 @@ from lmgnn_fast.graph import SPLITS, EdgeType, HeteroGraph, edge_type_str
 from lmgnn_fast.io.atomic import replace_dir
 from lmgnn_fast.io.binary import FORMAT_VERSION, is_binary, load_binary, save_binary
 from lmgnn_fast.io.errors import GraphFormatError, Source
-from lmgnn_fast.io.tables import build_graph
+from lmgnn_fast.io.paths import is_inside, name_problem, safe_join
+from lmgnn_fast.io.tables import BUILD_OPTIONS, build_graph, check_options
 
 FORMATS = ("csv", "parquet", "jsonl")
 CACHE_DIR = ".lmgnn_cache"
-_INT_RE = r"^-?(0|[1-9][0-9]{0,17})$"
+_INT_RE = r"^-?(0|[1-9][0-9]{0,18})$"
 _STRING_COLS = {"nodes": ("id", "split", "text"), "edges": ("src", "dst", "split")}
 
 
 # ---------------------------------------------------------------------------- reading
+def _rel(root: Path, p: Path) -> str:
+    return p.relative_to(root).as_posix()
+
+
 def _find_file(root: Path, folder: str, stem: str) -> Path:
     hits = [root / folder / f"{stem}.{ext}" for ext in FORMATS if (root / folder / f"{stem}.{ext}").is_file()]
     if not hits:
         looked = ", ".join(f"{folder}/{stem}.{ext}" for ext in FORMATS)
         raise GraphFormatError(f"file not found (looked for {looked})", file=f"{folder}/{stem}.*")
     if len(hits) > 1:
-        names = ", ".join(str(h.relative_to(root)) for h in hits)
+        names = ", ".join(_rel(root, h) for h in hits)
         raise GraphFormatError(f"several files for one table ({names}); keep one", file=f"{folder}/{stem}.*")
+    _check_inside(root, hits[0])
     return hits[0]
 
 
+def _check_inside(root: Path, p: Path) -> None:
+    """Refuse a file that resolves outside the dataset folder (a symbolic link leading out)."""
+    if not is_inside(root, p):
+        raise GraphFormatError(f"resolves to {os.path.realpath(p)}, outside the dataset directory; "
+                               "symbolic links must stay inside it", file=_rel(root, p))
+
+
+def _check_names(md: dict) -> None:
+    """Node types and relations are names (they become file names): refuse any other."""
+    node_types, edge_types = md.get("node_types"), md.get("edge_types")
+    if isinstance(node_types, list):
+        for t in node_types:
+            why = name_problem(t, "node type")
+            if why:
+                raise GraphFormatError(f"node_types: {why}", file="metadata.json")
+    if isinstance(edge_types, list):
+        for i, et in enumerate(edge_types):
+            if isinstance(et, (list, tuple)) and len(et) == 3:
+                for x, kind in zip(et, ("node type", "relation", "node type")):
+                    why = name_problem(x, kind)
+                    if why:
+                        raise GraphFormatError(f"edge_types[{i}]: {why}", file="metadata.json")
+
+
 def _canonical_ints(table: pa.Table, cols) -> pa.Table:
+    """CSV id columns: an empty cell is a missing id (null); a column whose every value is a
+    plain decimal integer that fits in int64 becomes int64, any other keeps its spelling."""
     for c in cols:
         if c not in table.column_names:
             continue
+        i = table.column_names.index(c)
         col = table.column(c)
-        is_str = pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
-        if (col.null_count == 0 and len(col) > 0 and is_str
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            continue
+        empty = pc.equal(col, "")
+        if pc.any(empty).as_py():
+            col = pc.if_else(empty, pa.scalar(None, col.type), col)
+            table = table.set_column(i, c, col)
+        if (col.null_count == 0 and len(col) > 0
                 and pc.all(pc.match_substring_regex(col, _INT_RE)).as_py()):
-            table = table.set_column(table.column_names.index(c), c, col.cast(pa.int64()))
+            try:
+                table = table.set_column(i, c, col.cast(pa.int64()))
+            except pa.ArrowInvalid:  # beyond int64: the ids stay strings
+                pass
     return table
+
+
+def _csv_header(path: Path) -> list[str]:
+    import csv
+
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        return next(csv.reader(f), [])
+
+
+def _read_csv(path: Path, role: str):
+    import pyarrow.csv as pv
+
+    strings = {c: pa.large_string() for c in _STRING_COLS[role]}
+    parse = pv.ParseOptions(newlines_in_values=True)
+    convert = pv.ConvertOptions(column_types=strings)
+    try:
+        return pv.read_csv(path, parse_options=parse, convert_options=convert)
+    except pa.ArrowInvalid as exc:
+        if "straddl" not in str(exc):
+            raise
+    # a value larger than the reader's block (1 MiB): read the file as one block
+    size = min(max(path.stat().st_size + 1, 1 << 20), (1 << 31) - 1)
+    return pv.read_csv(path, read_options=pv.ReadOptions(block_size=size), parse_options=parse,
+                       convert_options=convert)
+
+
+def _read_jsonl(path: Path):
+    import pyarrow.json as pj
+
+    try:
+        return pj.read_json(path)
+    except pa.ArrowInvalid as exc:
+        if "straddl" not in str(exc):
+            raise
+    size = min(max(path.stat().st_size + 1, 1 << 20), (1 << 31) - 1)
+    return pj.read_json(path, read_options=pj.ReadOptions(block_size=size))
 
 
 def read_table(path: Path, rel: str, role: str) -> tuple[pa.Table, Source]:
@@ -72,20 +150,31 @@ def read_table(path: Path, rel: str, role: str) -> tuple[pa.Table, Source]:
         if ext == "parquet":
             import pyarrow.parquet as pq
 
-            return pq.read_table(path), Source(rel)
+            table, src = pq.read_table(path), Source(rel)
+        elif ext == "csv":
+            table, src = _read_csv(path, role), Source(rel, line_base=2)
+        else:
+            table, src = _read_jsonl(path), Source(rel, line_base=1)
+        cols = table.column_names
+        if len(set(cols)) != len(cols):
+            dup = next(c for c in cols if cols.count(c) > 1)
+            raise src.error(f"column {dup!r} appears {cols.count(dup)} times (columns: {cols})", None, dup)
         if ext == "csv":
-            import pyarrow.csv as pv
-
-            strings = {c: pa.large_string() for c in _STRING_COLS[role]}
-            table = pv.read_csv(path, parse_options=pv.ParseOptions(newlines_in_values=True),
-                                convert_options=pv.ConvertOptions(column_types=strings))
-            ids = ("id",) if role == "nodes" else ("src", "dst")
-            return _canonical_ints(table, ids), Source(rel, line_base=2)
-        import pyarrow.json as pj
-
-        return pj.read_json(path), Source(rel, line_base=1)
+            table = _canonical_ints(table, ("id",) if role == "nodes" else ("src", "dst"))
+        return table, src
+    except GraphFormatError:
+        raise
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise GraphFormatError(f"cannot read {ext} file: {exc}", file=rel) from exc
+        text = " ".join(str(exc).split())
+        column = None
+        m = re.search(r"column #(\d+)", text) if ext == "csv" else None
+        if m:
+            header = _csv_header(path)
+            k = int(m.group(1))
+            column = header[k] if k < len(header) else None
+        if "UTF8" in text or "UTF-8" in text:
+            text = f"invalid UTF-8 ({text})"
+        raise GraphFormatError(f"cannot read {ext} file: {text}", file=rel, column=column) from exc
 
 
 def read_metadata(root: Path) -> dict:
@@ -93,6 +182,7 @@ def read_metadata(root: Path) -> dict:
     if not path.is_file():
         raise GraphFormatError("file not found: every dataset directory needs a metadata.json",
                                file="metadata.json")
+    _check_inside(root, path)
     try:
         with open(path, encoding="utf-8") as f:
             md = json.load(f)
@@ -135,6 +225,7 @@ def _plan(root: Path) -> tuple[dict, dict[str, Path], dict[EdgeType, Path]]:
                                        file=f"edges/{stem}")
             edge_types.append(parts)
     md = dict(md, node_types=node_types, edge_types=edge_types)
+    _check_names(md)
     node_files = {}
     if isinstance(node_types, list):
         for t in node_types:
@@ -154,10 +245,42 @@ def _cache_key(root: Path, files: list[Path], options: dict) -> str:
     stat = []
     for p in [root / "metadata.json", *files]:
         st = p.stat()
-        stat.append([str(p.relative_to(root)), st.st_size, st.st_mtime_ns])
+        stat.append([_rel(root, p), st.st_size, st.st_mtime_ns])
     opts = {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(options.items()) if k != "sources"}
     h.update(json.dumps([FORMAT_VERSION, stat, opts], sort_keys=True, default=str).encode())
     return h.hexdigest()[:20]
+
+
+def read_dir_tables(path) -> tuple[dict, dict, dict, dict]:
+    """The tables of a dataset directory as read, before validation and graph building.
+
+    Args:
+        path: the dataset directory.
+
+    Returns:
+        ``(metadata, nodes, edges, sources)``: the metadata with ``node_types`` and
+        ``edge_types`` filled in, per node type and per ``(src, rel, dst)`` a
+        ``pyarrow.Table``, and per table its :class:`Source` (for
+        :func:`~lmgnn_fast.io.tables.build_graph`'s ``sources``).
+
+    Raises:
+        GraphFormatError: a file is missing, unreadable, or outside the directory.
+    """
+    root = Path(path)
+    md, node_files, edge_files = _plan(root)
+    return _read_planned(root, md, node_files, edge_files)
+
+
+def _read_planned(root: Path, md: dict, node_files: dict, edge_files: dict):
+    nodes, edges, sources = {}, {}, {"metadata": Source("metadata.json")}
+    for t, p in node_files.items():
+        nodes[t], sources[t] = read_table(p, _rel(root, p), "nodes")
+    for et, p in edge_files.items():
+        edges[et], sources[et] = read_table(p, _rel(root, p), "edges")
+    return md, nodes, edges, sources
+
+
+LOAD_OPTIONS = tuple(o for o in BUILD_OPTIONS if o != "sources")
 
 
 def read_dir(path, cache: bool | str = False, **options) -> HeteroGraph:
@@ -172,8 +295,10 @@ def read_dir(path, cache: bool | str = False, **options) -> HeteroGraph:
 
     Raises:
         GraphFormatError: a file breaks the format (the message names the file, row and
-            column).
+            column), or resolves outside the directory.
+        OptionError: an unknown option or a bad value.
     """
+    check_options(options, "read_dir", accepted=LOAD_OPTIONS)
     root = Path(path)
     md, node_files, edge_files = _plan(root)
     cache_path = None
@@ -182,11 +307,7 @@ def read_dir(path, cache: bool | str = False, **options) -> HeteroGraph:
         cache_path = base / _cache_key(root, [*node_files.values(), *edge_files.values()], options)
         if is_binary(cache_path):
             return load_binary(cache_path, mmap=True)
-    nodes, edges, sources = {}, {}, {"metadata": Source("metadata.json")}
-    for t, p in node_files.items():
-        nodes[t], sources[t] = read_table(p, str(p.relative_to(root)), "nodes")
-    for et, p in edge_files.items():
-        edges[et], sources[et] = read_table(p, str(p.relative_to(root)), "edges")
+    md, nodes, edges, sources = _read_planned(root, md, node_files, edge_files)
     g = build_graph(md, nodes, edges, sources=sources, **options)
     if cache_path is not None:
         save_binary(g, cache_path)
@@ -280,12 +401,16 @@ def write_dir(g: HeteroGraph, path, format: str = "parquet") -> None:
     """
     if format not in FORMATS:
         raise ValueError(f"write_dir: format must be one of {FORMATS}, got {format!r}")
+    fwd = forward_edge_types(g)
+    for t in g.node_types:  # refuse a name that is a path before writing anything
+        safe_join("nodes", t, f".{format}", "node type")
+    for et in fwd:
+        safe_join("edges", edge_type_str(et), f".{format}", "edge type")
     dest = Path(path)
     tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "nodes").mkdir(parents=True)
     (tmp / "edges").mkdir()
-    fwd = forward_edge_types(g)
     label_names = {}
     for t in g.node_types:
         cols = {"id": _take_ids(g.raw_ids[t], np.arange(g.num_nodes[t]))}
@@ -298,7 +423,7 @@ def write_dir(g: HeteroGraph, path, format: str = "parquet") -> None:
                 label_names[t] = list(names)
         if t in g.masks:
             cols["split"] = _split_column(g.masks[t], g.num_nodes[t])
-        _write_table(pa.table(cols), tmp / "nodes" / f"{t}.{format}", format)
+        _write_table(pa.table(cols), safe_join(tmp / "nodes", t, f".{format}", "node type"), format)
     for et in fwd:
         s, d = full_edges(g, et)
         cols = {"src": _take_ids(g.raw_ids[et[0]], s), "dst": _take_ids(g.raw_ids[et[2]], d)}
@@ -309,7 +434,8 @@ def write_dir(g: HeteroGraph, path, format: str = "parquet") -> None:
                 label_names[edge_type_str(et)] = list(names)
         if et in g.edge_masks:
             cols["split"] = _split_column(g.edge_masks[et], g.num_eids[et])
-        _write_table(pa.table(cols), tmp / "edges" / f"{edge_type_str(et)}.{format}", format)
+        _write_table(pa.table(cols), safe_join(tmp / "edges", edge_type_str(et), f".{format}", "edge type"),
+                     format)
     md = {
         "name": g.name,
         "node_types": list(g.node_types),
@@ -325,4 +451,4 @@ def write_dir(g: HeteroGraph, path, format: str = "parquet") -> None:
     replace_dir(tmp, dest)
 
 
-__all__ = ["read_dir", "write_dir", "read_table", "read_metadata", "forward_edge_types", "full_edges"]
+__all__ = ["read_dir", "read_dir_tables", "write_dir", "read_table", "read_metadata", "forward_edge_types", "full_edges"]

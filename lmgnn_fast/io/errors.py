@@ -56,3 +56,18 @@ class Source:
         line = None if (row is None or self.line_base is None) else int(row) + self.line_base
         return GraphFormatError(message, file=self.name, row=None if row is None else int(row),
                                 column=column, line=line)
+
+
+class OptionError(ValueError, TypeError):
+    """An option of a graph loader is unknown or has a bad value.
+
+    The message names the option, the value and what is accepted, e.g.
+    ``HeteroGraph.load_dir: unknown option 'bogus' (options: add_reverse_edges, ...)``.
+    A ``ValueError`` and, for callers that caught the ``TypeError`` of an unexpected keyword,
+    a ``TypeError``.
+    """
+
+
+class PathError(ValueError):
+    """A name that would become a file name is not a valid name, or a file resolves outside
+    the folder it belongs to (``..``, absolute paths, symbolic links leading out)."""

@@ -4,7 +4,9 @@ With no arguments: all three stages on the built-in ``attack`` graph with the pa
 all-MiniLM-L6-v2, on CPU unless a GPU is present. Every config field can be overridden:
 ``--seed 1``, ``--stage2.epochs 5``, ``--data.name path/to/dir``, ``--gnn.fanouts 15,10``.
 ``--resume`` continues the run in ``--run.out_dir`` from its last checkpoint, with the
-configuration saved there (overrides still apply).
+configuration saved there (overrides still apply). ``--debug`` (or ``LMGNN_DEBUG=1``)
+shows the traceback of an error instead of its one-line message; see ``lmgnn_fast.cli``
+for the exit statuses.
 """
 from __future__ import annotations
 
@@ -15,49 +17,47 @@ USAGE = __doc__
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    from lmgnn_fast.cli import run_cli
+    from lmgnn_fast.lm.model import LMLoadError
+    from lmgnn_fast.train.config import ConfigError
+    from lmgnn_fast.train.errors import DataError, SimulatedInterrupt, TrainingError
+
+    return run_cli(_main, argv, user_errors=(ConfigError, DataError, TrainingError, LMLoadError),
+                   interrupts=(SimulatedInterrupt,), interrupt_hint="resume with --resume")
+
+
+def _main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(USAGE)
         from lmgnn_fast.train.config import Config
 
         print(Config().to_yaml())
         return 0
-    from lmgnn_fast.train.config import ConfigError, load_config
-    from lmgnn_fast.train.errors import DataError, TrainingError
+    from lmgnn_fast.cli import UsageError
+    from lmgnn_fast.train.config import load_config
 
     config_path = None
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv):
-            print("error: --config needs a path", file=sys.stderr)
-            return 2
+            raise UsageError("--config needs a path")
         config_path = argv[i + 1]
         del argv[i:i + 2]
-    try:
-        cfg = load_config(config_path, argv)
-        if cfg.run.resume and config_path is None:
-            saved = os.path.join(cfg.run.out_dir, "config.yaml")
-            if os.path.exists(saved):
-                cfg = load_config(saved, argv)
-                cfg.run.resume = True
-                cfg.run.interrupt_after_steps = 0
-        from lmgnn_fast.train.trainer import Trainer
+    cfg = load_config(config_path, argv)
+    if cfg.run.resume and config_path is None:
+        saved = os.path.join(cfg.run.out_dir, "config.yaml")
+        if os.path.exists(saved):
+            cfg = load_config(saved, argv)
+            cfg.run.resume = True
+            cfg.run.interrupt_after_steps = 0
+    cfg.validate()
+    from lmgnn_fast.train.trainer import Trainer
 
-        trainer = Trainer(cfg)
-        trainer.run()
-        from lmgnn_fast.train.dist import teardown
+    trainer = Trainer(cfg)
+    trainer.run()
+    from lmgnn_fast.train.dist import teardown
 
-        teardown(trainer.dist)
-    except (ConfigError, DataError, TrainingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:
-        from lmgnn_fast.lm.model import LMLoadError
-
-        if isinstance(e, LMLoadError):
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        raise
+    teardown(trainer.dist)
     return 0
 
 

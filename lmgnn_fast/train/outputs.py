@@ -17,6 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from lmgnn_fast.io.paths import safe_join
+
 __all__ = ["write_outputs"]
 
 
@@ -63,7 +65,7 @@ def write_outputs(trainer) -> None:
             ids = torch.arange(g.num_nodes[t])
             rows = trainer.caches[t].gather(ids.to(trainer.device)).float().cpu()
             _write_table(pa.table({"id": _raw_ids(g, t, ids), "embedding": rows.tolist()}),
-                         os.path.join(emb_dir, f"{t}.parquet"))
+                         safe_join(emb_dir, t, ".parquet", "node type"))
         return
     feats = trainer.cache_features
     seed = 12345
@@ -71,7 +73,7 @@ def write_outputs(trainer) -> None:
         ids = torch.arange(g.num_nodes[t])
         rows = trainer.embed_nodes(model, t, ids, feats, seed).float().cpu()
         _write_table(pa.table({"id": _raw_ids(g, t, ids), "embedding": rows.numpy().tolist()}),
-                     os.path.join(emb_dir, f"{t}.parquet"))
+                     safe_join(emb_dir, t, ".parquet", "node type"))
     path = os.path.join(trainer.out_dir, "predictions.parquet")
     if task.type == "node_classification":
         t = task.node_type

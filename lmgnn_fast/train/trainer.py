@@ -16,6 +16,7 @@ import zlib
 import torch
 from torch import Tensor, nn
 
+from lmgnn_fast.io.paths import safe_join
 from lmgnn_fast.train import _deps
 from lmgnn_fast.train import dist as tdist
 from lmgnn_fast.train.checkpoint import atomic_write_json, seed_everything, set_rng_state
@@ -63,7 +64,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: Config, graph=None, log=None):
-        self.cfg = cfg
+        self.cfg = cfg.validate()
         self.log = log or (lambda *a: print(*a, flush=True))
         self.device = resolve_device(cfg.run.device)
         self.dist = tdist.setup(self.device, cfg.run.dist_timeout)  # torchrun rank (or 1 process)
@@ -73,7 +74,6 @@ class Trainer:
         if cfg.run.num_threads > 0:
             torch.set_num_threads(cfg.run.num_threads)
         self.stages = cfg.stage_list
-        self._check_choices()
         self.graph = graph if graph is not None else _deps.load_graph(cfg.data.name, cfg.data.options)
         self.task: TargetTask = resolve_task(self.graph, cfg.task)
         self.relations = resolve_relations(self.graph, cfg.stage1.relations)
@@ -100,19 +100,6 @@ class Trainer:
         self._lp_eid = None
 
     # ------------------------------------------------------------------ setup
-    def _check_choices(self) -> None:
-        c = self.cfg
-        choices = {"task.decoder": (c.task.decoder, ("distmult", "dot")),
-                   "task.loss": (c.task.loss, ("contrastive", "bce")),
-                   "task.negatives": (c.task.negatives, ("uniform", "joint", "in_batch")),
-                   "lm.pooling": (c.lm.pooling, ("cls", "mean")),
-                   "gnn.aggr": (c.gnn.aggr, ("mean", "sum"))}
-        for key, (v, ok) in choices.items():
-            if v not in ok:
-                raise DataError(f"{key}: unknown value {v!r}; choose one of {', '.join(ok)}")
-        if len(c.gnn.fanouts) != c.gnn.num_layers:
-            raise DataError(f"gnn.fanouts has {len(c.gnn.fanouts)} entries but gnn.num_layers is {c.gnn.num_layers}")
-
     @property
     def sampler(self):
         if self._sampler is None:
@@ -152,7 +139,7 @@ class Trainer:
         for t in self.text_types:
             texts = list(self.graph.text[t])
             fp = texts_fingerprint(texts, self.lm.name, self.cfg.lm.max_length)
-            path = os.path.join(self.out_dir, "tokens", f"{t}.safetensors")
+            path = safe_join(os.path.join(self.out_dir, "tokens"), t, ".safetensors", "node type")
             if os.path.exists(path):
                 tok = TokenizedTexts.load(path)
                 if tok.fingerprint == fp:
