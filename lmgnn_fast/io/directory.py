@@ -9,9 +9,11 @@ Layout (see DESIGN.md, "On-disk directory format")::
 
 CSV files are read with ``id``/``src``/``dst``/``split``/``text`` as strings so that ids
 like ``"007"`` keep their spelling; an id column whose every value is a plain decimal
-integer (``0``, ``-3``, ``42``, no leading zeros) is then read as integers. JSONL and Parquet
-keep their own types. ``metadata.json`` may omit ``node_types`` / ``edge_types``; they are
-then taken from the file names (sorted).
+integer (``0``, ``-3``, ``42``, no leading zeros) that fits in int64 is then read as
+integers, and an empty id cell is a missing id. JSONL and Parquet keep their own types.
+``metadata.json`` may omit ``node_types`` / ``edge_types``; they are then taken from the
+file names (sorted; hidden files ignored). Names must be names (``graph.name_problem``) and
+every file must resolve inside the directory (no symbolic links leading out).
 """
 from __future__ import annotations
 
@@ -201,7 +203,7 @@ def _stems(root: Path, folder: str) -> list[str]:
     if not d.is_dir():
         return []
     return sorted({p.name.rsplit(".", 1)[0] for p in d.iterdir()
-                   if p.is_file() and p.suffix[1:] in FORMATS})
+                   if p.is_file() and p.suffix[1:] in FORMATS and not p.name.startswith(".")})
 
 
 def _plan(root: Path) -> tuple[dict, dict[str, Path], dict[EdgeType, Path]]:
