@@ -254,11 +254,13 @@ def summarize_tables(metadata: dict, nodes: Mapping[str, pa.Table], edges: Mappi
         extra = [c for c in ("label", "split") if c in tab.column_names]
         lines.append(f"  {et[0]} -{et[1]}-> {et[2]}: {tab.num_rows:,}" + (f"  [{', '.join(extra)}]" if extra else ""))
     lines.append("tasks:")
-    for task in metadata.get("tasks", []):
-        where = task.get("node_type") or tuple(task.get("edge_type", ()))
+    for task in metadata.get("tasks") or []:
+        et = task.get("edge_type") or ()
+        where = task.get("node_type") or (et if isinstance(et, str) else tuple(et))
         more = f", {task['num_classes']} classes" if task.get("num_classes") else ""
         more += ", multi-label" if task.get("multilabel") else ""
-        lines.append(f"  {task['name']}: {task['type']} on {where}{more}")
+        name = task.get("name") or (where if isinstance(where, str) else where[1])
+        lines.append(f"  {name}: {task.get('type')} on {where}{more}")
     return "\n".join(lines)
 
 
@@ -283,14 +285,16 @@ def read_tables(path: str | os.PathLike) -> Tables:
     """Read a dataset directory's tables (for ``info``), without building the graph.
 
     The files are found and read as :func:`lmgnn_fast.io.read_dir` does (names checked,
-    files inside the directory); the tables' contents are not validated.
+    files inside the directory) and the metadata is validated; the tables' contents are not.
 
     Raises:
         GraphFormatError: a file is missing, unreadable or outside the directory.
     """
     from lmgnn_fast.io.directory import read_dir_tables
+    from lmgnn_fast.io.tables import parse_metadata
 
-    metadata, nodes, edges, _ = read_dir_tables(path)
+    metadata, nodes, edges, sources = read_dir_tables(path)
+    parse_metadata(metadata, nodes, edges, sources["metadata"])  # the metadata itself is valid
     metadata = dict(metadata, node_types=list(nodes), edge_types=[list(et) for et in edges])
     return metadata, nodes, edges
 
