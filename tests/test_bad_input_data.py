@@ -11,8 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from lmgnn_fast import HeteroGraph
-from lmgnn_fast.io import GraphFormatError
+from lmgnn_fast.io import GraphFormatError, build_graph, read_dir, write_dir
 from lmgnn_fast.io.directory import full_edges
 from lmgnn_fast.io.errors import OptionError, PathError
 from lmgnn_fast.io.paths import safe_join
@@ -129,7 +128,7 @@ def test_malformed_directory_is_a_clear_error(case, tmp_path):
         base.update(files)
     root = make(tmp_path / "d", md, base)
     with pytest.raises(GraphFormatError, match=re.escape(message)) as info:
-        HeteroGraph.load_dir(root)
+        read_dir(root)
     assert "\n" not in str(info.value)
 
 
@@ -139,17 +138,17 @@ def test_node_type_path_is_never_read_or_written(tmp_path):
     outside.write_text(NODES)
     root = make(tmp_path / "a" / "d", dict(MD, node_types=["../../../outside"], edge_types=[], tasks=[]))
     with pytest.raises(GraphFormatError, match="is not a valid name"):
-        HeteroGraph.load_dir(root)
+        read_dir(root)
     # from in-memory tables too
     with pytest.raises(GraphFormatError, match="node type '../x' is not a valid name"):
-        HeteroGraph.from_tables({"node_types": ["../x"], "edge_types": []},
+        build_graph({"node_types": ["../x"], "edge_types": []},
                                 {"../x": pa.table({"id": [0, 1]})}, {})
     # a graph renamed in memory is not written outside the export folder
-    g = HeteroGraph.load_dir(make(tmp_path / "ok", None))
+    g = read_dir(make(tmp_path / "ok", None))
     g.node_types[0] = "../escape"
     g.raw_ids["../escape"] = g.raw_ids["p"]
     with pytest.raises(PathError, match="node type '../escape' is not a valid name"):
-        g.save_dir(tmp_path / "export" / "x")
+        write_dir(g, tmp_path / "export" / "x")
     assert not (tmp_path / "export").exists() and not (tmp_path / "escape.parquet").exists()
 
 
@@ -177,27 +176,27 @@ def test_symlinks_leaving_the_dataset_are_refused(tmp_path):
     os.symlink(outside, os.path.join(root, "nodes", "p.csv"))
     with pytest.raises(GraphFormatError, match=r"nodes/p.csv: resolves to .*secret.csv, outside the dataset "
                                                r"directory; symbolic links must stay inside it"):
-        HeteroGraph.load_dir(root)
+        read_dir(root)
     # a link that stays inside is fine
     os.remove(os.path.join(root, "nodes", "p.csv"))
     with open(os.path.join(root, "p_real.csv"), "w") as f:
         f.write(NODES)
     os.symlink(os.path.join(root, "p_real.csv"), os.path.join(root, "nodes", "p.csv"))
-    assert HeteroGraph.load_dir(root).num_nodes["p"] == 4
+    assert read_dir(root).num_nodes["p"] == 4
     # metadata.json and a whole folder linked out
     root2 = make(tmp_path / "d2", None)
     os.remove(os.path.join(root2, "metadata.json"))
     (tmp_path / "md.json").write_text(json.dumps(MD))
     os.symlink(tmp_path / "md.json", os.path.join(root2, "metadata.json"))
     with pytest.raises(GraphFormatError, match="metadata.json: resolves to .*outside the dataset directory"):
-        HeteroGraph.load_dir(root2)
+        read_dir(root2)
     root3 = make(tmp_path / "d3", None, {"nodes/p.csv": NODES})
     os.rmdir(os.path.join(root3, "edges"))
     (tmp_path / "edges_out").mkdir()
     (tmp_path / "edges_out" / "p__c__p.csv").write_text(EDGES)
     os.symlink(tmp_path / "edges_out", os.path.join(root3, "edges"))
     with pytest.raises(GraphFormatError, match="edges/p__c__p.csv: resolves to .*outside"):
-        HeteroGraph.load_dir(root3)
+        read_dir(root3)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
@@ -209,7 +208,7 @@ def test_large_text_cell_is_read(tmp_path, fmt):
         content = "".join(json.dumps({"id": i, "text": t, "label": i % 2}) + "\n"
                           for i, t in enumerate([big, "b", "c", "d"]))
     root = make(tmp_path / "d", None, {f"nodes/p.{fmt}": content, "edges/p__c__p.csv": EDGES})
-    g = HeteroGraph.load_dir(root)
+    g = read_dir(root)
     assert g.text["p"][0] == big and g.text["p"][1] == "b"
 
 
@@ -217,24 +216,24 @@ def test_19_digit_ids_are_integers(tmp_path):
     ids = [1000000000000000000, 9223372036854775807, -9223372036854775808]
     nodes = "id,label\n" + "".join(f"{v},{i % 2}\n" for i, v in enumerate(ids))
     edges = f"src,dst\n{ids[0]},{ids[1]}\n{ids[2]},{ids[0]}\n"
-    g = HeteroGraph.load_dir(make(tmp_path / "a", None, {"nodes/p.csv": nodes, "edges/p__c__p.csv": edges}))
+    g = read_dir(make(tmp_path / "a", None, {"nodes/p.csv": nodes, "edges/p__c__p.csv": edges}))
     assert isinstance(g.raw_ids["p"], np.ndarray) and g.raw_ids["p"].dtype == np.int64
     assert g.raw_ids["p"].tolist() == ids
     # beyond int64: the whole column keeps its spelling (strings), and edges still match
     big = ["9223372036854775808", "12345678901234567890", "7"]
     nodes = "id,label\n" + "".join(f"{v},{i % 2}\n" for i, v in enumerate(big))
     edges = f"src,dst\n{big[0]},{big[2]}\n{big[1]},{big[0]}\n"
-    g = HeteroGraph.load_dir(make(tmp_path / "b", None, {"nodes/p.csv": nodes, "edges/p__c__p.csv": edges}))
+    g = read_dir(make(tmp_path / "b", None, {"nodes/p.csv": nodes, "edges/p__c__p.csv": edges}))
     assert g.raw_ids["p"] == big
     assert g.num_edges(("p", "c", "p")) == 2
 
 
 def test_multilabel_boolean_is_honoured(tmp_path):
     files = {"nodes/p.csv": "id,label\n0,a|b\n1,b\n2,a\n3,b\n", "edges/p__c__p.csv": EDGES}
-    g = HeteroGraph.load_dir(make(tmp_path / "t", task(multilabel=True), files))
+    g = read_dir(make(tmp_path / "t", task(multilabel=True), files))
     assert g.task("y").multilabel and g.labels["p"].shape == (4, 2)
     files = {"nodes/p.csv": "id,label\n0,a\n1,b\n2,a\n3,b\n", "edges/p__c__p.csv": EDGES}
-    g = HeteroGraph.load_dir(make(tmp_path / "f", task(multilabel=False), files))
+    g = read_dir(make(tmp_path / "f", task(multilabel=False), files))
     assert not g.task("y").multilabel and g.labels["p"].tolist() == [0, 1, 0, 1]
 
 
@@ -242,22 +241,22 @@ def test_class_count_bound_grows_with_rows(tmp_path):
     """Integer classes up to the table's row count are accepted beyond the 10,000 floor."""
     n = 10_050
     nodes = "id,label\n" + "".join(f"{i},{i}\n" for i in range(n))
-    g = HeteroGraph.load_dir(make(tmp_path / "d", None, {"nodes/p.csv": nodes, "edges/p__c__p.csv": EDGES}))
+    g = read_dir(make(tmp_path / "d", None, {"nodes/p.csv": nodes, "edges/p__c__p.csv": EDGES}))
     assert g.task("y").num_classes == n
 
 
 def test_loader_options_are_checked(tmp_path):
     root = make(tmp_path / "d", None)
-    with pytest.raises(OptionError, match=r"HeteroGraph.load_dir: unknown option 'bogus' \(options: "
+    with pytest.raises(OptionError, match=r"read_dir: unknown option 'bogus' \(options: "
                                           r"add_reverse_edges, dedup_edges, index_dtype, seed, self_loops, split_ratios\)"):
-        HeteroGraph.load_dir(root, bogus=1)
+        read_dir(root, bogus=1)
     for opt, value, message in [("split_ratios", (0.5, 0.5), "split_ratios must be 3 non-negative numbers"),
                                 ("seed", -1, "seed must be an integer >= 0, got -1"),
                                 ("seed", "x", "seed must be an integer >= 0, got 'x'"),
                                 ("add_reverse_edges", "no", "add_reverse_edges must be true or false, got 'no'"),
                                 ("index_dtype", "int8", "index_dtype must be 'auto', 'int32' or 'int64'")]:
         with pytest.raises(OptionError, match=re.escape(message)):
-            HeteroGraph.load_dir(root, **{opt: value})
+            read_dir(root, **{opt: value})
 
 
 def test_max_nodes_for_a_directory(tmp_path):

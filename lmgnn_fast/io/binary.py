@@ -83,7 +83,7 @@ class _Reader:
         folder = self.root / "arrays"
         path = folder / file
         if not isinstance(file, str) or "/" in file or "\\" in file or file.startswith("."):
-            raise PathError(f"HeteroGraph.load_binary: array file name {file!r} in graph.json is not a "
+            raise PathError(f"load_binary: array file name {file!r} in graph.json is not a "
                             "plain file name")
         resolve_inside(folder, path, "array file")
         return np.load(path, mmap_mode=self.mode)

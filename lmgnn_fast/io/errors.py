@@ -62,7 +62,7 @@ class OptionError(ValueError, TypeError):
     """An option of a graph loader is unknown or has a bad value.
 
     The message names the option, the value and what is accepted, e.g.
-    ``HeteroGraph.load_dir: unknown option 'bogus' (options: add_reverse_edges, ...)``.
+    ``read_dir: unknown option 'bogus' (options: add_reverse_edges, ...)``.
     A ``ValueError`` and, for callers that caught the ``TypeError`` of an unexpected keyword,
     a ``TypeError``.
     """
