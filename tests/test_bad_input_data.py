@@ -80,7 +80,8 @@ CASES = {
     "edge_label_2e9": (dict(MD, tasks=[{"name": "e", "type": "edge_classification", "edge_type": ["p", "c", "p"]}]),
                        {"edges/p__c__p.csv": "src,dst,label\n0,1,0\n1,2,2000000000\n"},
                        "edges/p__c__p.csv, row 1 (line 3), column 'label': label 2000000000 is too large"),
-    "multilabel_2e9": (task(multilabel=True), {"nodes/p.jsonl": '{"id": 0, "label": [0, 1]}\n{"id": 1, "label": [2000000000]}\n'},
+    "multilabel_2e9": (task(multilabel=True),
+                       {"nodes/p.jsonl": '{"id": 0, "label": [0, 1]}\n{"id": 1, "label": [2000000000]}\n'},
                        "nodes/p.jsonl, row 1 (line 2), column 'label': label 2000000000 is too large"),
     "num_classes_huge": (task(num_classes=10**10), None,
                          "nodes/p.csv, column 'label': num_classes 10,000,000,000 of the task is too large"),
@@ -94,9 +95,12 @@ CASES = {
                    "nodes/p.csv, row 1 (line 3), column 'label': label 1e+30 is too large"),
     "label_minus_1e30": (None, {"nodes/p.csv": "id,label\n0,0\n1,-1e30\n2,0\n3,1\n"},
                          "row 1 (line 3), column 'label': label -1e+30 is negative"),
-    "label_nan_multilabel": (task(multilabel=True), {"nodes/p.jsonl": '{"id": 0, "label": 1}\n{"id": 1, "label": NaN}\n'},
-                             "nodes/p.jsonl, row 1 (line 2), column 'label': labels must be integers or strings, got nan"),
-    "text_separator_number": (dict(MD, text_separator=5), None, "metadata.json: text_separator must be a string, got 5"),
+    "label_nan_multilabel": (task(multilabel=True),
+                             {"nodes/p.jsonl": '{"id": 0, "label": 1}\n{"id": 1, "label": NaN}\n'},
+                             "nodes/p.jsonl, row 1 (line 2), column 'label': labels must be integers or strings, "
+                             "got nan"),
+    "text_separator_number": (dict(MD, text_separator=5), None,
+                              "metadata.json: text_separator must be a string, got 5"),
     "name_list": (dict(MD, name=["x"]), None, "metadata.json: name must be a string, got ['x']"),
     # names are names
     "node_type_path": (dict(MD, node_types=["../../outside"], edge_types=[], tasks=[]), None,
@@ -107,8 +111,10 @@ CASES = {
                       "metadata.json: node_types: node type 'p.q' is not a valid name"),
     "relation_slash": (dict(MD, edge_types=[["p", "a/b", "p"]], tasks=[]), None,
                        "metadata.json: edge_types[0]: relation 'a/b' is not a valid name"),
-    "node_type_double_underscore": (dict(MD, node_types=["p__q"], edge_types=[], tasks=[]), {"nodes/p__q.csv": NODES},
-                                    "node type 'p__q' is not a valid name: '__' separates the parts of edge file names"),
+    "node_type_double_underscore": (dict(MD, node_types=["p__q"], edge_types=[], tasks=[]),
+                                    {"nodes/p__q.csv": NODES},
+                                    "node type 'p__q' is not a valid name: '__' separates the parts of edge file "
+                                    "names"),
     "task_name_path": (task(name="../y"), None, "metadata.json: tasks[0]: task name '../y' is not a valid name"),
     "node_type_absolute": (dict(MD, node_types=["/etc/passwd"], edge_types=[], tasks=[]), None,
                            "node type '/etc/passwd' is not a valid name"),
@@ -247,8 +253,8 @@ def test_class_count_bound_grows_with_rows(tmp_path):
 
 def test_loader_options_are_checked(tmp_path):
     root = make(tmp_path / "d", None)
-    with pytest.raises(OptionError, match=r"read_dir: unknown option 'bogus' \(options: "
-                                          r"add_reverse_edges, dedup_edges, index_dtype, seed, self_loops, split_ratios\)"):
+    with pytest.raises(OptionError, match=r"read_dir: unknown option 'bogus' \(options: add_reverse_edges, "
+                                          r"dedup_edges, index_dtype, seed, self_loops, split_ratios\)"):
         read_dir(root, bogus=1)
     for opt, value, message in [("split_ratios", (0.5, 0.5), "split_ratios must be 3 non-negative numbers"),
                                 ("seed", -1, "seed must be an integer >= 0, got -1"),

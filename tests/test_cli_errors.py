@@ -227,26 +227,35 @@ def test_cli_processes(tmp_path):
                     "exists and is not a directory")
     p = _subprocess(["lmgnn_fast.train", "--stage2.epochs", "-1", "--debug"])
     assert p.returncode != 0 and "Traceback" in p.stderr and "ConfigError" in p.stderr
-    p = _subprocess(["lmgnn_fast.train", "--stage2.epochs", "-1"], env_extra={"LMGNN_DEBUG": "1"})
-    assert p.returncode != 0 and "Traceback" in p.stderr
     p = _subprocess(["lmgnn_fast.evaluate", str(tmp_path)])
     assert p.returncode == 2
     assert_one_line(p.stderr, "is not a run directory (no config.yaml)")
-    p = _subprocess(["lmgnn_fast.evaluate", str(tmp_path), "--stage", "x"])
-    assert p.returncode == 2
-    assert_one_line(p.stderr, "--stage must be a comma-separated list of 1, 2, 3, got 'x'")
-    p = _subprocess(["lmgnn_fast.datasets", "info", "synthetic", "-o", "bogus=1"])
-    assert p.returncode == 2
-    assert_one_line(p.stderr, "dataset 'synthetic': unknown option 'bogus'")
-    p = _subprocess(["lmgnn_fast.datasets", "frobnicate"])
-    assert p.returncode == 2
-    assert_one_line(p.stderr, "invalid choice: 'frobnicate'")
     bad = tiny_dir(tmp_path / "bad")
     with open(os.path.join(bad, "metadata.json"), "w") as fh:
         json.dump({"node_types": ["../../outside"]}, fh)
     p = _subprocess(["lmgnn_fast.datasets", "info", bad, "--graph"])
     assert p.returncode == 2
     assert_one_line(p.stderr, "metadata.json: node_types: node type '../../outside' is not a valid name")
+
+
+def test_evaluate_and_datasets_usage_errors(tmp_path, capsys):
+    from lmgnn_fast.datasets.__main__ import main as datasets_main
+    from lmgnn_fast.evaluate import main as evaluate_main
+
+    assert evaluate_main([str(tmp_path), "--stage", "x"]) == 2
+    assert_one_line(capsys.readouterr().err, "--stage must be a comma-separated list of 1, 2, 3, got 'x'")
+    assert evaluate_main([str(tmp_path), "--stage", "4"]) == 2
+    assert_one_line(capsys.readouterr().err, "--stage must be a comma-separated list of 1, 2, 3, got '4'")
+    with pytest.raises(SystemExit) as info:
+        datasets_main(["frobnicate"])
+    assert info.value.code == 2
+    assert_one_line(capsys.readouterr().err, "invalid choice: 'frobnicate'",
+                    "(see python -m lmgnn_fast.datasets --help)")
+    assert datasets_main(["info", "synthetic", "-o", "bogus=1"]) == 2
+    assert_one_line(capsys.readouterr().err, "dataset 'synthetic': unknown option 'bogus'")
+    (tmp_path / "afile").write_text("x")
+    assert datasets_main(["export", "synthetic", str(tmp_path / "afile"), "-o", "num_nodes=60"]) == 2
+    assert_one_line(capsys.readouterr().err, "exists and is not empty (pass overwrite=True, or --overwrite")
 
 
 def test_ctrl_c_in_the_train_cli(tmp_path):

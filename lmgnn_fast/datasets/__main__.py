@@ -18,8 +18,14 @@ import time
 from pathlib import Path
 
 from lmgnn_fast.cli import ArgumentParser, run_cli
-from lmgnn_fast.datasets import (_REGISTRY, DatasetUnavailable, dataset_tables, export_dataset, list_datasets,
-                                 load_dir_dataset)
+from lmgnn_fast.datasets import (
+    _REGISTRY,
+    DatasetUnavailable,
+    dataset_tables,
+    export_dataset,
+    list_datasets,
+    load_dir_dataset,
+)
 from lmgnn_fast.datasets._common import read_tables, summarize_tables
 from lmgnn_fast.io import build_graph
 

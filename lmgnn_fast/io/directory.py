@@ -453,4 +453,5 @@ def write_dir(g: HeteroGraph, path, format: str = "parquet") -> None:
     replace_dir(tmp, dest)
 
 
-__all__ = ["read_dir", "read_dir_tables", "write_dir", "read_table", "read_metadata", "forward_edge_types", "full_edges"]
+__all__ = ["read_dir", "read_dir_tables", "write_dir", "read_table", "read_metadata", "forward_edge_types",
+           "full_edges"]

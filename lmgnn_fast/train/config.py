@@ -173,7 +173,8 @@ class Config:
         try:
             stages = [int(s) for s in str(self.run.stages).replace(" ", "").split(",") if s]
         except ValueError:
-            raise ConfigError(f"run.stages must be a comma-separated list of 1, 2, 3, got {self.run.stages!r}") from None
+            raise ConfigError(
+                f"run.stages must be a comma-separated list of 1, 2, 3, got {self.run.stages!r}") from None
         bad = [s for s in stages if s not in (1, 2, 3)]
         if bad or not stages:
             raise ConfigError(f"run.stages must be a comma-separated list of 1, 2, 3, got {self.run.stages!r}")
@@ -313,7 +314,7 @@ def _problems(cfg: "Config") -> list[str]:
         if parent and not os.path.isdir(parent):
             out.append(f"run.out_dir {od!r} is inside {parent!r}, which is not a directory")
     try:
-        cfg.stage_list
+        _ = cfg.stage_list
     except ConfigError as e:
         out.append(str(e))
     return out
