@@ -138,6 +138,18 @@ def test_malformed_directory_is_a_clear_error(case, tmp_path):
     assert "\n" not in str(info.value)
 
 
+def test_invalid_utf8_in_memory_tables_names_the_table():
+    """Tables built in memory skip the readers' UTF-8 check: the builder reports it."""
+    data = b"train\xff\xfeval"
+    offsets = pa.array([0, 7, 10], type=pa.int32()).buffers()[1]
+    bad = pa.Array.from_buffers(pa.string(), 2, [None, offsets, pa.py_buffer(data)])
+    md = {"node_types": ["p"], "edge_types": [], "tasks": []}
+    with pytest.raises(GraphFormatError, match=r"nodes/p, column 'split': cannot process the values: Invalid UTF8"):
+        build_graph(md, {"p": pa.table({"id": [0, 1], "split": bad})}, {})
+    with pytest.raises(GraphFormatError, match=r"nodes/p: invalid UTF-8 in the values"):
+        build_graph(md, {"p": pa.table({"id": bad})}, {})
+
+
 def test_node_type_path_is_never_read_or_written(tmp_path):
     """The traversal name is refused before any file outside is touched, on read and write."""
     outside = tmp_path / "outside.csv"

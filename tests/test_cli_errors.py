@@ -167,6 +167,10 @@ def test_unknown_data_option_names_the_accepted_ones(tmp_path, capsys):
                          str(tmp_path / "run")], capsys)
     assert rc == 2
     assert_one_line(err, "max_nodes must be an integer >= 1, got 0")
+    rc, err = run_train(["--data.name", "synthetic", "--data.options", "{num_edges: -1}", "--run.out_dir",
+                         str(tmp_path / "run")], capsys)
+    assert rc == 2
+    assert_one_line(err, "error: synthetic: num_edges must be >= 0, got -1")
 
 
 def test_data_format_error_through_the_train_cli(tmp_path, capsys):

@@ -73,6 +73,7 @@ from lmgnn_fast.datasets._common import (
     subsample_nodes,
     unique_pairs,
 )
+from lmgnn_fast.io.errors import OptionError
 
 NAME = "hpo"
 NODE_TYPES = ("phenotype", "disease", "gene")
@@ -269,7 +270,7 @@ def hpo_tables(max_nodes: int | None = None, seed: int = 0, multilabel: bool = T
 
     if max_nodes is not None:
         if max_nodes < 1:
-            raise ValueError(f"hpo: max_nodes must be positive, got {max_nodes}")
+            raise OptionError(f"hpo: max_nodes must be positive, got {max_nodes}")
         ok = g_rows_p >= 0
         gp_first = unique_pairs(g_rows_g[ok], g_rows_p[ok])
         structure = {IS_A: isa, DIS_PHEN: (dp_keys[:, 0], dp_keys[:, 1]), GENE_DIS: gd,

@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lmgnn_fast.datasets._common import Tables, finalize, seeded_split
+from lmgnn_fast.io.errors import OptionError
 
 NAME = "synthetic"
 _CONSONANTS = list("bdfgklmnprstvz") + ["ch", "sh", "th", "tr", "br", "kl"]
@@ -86,18 +87,18 @@ def synthetic_tables(num_nodes: int = 10_000, num_edges: int = 100_000, num_node
         ``(metadata, nodes, edges)``; ids are integers.
     """
     if num_node_types < 1 or num_relations < 1 or num_classes < 1:
-        raise ValueError("synthetic: num_node_types, num_relations and num_classes must be >= 1, got "
+        raise OptionError("synthetic: num_node_types, num_relations and num_classes must be >= 1, got "
                          f"{num_node_types}, {num_relations}, {num_classes}")
     if num_nodes < num_node_types:
-        raise ValueError(f"synthetic: num_nodes={num_nodes} is below num_node_types={num_node_types}")
+        raise OptionError(f"synthetic: num_nodes={num_nodes} is below num_node_types={num_node_types}")
     if num_edges < 0:
-        raise ValueError(f"synthetic: num_edges must be >= 0, got {num_edges}")
+        raise OptionError(f"synthetic: num_edges must be >= 0, got {num_edges}")
     if not 0.0 <= homophily <= 1.0 or not 0.0 <= topic_strength <= 1.0:
-        raise ValueError(f"synthetic: homophily={homophily} and topic_strength={topic_strength} must be in [0, 1]")
+        raise OptionError(f"synthetic: homophily={homophily} and topic_strength={topic_strength} must be in [0, 1]")
     if degree_exponent <= 2.0:
-        raise ValueError(f"synthetic: degree_exponent must be > 2, got {degree_exponent}")
+        raise OptionError(f"synthetic: degree_exponent must be > 2, got {degree_exponent}")
     if with_text and (vocab_size < 2 * num_classes or not 1 <= text_length[0] <= text_length[1]):
-        raise ValueError(f"synthetic: need vocab_size >= 2*num_classes and 1 <= min <= max text length, got "
+        raise OptionError(f"synthetic: need vocab_size >= 2*num_classes and 1 <= min <= max text length, got "
                          f"vocab_size={vocab_size}, text_length={text_length}")
     rng = np.random.default_rng(seed)
     types = [f"t{i}" for i in range(num_node_types)]

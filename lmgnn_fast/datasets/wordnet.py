@@ -55,6 +55,7 @@ from lmgnn_fast.datasets._common import (
     subsample_nodes,
     unique_pairs,
 )
+from lmgnn_fast.io.errors import OptionError
 
 NAME = "wordnet"
 NODE_TYPES = ("noun", "verb", "adj", "adv")
@@ -199,7 +200,7 @@ def wordnet_tables(max_nodes: int | None = None, seed: int = 0, inverse_relation
     counts = {t: len(info[t][0]) for t in NODE_TYPES}
     if max_nodes is not None:
         if max_nodes < 1:
-            raise ValueError(f"wordnet: max_nodes must be positive, got {max_nodes}")
+            raise OptionError(f"wordnet: max_nodes must be positive, got {max_nodes}")
         kept = subsample_nodes(counts, arrays, max_nodes, seed)
     else:
         kept = {t: np.arange(counts[t], dtype=np.int64) for t in NODE_TYPES}

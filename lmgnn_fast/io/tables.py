@@ -510,13 +510,16 @@ def _short(v, limit: int = 80) -> str:
 # ---------------------------------------------------------------------------- builder
 @contextmanager
 def _arrow_errors(src: Source, column: str | None = None):
-    """Turn an error pyarrow raises on malformed values (invalid UTF-8, an overflowing
-    cast, ...) into a :class:`GraphFormatError` naming the table."""
+    """Turn an error pyarrow (or decoding its strings) raises on malformed values (invalid
+    UTF-8, an overflowing cast, ...) into a :class:`GraphFormatError` naming the table."""
     try:
         yield
     except pa.ArrowException as exc:
         text = " ".join(str(exc).split())
         raise src.error(f"cannot process the values: {text}", None, column) from exc
+    except UnicodeDecodeError as exc:
+        raise src.error(f"invalid UTF-8 in the values ({exc.reason} at byte {exc.start} of a value)",
+                        None, column) from exc
 
 
 def _check_build_options(dedup_edges, self_loops, seed, split_ratios, index_dtype, add_reverse_edges) -> None:
