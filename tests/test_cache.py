@@ -451,6 +451,86 @@ def test_update_op_matches_reference(device):
     assert torch.equal(st["rows"].cpu(), rows_ref)
 
 
+def _admitted_state(device, ids, cap=4, d=3, n=10):
+    """A cache state holding ``ids`` (admitted by the ops themselves) and its table."""
+    st = _empty_state(cap, d, device=device)
+    table = _table(n, d, seed=3).to(device)
+    ids = torch.tensor(ids, device=device)
+    out, slots = cache_gather(ids, st["keys"], st["vals"], st["rows"], table)
+    cache_admit(ids, slots, out, **st)
+    return st, table
+
+
+@with_devices
+def test_corrupt_map_slot_is_refused(device):
+    # A hash map whose value (slot) lies outside the cached rows: gather would read and
+    # update would write past rows. Both raise, naming the id, and update writes nothing.
+    st, table = _admitted_state(device, [2, 5])
+    st["vals"][st["keys"] == 5] = 1000
+    with pytest.raises(IndexError, match=r"cache_gather: corrupt cache state: vals maps id 5 \(ids position 1\) "
+                                         r"to slot 1000, outside \[0, 4\)"):
+        cache_gather(torch.tensor([2, 5], device=device), st["keys"], st["vals"], st["rows"], table)
+    st["vals"][st["keys"] == 5] = -7
+    with pytest.raises(IndexError, match=r"cache_gather: corrupt cache state: vals maps id 5"):
+        cache_gather(torch.tensor([5], device=device), st["keys"], st["vals"], st["rows"], table)
+    versions = torch.zeros(10, dtype=torch.long, device=device)
+    before = (table.clone(), st["rows"].clone())
+    with pytest.raises(IndexError, match=r"cache_update: corrupt cache state: vals maps id 5 \(ids position 1\) to"):
+        cache_update(torch.tensor([2, 5], device=device), torch.ones(2, 3, device=device), 7, table, versions,
+                     st["keys"], st["vals"], st["rows"])
+    assert torch.equal(table, before[0]) and torch.equal(st["rows"], before[1])
+    assert int(versions.abs().sum()) == 0
+
+
+@with_devices
+def test_full_or_garbage_map_never_hangs(device):
+    # Every position of the hash map holds some other id (no free one, no tombstone):
+    # lookups probe at most H positions and miss; admission raises on the CPU instead of
+    # looping forever, and on CUDA (no error path without a sync) returns.
+    st = _empty_state(4, 3, device=device)
+    h = st["keys"].numel()
+    st["keys"].copy_(torch.arange(h, device=device) + 100)
+    st["vals"].zero_()
+    table = _table(10, 3).to(device)
+    ids = torch.tensor([1, 3, 3], device=device)
+    out, slots = cache_gather(ids, st["keys"], st["vals"], st["rows"], table)
+    assert torch.equal(out.cpu(), table.cpu()[[1, 3, 3]]) and slots.tolist() == [-1, -1, -1]
+    assert cache_lookup(ids, st["keys"], st["vals"], 10).tolist() == [-1, -1, -1]
+    if device == "cpu":
+        with pytest.raises(RuntimeError, match=rf"cache_admit: corrupt cache state: the hash map \(keys, {h} "
+                                               r"entries\) has no free position for id 1"):
+            cache_admit(ids, slots, out, **st)
+        sk = torch.zeros(4, 64, dtype=torch.int32)
+        st = _empty_state(4, 3, device=device)
+        st["keys"].copy_(torch.arange(h) + 100)
+        with pytest.raises(RuntimeError, match=r"cache_admit_lfu: corrupt cache state: the hash map"):
+            cache_admit_lfu(ids, slots, out, **st, sketch=sk, period=100)
+    else:
+        cache_admit(ids, slots, out, **st)
+        torch.cuda.synchronize()
+
+
+def test_evicted_id_missing_from_map_is_refused():
+    # slot_ids names an id that the hash map does not hold: raised before the map changes.
+    st = _empty_state(1, 3)
+    st["slot_ids"][0] = 7
+    keys = st["keys"].clone()
+    with pytest.raises(RuntimeError, match=r"cache_admit: corrupt cache state: slot_ids\[0\] holds id 7, which "
+                                           r"is missing from the hash map"):
+        cache_admit(torch.tensor([3]), torch.tensor([-1]), torch.zeros(1, 3), **st)
+    assert torch.equal(st["keys"], keys)
+
+
+@with_devices
+@pytest.mark.parametrize("policy", ["clock", "lru"])
+def test_clock_hand_out_of_range_is_refused(device, policy):
+    st = _empty_state(4, 3, device=device)
+    st["state"][0] = 9
+    with pytest.raises(RuntimeError, match=r"cache_admit: state holds hand 9 outside \[0, 4\)"):
+        cache_admit(torch.tensor([1], device=device), torch.tensor([-1], device=device),
+                    torch.zeros(1, 3, device=device), **st, policy=policy)
+
+
 def test_op_argument_errors():
     st = _empty_state(4, 3)
     ids = torch.tensor([1, 2])

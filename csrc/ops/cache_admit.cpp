@@ -34,11 +34,10 @@
 
 namespace lmgnn {
 
-void check_cache_admit_args(const at::Tensor& ids, const at::Tensor& slots, const at::Tensor& out,
-                            const at::Tensor& keys, const at::Tensor& vals,
+void check_cache_admit_args(const char* op, const at::Tensor& ids, const at::Tensor& slots,
+                            const at::Tensor& out, const at::Tensor& keys, const at::Tensor& vals,
                             const at::Tensor& slot_ids, const at::Tensor& meta,
                             const at::Tensor& rows, const at::Tensor& state) {
-  constexpr const char* op = "cache_admit";
   check_cache_ids(op, ids, "ids");
   check_cache_map_args(op, keys, vals);
   for (const auto& [t, name] : {std::pair{&slots, "slots"}, {&out, "out"}, {&slot_ids, "slot_ids"},

@@ -81,7 +81,7 @@ void check_cache_lookup_args(const at::Tensor& ids, const at::Tensor& keys, cons
 void check_cache_gather_args(const at::Tensor& ids, const at::Tensor& keys,
                              const at::Tensor& vals, const at::Tensor& rows,
                              const at::Tensor& table);
-void check_cache_admit_args(const at::Tensor& ids, const at::Tensor& slots, const at::Tensor& out,
+void check_cache_admit_args(const char* op, const at::Tensor& ids, const at::Tensor& slots, const at::Tensor& out,
                             const at::Tensor& keys, const at::Tensor& vals,
                             const at::Tensor& slot_ids, const at::Tensor& meta,
                             const at::Tensor& rows, const at::Tensor& state);

@@ -11,6 +11,7 @@
 #include <c10/util/Exception.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -112,6 +113,17 @@ inline void check_device_type(const char* op, const at::Tensor& t, const char* n
                               c10::DeviceType type) {
   LMGNN_CHECK(t.device().type() == type, op, ": ", name, " must be on ", type, ", got ",
               t.device());
+}
+
+// LMGNN_CHECK_INPUTS=full (read once per process): also run the input checks that would
+// cost a device->host sync on CUDA (every CPU kernel runs all of its checks anyway). See
+// docs/interfaces.md, "Input checks", for which checks are always on.
+inline bool full_input_checks() {
+  static const bool full = [] {
+    const char* v = std::getenv("LMGNN_CHECK_INPUTS");
+    return v != nullptr && std::string_view(v) == "full";
+  }();
+  return full;
 }
 
 // An id range already reduced to (min, max) on the host; `count` is the exclusive bound.

@@ -58,7 +58,7 @@ at::Tensor cache_admit_cpu(const at::Tensor& ids_in, const at::Tensor& slots_in,
                            const at::Tensor& state_t, c10::string_view policy_name,
                            bool /*check: the CPU kernel always validates*/) {
   constexpr const char* op = "cache_admit";
-  check_cache_admit_args(ids_in, slots_in, out, keys_t, vals_t, slot_ids_t, meta_t, rows, state_t);
+  check_cache_admit_args(op, ids_in, slots_in, out, keys_t, vals_t, slot_ids_t, meta_t, rows, state_t);
   check_device_type(op, ids_in, "ids", c10::DeviceType::CPU);
   const CachePolicy policy = parse_cache_policy(op, std::string(policy_name));
   const auto ids = ids_in.to(at::kLong).contiguous();

@@ -29,7 +29,7 @@ at::Tensor cache_admit_lfu_cpu(const at::Tensor& ids_in, const at::Tensor& slots
                                const at::Tensor& state_t, const at::Tensor& sketch_t,
                                int64_t period, bool /*check: always validated here*/) {
   constexpr const char* op = "cache_admit_lfu";
-  check_cache_admit_args(ids_in, slots_in, out, keys_t, vals_t, slot_ids_t, meta_t, rows, state_t);
+  check_cache_admit_args(op, ids_in, slots_in, out, keys_t, vals_t, slot_ids_t, meta_t, rows, state_t);
   check_cache_sketch_args(op, ids_in, sketch_t, period);
   check_device_type(op, ids_in, "ids", c10::DeviceType::CPU);
   const auto ids = ids_in.to(at::kLong).contiguous();

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <utility>
+#include <vector>
 
 #include "ops/cache_common.h"
 #include "utils/check.h"
@@ -30,14 +31,32 @@ inline void check_ids_in_range_cpu(const char* op, const at::Tensor& ids, int64_
 
 namespace lmgnn {
 
-// Inserts id -> slot into the hash map (reusing a tombstone, which `tombs` counts).
-inline void cache_map_insert_cpu(int64_t* keys, int64_t* vals, int64_t mask, int64_t id,
-                                 int64_t slot, int64_t& tombs) {
+// Inserts id -> slot into the hash map (reusing a tombstone, which `tombs` counts). Probes
+// at most H positions: a map with no free position (a corrupt state) raises instead of
+// looping forever.
+inline void cache_map_insert_cpu(const char* op, int64_t* keys, int64_t* vals, int64_t mask,
+                                 int64_t id, int64_t slot, int64_t& tombs) {
   int64_t p = cache_hash(id, mask);
-  while (keys[p] != kEmpty && keys[p] != kTombstone) p = (p + 1) & mask;
-  if (keys[p] == kTombstone) --tombs;
-  keys[p] = id;
-  vals[p] = slot;
+  for (int64_t n = 0; n <= mask; ++n) {
+    const int64_t k = keys[p];
+    if (k == kEmpty || k == kTombstone) {
+      if (k == kTombstone) --tombs;
+      keys[p] = id;
+      vals[p] = slot;
+      return;
+    }
+    p = (p + 1) & mask;
+  }
+  LMGNN_CHECK(false, op, ": corrupt cache state: the hash map (keys, ", mask + 1,
+              " entries) has no free position for id ", id);
+}
+
+// Raises unless a slot read from the hash map (vals) is a cached row, [0, cap), or -1 (the
+// id is not cached). `pos` is the position of the id in its op's ids.
+inline void check_map_slot_cpu(const char* op, int64_t slot, int64_t cap, int64_t id, int64_t pos) {
+  LMGNN_CHECK_INDEX(slot >= -1 && slot < cap, op, ": corrupt cache state: vals maps id ", id,
+                    " (ids position ", pos, ") to slot ", slot, ", outside [0, ", cap,
+                    ") (rows holds ", cap, " cached rows)");
 }
 
 // Steps 4-5 of cache admission (csrc/ops/cache_admit.cpp), shared by every policy: slot
@@ -50,17 +69,23 @@ void apply_admission_cpu(const char* op, int64_t m, const int64_t* victims, cons
                          int64_t* keys, int64_t* vals, int64_t mask, int64_t* slot_ids,
                          int64_t* meta, const at::Tensor& rows, int64_t* state) {
   const int64_t cap = rows.size(0);
+  // Find every evicted id before changing the map, so that a corrupt state raises first.
+  std::vector<int64_t> old_pos(static_cast<size_t>(m), -1);
   for (int64_t j = 0; j < m; ++j) {
     const int64_t old = slot_ids[victims[j]];
     if (old < 0) continue;
-    const int64_t p = cache_find_pos(keys, mask, old);
-    LMGNN_CHECK(p >= 0, op, ": corrupt cache state, cached id ", old, " missing from the map");
-    keys[p] = kTombstone;
+    old_pos[j] = cache_find_pos(keys, mask, old);
+    LMGNN_CHECK(old_pos[j] >= 0, op, ": corrupt cache state: slot_ids[", victims[j], "] holds id ",
+                old, ", which is missing from the hash map (keys)");
+  }
+  for (int64_t j = 0; j < m; ++j) {
+    if (old_pos[j] < 0 || keys[old_pos[j]] == kTombstone) continue;
+    keys[old_pos[j]] = kTombstone;
     ++state[kTombs];
   }
   for (int64_t j = 0; j < m; ++j) {
     const int64_t s = victims[j];
-    cache_map_insert_cpu(keys, vals, mask, cand_ids[j], s, state[kTombs]);
+    cache_map_insert_cpu(op, keys, vals, mask, cand_ids[j], s, state[kTombs]);
     slot_ids[s] = cand_ids[j];
     meta[s] = meta_of(j);
   }
@@ -78,7 +103,7 @@ void apply_admission_cpu(const char* op, int64_t m, const int64_t* victims, cons
     std::fill(keys, keys + mask + 1, kEmpty);
     int64_t none = 0;
     for (int64_t s = 0; s < cap; ++s)
-      if (slot_ids[s] >= 0) cache_map_insert_cpu(keys, vals, mask, slot_ids[s], s, none);
+      if (slot_ids[s] >= 0) cache_map_insert_cpu(op, keys, vals, mask, slot_ids[s], s, none);
     state[kTombs] = 0;
   }
 }

@@ -5,6 +5,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <cstring>
 
 #include "ops/cache_common.h"
@@ -39,6 +40,10 @@ std::tuple<at::Tensor, at::Tensor> cache_gather_cpu(const at::Tensor& ids_in,
   const char* table_base = static_cast<const char*>(table.const_data_ptr());
   char* out_base = static_cast<char*>(out.data_ptr());
   int64_t* sl = slots.data_ptr<int64_t>();
+  const int64_t cap = rows.size(0);
+  // First position whose map slot lies outside the cached rows (a corrupt map): never read,
+  // raised after the pass.
+  std::atomic<int64_t> bad{n};
   LMGNN_DISPATCH_INDEX(ids.scalar_type(), "cache_gather_cpu", [&] {
     const index_t* p = ids.const_data_ptr<index_t>();
     at::parallel_for(0, n, 256, [&](int64_t b, int64_t e) {
@@ -46,11 +51,19 @@ std::tuple<at::Tensor, at::Tensor> cache_gather_cpu(const at::Tensor& ids_in,
         const int64_t id = p[i];
         const int64_t s = cache_probe(k, v, mask, id);
         sl[i] = s;
+        if (s < -1 || s >= cap) {
+          int64_t cur = bad.load(std::memory_order_relaxed);
+          while (i < cur && !bad.compare_exchange_weak(cur, i, std::memory_order_relaxed)) {
+          }
+          continue;
+        }
         const char* src = s >= 0 ? cache_base + s * static_cast<int64_t>(row_bytes)
                                  : table_base + id * table_stride;
         if (row_bytes) std::memcpy(out_base + i * static_cast<int64_t>(row_bytes), src, row_bytes);
       }
     });
+    const int64_t i = bad.load();
+    if (i < n) check_map_slot_cpu(op, sl[i], cap, static_cast<int64_t>(p[i]), i);
   });
   return {out, slots};
 }

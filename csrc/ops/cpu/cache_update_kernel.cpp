@@ -46,10 +46,20 @@ void cache_update_cpu(const at::Tensor& ids_in, const at::Tensor& values_in, int
   char* tab = static_cast<char*>(table.data_ptr());
   char* cache = static_cast<char*>(rows.data_ptr());
   int64_t* ver = versions.data_ptr<int64_t>();
-  at::parallel_for(0, static_cast<int64_t>(winners.size()), 256, [&](int64_t b, int64_t e) {
+  const int64_t cap = rows.size(0), num_winners = static_cast<int64_t>(winners.size());
+  // The cached slot of every winner, validated before anything is written: a map slot
+  // outside the cached rows (a corrupt map) raises instead of writing past rows.
+  std::vector<int64_t> slot(static_cast<size_t>(num_winners));
+  at::parallel_for(0, num_winners, 1024, [&](int64_t b, int64_t e) {
+    for (int64_t j = b; j < e; ++j) slot[j] = cache_probe(k, v, mask, id[winners[j]]);
+  });
+  for (int64_t j = 0; j < num_winners; ++j) {
+    if (slot[j] < -1 || slot[j] >= cap) check_map_slot_cpu(op, slot[j], cap, id[winners[j]], winners[j]);
+  }
+  at::parallel_for(0, num_winners, 256, [&](int64_t b, int64_t e) {
     for (int64_t j = b; j < e; ++j) {
       const int64_t i = winners[j], r = id[i];
-      const int64_t s = cache_probe(k, v, mask, r);
+      const int64_t s = slot[j];
       ver[r] = step;
       if (!row_bytes) continue;
       std::memcpy(tab + r * row_bytes, src + i * row_bytes, static_cast<size_t>(row_bytes));

@@ -81,21 +81,27 @@ __global__ void admit_check_kernel(const int64_t* __restrict__ ids, const int64_
   if ((all_ids || s < 0) && ids[i] < 0) atomicMin(info + 1, static_cast<long long>(i));
 }
 
-// Raises the CPU kernels' IndexErrors for a bad slot or a negative id (the first position at
-// fault, a slot before an id at the same position). One device->host read; a second one
-// only to name the value at fault.
+// Raises the CPU kernels' errors for a CLOCK hand outside [0, cap) (when check_hand), a bad
+// slot or a negative id (the first position at fault, a slot before an id at the same
+// position). One device->host read; a second one only to name the value at fault.
 inline void check_admit_entries_cuda(const char* op, const at::Tensor& ids, const at::Tensor& slots,
-                                     int64_t cap, bool all_ids, cudaStream_t stream) {
+                                     int64_t cap, bool all_ids, const at::Tensor& state,
+                                     bool check_hand, cudaStream_t stream) {
   const int64_t n = ids.numel();
-  if (n == 0) return;
-  auto info = at::full({2}, n, ids.options().dtype(at::kLong));
-  admit_check_kernel<<<blocks_for(n, kAdmitThreads), kAdmitThreads, 0, stream>>>(
-      ids.const_data_ptr<int64_t>(), slots.const_data_ptr<int64_t>(), n, cap, all_ids,
-      reinterpret_cast<long long*>(info.data_ptr<int64_t>()));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  auto info = at::full({3}, n, ids.options().dtype(at::kLong));
+  info.narrow(0, 2, 1).copy_(state.narrow(0, kHand, 1));
+  if (n > 0) {
+    admit_check_kernel<<<blocks_for(n, kAdmitThreads), kAdmitThreads, 0, stream>>>(
+        ids.const_data_ptr<int64_t>(), slots.const_data_ptr<int64_t>(), n, cap, all_ids,
+        reinterpret_cast<long long*>(info.data_ptr<int64_t>()));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
   const auto host = info.cpu();
   const int64_t bad_slot = host.const_data_ptr<int64_t>()[0];
   const int64_t bad_id = host.const_data_ptr<int64_t>()[1];
+  const int64_t hand = host.const_data_ptr<int64_t>()[2];
+  LMGNN_CHECK(!check_hand || cap == 0 || (hand >= 0 && hand < cap), op, ": state holds hand ", hand,
+              " outside [0, ", cap, ")");
   if (bad_slot < n && bad_slot <= bad_id) {
     LMGNN_CHECK_INDEX(false, op, ": slots holds slot ", slots[bad_slot].item<int64_t>(),
                       " at position ", bad_slot, " outside [-1, ", cap, ")");

@@ -43,10 +43,17 @@ __global__ void touch_kernel(const int64_t* __restrict__ ids, const int64_t* __r
 
 __global__ void tick_kernel(int64_t* state) { state[kTick] += 1; }
 
+// The CLOCK hand in [0, cap): an unchecked hand outside it (check=False) is taken modulo cap
+// rather than read past meta.
+__device__ __forceinline__ int64_t clock_hand(const int64_t* state, int64_t cap) {
+  const int64_t h = state[kHand] % cap;
+  return h < 0 ? h + cap : h;
+}
+
 __global__ void clock_zero_kernel(const int64_t* __restrict__ meta, const int64_t* __restrict__ state,
                                   int64_t cap, int64_t* __restrict__ z) {
   const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (r < cap) z[r] = meta[(state[kHand] + r) % cap] == 0;
+  if (r < cap) z[r] = meta[(clock_hand(state, cap) + r) % cap] == 0;
 }
 
 __global__ void clock_victim_kernel(const int64_t* __restrict__ z, const int64_t* __restrict__ cz,
@@ -56,7 +63,7 @@ __global__ void clock_victim_kernel(const int64_t* __restrict__ z, const int64_t
   const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (r >= cap) return;
   const int64_t m = *m_ptr, c = cz[cap - 1];
-  const int64_t s = (state[kHand] + r) % cap;
+  const int64_t s = (clock_hand(state, cap) + r) % cap;
   if (z[r]) {
     if (cz[r] - 1 < m) victim[cz[r] - 1] = s;
   } else if (c >= m) {
@@ -80,7 +87,7 @@ at::Tensor cache_admit_cuda(const at::Tensor& ids_in, const at::Tensor& slots,
                             const at::Tensor& rows, const at::Tensor& state,
                             c10::string_view policy_name, bool check) {
   constexpr const char* op = "cache_admit";
-  check_cache_admit_args(ids_in, slots, out, keys, vals, slot_ids, meta, rows, state);
+  check_cache_admit_args(op, ids_in, slots, out, keys, vals, slot_ids, meta, rows, state);
   check_device_type(op, ids_in, "ids", c10::DeviceType::CUDA);
   const bool clock = parse_cache_policy(op, std::string(policy_name)) == CachePolicy::kClock;
   c10::cuda::CUDAGuard guard(ids_in.device());
@@ -88,7 +95,8 @@ at::Tensor cache_admit_cuda(const at::Tensor& ids_in, const at::Tensor& slots,
   const auto ids = ids_in.to(at::kLong).contiguous();
   const auto opts = ids.options();
   const int64_t n = ids.numel(), cap = rows.size(0);
-  if (check) check_admit_entries_cuda(op, ids, slots, cap, /*all_ids=*/false, stream);
+  if (check || full_input_checks())
+    check_admit_entries_cuda(op, ids, slots, cap, /*all_ids=*/false, state, /*check_hand=*/true, stream);
   auto m_dev = at::zeros({}, opts);
   int64_t* st = state.data_ptr<int64_t>();
   int64_t* mt = meta.data_ptr<int64_t>();

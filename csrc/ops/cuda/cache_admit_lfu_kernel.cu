@@ -109,7 +109,7 @@ at::Tensor cache_admit_lfu_cuda(const at::Tensor& ids_in, const at::Tensor& slot
                                 const at::Tensor& state, const at::Tensor& sketch, int64_t period,
                                 bool check) {
   constexpr const char* op = "cache_admit_lfu";
-  check_cache_admit_args(ids_in, slots, out, keys, vals, slot_ids, meta, rows, state);
+  check_cache_admit_args(op, ids_in, slots, out, keys, vals, slot_ids, meta, rows, state);
   check_cache_sketch_args(op, ids_in, sketch, period);
   check_device_type(op, ids_in, "ids", c10::DeviceType::CUDA);
   c10::cuda::CUDAGuard guard(ids_in.device());
@@ -117,7 +117,8 @@ at::Tensor cache_admit_lfu_cuda(const at::Tensor& ids_in, const at::Tensor& slot
   const auto ids = ids_in.to(at::kLong).contiguous();
   const auto opts = ids.options();
   const int64_t n = ids.numel(), cap = rows.size(0), w = sketch.size(1);
-  if (check) check_admit_entries_cuda(op, ids, slots, cap, /*all_ids=*/true, stream);
+  if (check || full_input_checks())
+    check_admit_entries_cuda(op, ids, slots, cap, /*all_ids=*/true, state, /*check_hand=*/false, stream);
   auto m_dev = at::zeros({}, opts);
   auto ncand_dev = at::zeros({}, opts);
   auto age = at::empty({}, opts);

@@ -4,6 +4,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/full.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -37,6 +38,22 @@ __global__ void update_kernel(const int64_t* __restrict__ sorted_ids,
   }
 }
 
+// bad[0]: first position with an id outside [0, num_table_rows); bad[1]: first position
+// whose map slot lies outside [-1, cap) (a corrupt map); n when there is none.
+__global__ void update_check_kernel(const int64_t* __restrict__ ids, int64_t n, int64_t num_table_rows,
+                                    const int64_t* __restrict__ keys, const int64_t* __restrict__ vals,
+                                    int64_t mask, int64_t cap, long long* __restrict__ bad) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  const int64_t id = ids[i];
+  if (id < 0 || id >= num_table_rows) {
+    atomicMin(bad, static_cast<long long>(i));
+    return;
+  }
+  const int64_t s = cache_probe(keys, vals, mask, id);
+  if (s < -1 || s >= cap) atomicMin(bad + 1, static_cast<long long>(i));
+}
+
 void cache_update_cuda(const at::Tensor& ids_in, const at::Tensor& values_in, int64_t step,
                        const at::Tensor& table, const at::Tensor& versions,
                        const at::Tensor& keys, const at::Tensor& vals, const at::Tensor& rows) {
@@ -49,7 +66,26 @@ void cache_update_cuda(const at::Tensor& ids_in, const at::Tensor& values_in, in
   const auto values = values_in.contiguous();
   const int64_t n = ids.numel();
   if (n == 0) return;
-  check_ids_in_range_cuda(op, ids, table.size(0), "table rows");
+  {  // Validate before writing anything: the op's one device->host read.
+    auto bad = at::full({2}, n, ids.options());
+    update_check_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(
+        ids.const_data_ptr<int64_t>(), n, table.size(0), keys.const_data_ptr<int64_t>(),
+        vals.const_data_ptr<int64_t>(), keys.numel() - 1, rows.size(0),
+        reinterpret_cast<long long*>(bad.data_ptr<int64_t>()));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const auto host = bad.cpu();
+    const int64_t bad_id = host.const_data_ptr<int64_t>()[0], bad_slot = host.const_data_ptr<int64_t>()[1];
+    if (bad_id < n) {
+      const int64_t v = ids[bad_id].item<int64_t>();
+      check_id_range(op, "ids", v, v, table.size(0), "table rows");
+    }
+    if (bad_slot < n) {
+      const int64_t v = ids[bad_slot].item<int64_t>();
+      LMGNN_CHECK_INDEX(false, op, ": corrupt cache state: vals maps id ", v, " (ids position ",
+                        bad_slot, ") to a slot outside [0, ", rows.size(0), ") (rows holds ",
+                        rows.size(0), " cached rows)");
+    }
+  }
   char* table_ptr = table_device_ptr(op, table);
 
   auto opts = ids.options();
