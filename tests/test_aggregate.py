@@ -312,6 +312,69 @@ def test_layout_without_kernels_is_the_same(monkeypatch):
         assert a.dtype == b.dtype and torch.equal(a, b), name
 
 
+def _layout_list(layout):
+    return [layout.col, layout.pair_ptr, layout.pair_dst, layout.rel_ptr, layout.dst_ptr,
+            layout.dst_pairs, layout.src_ptr, layout.src_pairs]
+
+
+def test_inconsistent_destination_pairs_are_refused():
+    # In range, but dst_ptr/dst_pairs and pair_dst disagree: orders 2 and 3 reduce through
+    # dst_pairs (order 3 would leave a slot of z unwritten), so every order raises.
+    layout, g = _graph()
+    x, w, comp, xr, wr, b = _params(layout, 6, 4, None, torch.float32, "cpu", g)
+    _, vb, cb, _, _, _ = _params(layout, 6, 4, 2, torch.float32, "cpu", g)
+    lay = _layout_list(layout)
+    op = torch.ops.lmgnn.rgcn_aggregate
+    pd, rp = layout.pair_dst.tolist(), layout.rel_ptr.tolist()
+    # a pair whose destination can move up by one and stay strictly increasing in its relation
+    p = next(p for p in range(len(pd)) if (p + 1 not in rp and pd[p] + 1 < pd[p + 1])
+             or (p + 1 in rp and pd[p] + 1 < layout.num_dst))
+    bad = [t.clone() for t in lay]
+    bad[2][p] += 1
+    for order, (ww, cc) in zip(range(4), [(w, None), (vb, cb), (vb, cb), (w, None)]):
+        with pytest.raises(RuntimeError, match=rf"rgcn_aggregate: dst_pairs\[\d+\] lists pair {p} under destination "
+                                               rf"{pd[p]} but pair_dst\[{p}\] = {pd[p] + 1}"):
+            op(x, *bad, ww, cc, xr, wr, b, True, order)
+    # two destinations' pairs swapped inside dst_pairs
+    dptr = layout.dst_ptr.tolist()
+    i, j = [i for i in range(layout.num_dst) if dptr[i + 1] > dptr[i]][:2]
+    bad = [t.clone() for t in lay]
+    bad[5][dptr[i]], bad[5][dptr[j]] = lay[5][dptr[j]], lay[5][dptr[i]]
+    with pytest.raises(RuntimeError, match=rf"rgcn_aggregate: dst_pairs\[{dptr[i]}\] lists pair \d+ under destination {i}"):
+        op(x, *bad, w, None, xr, wr, b, True, 3)
+
+
+def test_inconsistent_source_pairs_are_refused():
+    # src_ptr/src_pairs must hold the pair of every edge of each source row: the gradient
+    # w.r.t. x is summed through them. Swapped entries or shifted pointers raise.
+    layout, g = _graph()
+    x, w, comp, xr, wr, b = _params(layout, 6, 4, None, torch.float32, "cpu", g)
+    lay = _layout_list(layout)
+    bwd = torch.ops.lmgnn.rgcn_aggregate_backward
+    for order in (0, 3):
+        out, agg, basis = torch.ops.lmgnn.rgcn_aggregate(x, *lay, w, None, xr, wr, b, True, order)
+        grad = torch.randn_like(out)
+        sp, spairs = layout.src_ptr.tolist(), layout.src_pairs.tolist()
+        # two entries of different pairs in different source rows
+        k1 = 0
+        k2 = next(k for k in range(len(spairs)) if spairs[k] != spairs[k1] and k >= sp[1])
+        bad = [t.clone() for t in lay]
+        bad[7][k1], bad[7][k2] = lay[7][k2], lay[7][k1]
+        with pytest.raises(RuntimeError, match=r"rgcn_aggregate_backward: src_pairs\[\d+\] = \d+ but edge \d+ "
+                                               r"\(source row \d+\) belongs to pair \d+"):
+            bwd(grad, x, *bad, w, None, xr, wr, agg, basis, True, order, [True] + [False] * 5)
+        # a source row given one edge too many (and its neighbour one too few)
+        j = next(j for j in range(layout.num_src - 1) if sp[j + 2] > sp[j + 1])
+        bad = [t.clone() for t in lay]
+        bad[6][j + 1] += 1
+        with pytest.raises(RuntimeError, match=r"rgcn_aggregate_backward: (src_ptr gives source row|src_pairs\[)"):
+            bwd(grad, x, *bad, w, None, xr, wr, agg, basis, True, order, [True] + [False] * 5)
+        # the weight gradient alone does not read src_ptr/src_pairs: no check, same result
+        good = bwd(grad, x, *lay, w, None, xr, wr, agg, basis, True, order, [False, True] + [False] * 4)
+        other = bwd(grad, x, *bad, w, None, xr, wr, agg, basis, True, order, [False, True] + [False] * 4)
+        torch.testing.assert_close(good[1], other[1], rtol=0, atol=0)
+
+
 _BUFFER_SCRIPT = """
 import sys, torch, lmgnn_fast
 from lmgnn_fast.ops import layout_from_coo

@@ -29,6 +29,17 @@ void check_rgcn_aggregate_args(const char* op, const at::Tensor& x, const at::Te
                                const std::optional<at::Tensor>& root_weight,
                                const std::optional<at::Tensor>& bias, int64_t order);
 
+// The data-dependent invariants of the layout the kernels rely on, checked on contiguous
+// host (CPU) tensors with one pass over the pointers, the pairs and (need_src) the edges:
+// pointers start at 0, never decrease and end at their total; ids in range; pair_dst
+// strictly increasing within a relation; dst_ptr/dst_pairs listing exactly the pairs of each
+// destination in increasing order; src_ptr/src_pairs listing the pair of every edge of each
+// source row in edge order. O(E + P + N_src + N_dst + R).
+void check_rgcn_layout(const char* op, int64_t N_src, const at::Tensor& col, const at::Tensor& pair_ptr,
+                       const at::Tensor& pair_dst, const at::Tensor& rel_ptr, const at::Tensor& dst_ptr,
+                       const at::Tensor& dst_pairs, const at::Tensor& src_ptr, const at::Tensor& src_pairs,
+                       bool need_src);
+
 // Checks of rgcn_aggregate_backward's own inputs (grad_out, agg, basis_in and the gradients
 // asked for), shared by the CPU and CUDA kernels; B is 1 for order 0, else weight.size(0).
 void check_rgcn_aggregate_backward_args(const char* op, const at::Tensor& grad_out, const at::Tensor& x,

@@ -34,54 +34,10 @@ namespace {
 
 constexpr const char* kOp = "rgcn_aggregate";
 
-// A pointer [n + 1] must start at 0, never decrease and end at `total`.
-void check_ptr(const char* op, const char* name, const at::Tensor& ptr, int64_t total,
-               const char* total_name) {
-  const int64_t* p = ptr.const_data_ptr<int64_t>();
-  const int64_t n = ptr.numel() - 1;
-  LMGNN_CHECK(p[0] == 0, op, ": ", name, "[0] must be 0, got ", p[0]);
-  LMGNN_CHECK(p[n] == total, op, ": ", name, "[-1] must equal ", total_name, " = ", total, ", got ",
-              p[n]);
-  for (int64_t i = 0; i < n; ++i) {
-    LMGNN_CHECK(p[i] <= p[i + 1], op, ": ", name, " decreases at ", i, " (", p[i], " > ", p[i + 1], ")");
-  }
-}
-
-template <typename index_t>
-void check_ids(const char* op, const char* name, const at::Tensor& t, int64_t count,
-               const char* what) {
-  const index_t* d = t.const_data_ptr<index_t>();
-  const int64_t n = t.numel();
-  if (n == 0) return;
-  int64_t lo = d[0], hi = d[0];
-  for (int64_t i = 1; i < n; ++i) {
-    lo = std::min<int64_t>(lo, d[i]);
-    hi = std::max<int64_t>(hi, d[i]);
-  }
-  check_id_range(op, name, lo, hi, count, what);
-}
-
 struct Layout {
   at::Tensor col, pair_ptr, pair_dst, rel_ptr, dst_ptr, dst_pairs, src_ptr, src_pairs;
   int64_t E, P, R, N_dst, N_src;
 };
-
-// Within a relation the pairs' destinations must increase strictly (one pair per
-// (relation, destination)): orders 0 and 1 add a relation's products onto their rows in
-// parallel, which is only race-free for distinct destinations.
-template <typename index_t>
-void check_pair_dst_increasing(const char* op, const at::Tensor& pair_dst, const at::Tensor& rel_ptr) {
-  const index_t* d = pair_dst.const_data_ptr<index_t>();
-  const int64_t* rp = rel_ptr.const_data_ptr<int64_t>();
-  const int64_t R = rel_ptr.numel() - 1;
-  for (int64_t r = 0; r < R; ++r) {
-    for (int64_t p = rp[r] + 1; p < rp[r + 1]; ++p) {
-      LMGNN_CHECK(d[p] > d[p - 1], op, ": pair_dst must increase strictly within a relation; relation ", r,
-                  " has pair ", p, " -> destination ", static_cast<int64_t>(d[p]), " after ",
-                  static_cast<int64_t>(d[p - 1]));
-    }
-  }
-}
 
 Layout make_layout(const char* op, const at::Tensor& x, const at::Tensor& col,
                    const at::Tensor& pair_ptr, const at::Tensor& pair_dst, const at::Tensor& rel_ptr,
@@ -91,17 +47,8 @@ Layout make_layout(const char* op, const at::Tensor& x, const at::Tensor& col,
            rel_ptr.contiguous(), dst_ptr.contiguous(),  dst_pairs.contiguous(),
            src_ptr.contiguous(), src_pairs.contiguous(), col.numel(), pair_dst.numel(),
            rel_ptr.numel() - 1,  dst_ptr.numel() - 1,   x.size(0)};
-  check_ptr(op, "pair_ptr", l.pair_ptr, l.E, "E (col.numel())");
-  check_ptr(op, "rel_ptr", l.rel_ptr, l.P, "P (pair_dst.numel())");
-  check_ptr(op, "dst_ptr", l.dst_ptr, l.P, "P (pair_dst.numel())");
-  if (need_src) check_ptr(op, "src_ptr", l.src_ptr, l.E, "E (col.numel())");
-  LMGNN_DISPATCH_INDEX(col.scalar_type(), "rgcn_check_ids", [&] {
-    check_ids<index_t>(op, "col", l.col, l.N_src, "x rows (N_src)");
-    check_ids<index_t>(op, "pair_dst", l.pair_dst, l.N_dst, "N_dst (dst_ptr.numel() - 1)");
-    check_pair_dst_increasing<index_t>(op, l.pair_dst, l.rel_ptr);
-    check_ids<index_t>(op, "dst_pairs", l.dst_pairs, l.P, "P pairs");
-    if (need_src) check_ids<index_t>(op, "src_pairs", l.src_pairs, l.P, "P pairs");
-  });
+  check_rgcn_layout(op, l.N_src, l.col, l.pair_ptr, l.pair_dst, l.rel_ptr, l.dst_ptr, l.dst_pairs,
+                    l.src_ptr, l.src_pairs, need_src);
   return l;
 }
 

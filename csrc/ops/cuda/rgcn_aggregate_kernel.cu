@@ -6,7 +6,9 @@
 //   host sync), the per-destination reduction in relation order (no atomics), and
 //   at::mm for the dense products (root term, bases; order 3: one GEMM over the dense
 //   [N_dst, R * F_in] aggregate, written by one block per destination). Ids are range-checked in-kernel
-//   (CUDA_KERNEL_ASSERT); the host checks shapes, dtypes and devices.
+//   (CUDA_KERNEL_ASSERT), as is dst_ptr/dst_pairs against pair_dst wherever a kernel reduces
+//   per destination; the host checks shapes, dtypes and devices, and under
+//   LMGNN_CHECK_INPUTS=full every invariant the CPU kernel checks (make_layout).
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/addmm.h>
@@ -65,18 +67,22 @@ __global__ void segment_sum_kernel(const scalar_t* __restrict__ x, const index_t
 // out[i] = base[i] + sum_{p in pairs of i} y[p]   (one block per destination)
 template <typename scalar_t, typename index_t>
 __global__ void dst_reduce_kernel(const scalar_t* __restrict__ y, const int64_t* __restrict__ dst_ptr,
-                                  const index_t* __restrict__ dst_pairs, const scalar_t* __restrict__ base,
-                                  bool base_is_row, int64_t N_dst, int64_t P, int64_t F,
-                                  scalar_t* __restrict__ out) {
+                                  const index_t* __restrict__ dst_pairs, const index_t* __restrict__ pair_dst,
+                                  const scalar_t* __restrict__ base, bool base_is_row, int64_t N_dst,
+                                  int64_t P, int64_t F, scalar_t* __restrict__ out) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t i = blockIdx.x;
   if (i >= N_dst) return;
   CUDA_KERNEL_ASSERT(dst_ptr[i] >= 0 && dst_ptr[i] <= dst_ptr[i + 1] && dst_ptr[i + 1] <= P);
+  CUDA_KERNEL_ASSERT(i != 0 || (dst_ptr[0] == 0 && dst_ptr[N_dst] == P));
   for (int64_t f = threadIdx.x; f < F; f += blockDim.x) {
     acc_t acc = base ? static_cast<acc_t>(base[(base_is_row ? 0 : i * F) + f]) : acc_t(0);
     for (int64_t k = dst_ptr[i]; k < dst_ptr[i + 1]; ++k) {
       const int64_t p = dst_pairs[k];
       CUDA_KERNEL_ASSERT(p >= 0 && p < P);
+      // the pairs of destination i, each once (increasing): dst_pairs agrees with pair_dst
+      CUDA_KERNEL_ASSERT(static_cast<int64_t>(pair_dst[p]) == i &&
+                         (k == dst_ptr[i] || p > static_cast<int64_t>(dst_pairs[k - 1])));
       acc += static_cast<acc_t>(y[p * F + f]);
     }
     out[i * F + f] = static_cast<scalar_t>(acc);
@@ -87,18 +93,22 @@ __global__ void dst_reduce_kernel(const scalar_t* __restrict__ y, const int64_t*
 template <typename scalar_t, typename index_t>
 __global__ void basis_combine_kernel(const scalar_t* __restrict__ agg, const scalar_t* __restrict__ comp,
                                      const int64_t* __restrict__ rel_ptr, const int64_t* __restrict__ dst_ptr,
-                                     const index_t* __restrict__ dst_pairs, int64_t R, int64_t N_dst,
-                                     int64_t P, int64_t B, int64_t F, scalar_t* __restrict__ z) {
+                                     const index_t* __restrict__ dst_pairs, const index_t* __restrict__ pair_dst,
+                                     int64_t R, int64_t N_dst, int64_t P, int64_t B, int64_t F,
+                                     scalar_t* __restrict__ z) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t i = blockIdx.x;
   if (i >= N_dst) return;
   CUDA_KERNEL_ASSERT(dst_ptr[i] >= 0 && dst_ptr[i] <= dst_ptr[i + 1] && dst_ptr[i + 1] <= P);
+  CUDA_KERNEL_ASSERT(i != 0 || (dst_ptr[0] == 0 && dst_ptr[N_dst] == P));
   for (int64_t q = threadIdx.x; q < B * F; q += blockDim.x) {
     const int64_t bb = q / F, f = q % F;
     acc_t acc = 0;
     for (int64_t k = dst_ptr[i]; k < dst_ptr[i + 1]; ++k) {
       const int64_t p = dst_pairs[k];
       CUDA_KERNEL_ASSERT(p >= 0 && p < P);
+      CUDA_KERNEL_ASSERT(static_cast<int64_t>(pair_dst[p]) == i &&
+                         (k == dst_ptr[i] || p > static_cast<int64_t>(dst_pairs[k - 1])));
       const int64_t r = upper_bound_dev(rel_ptr, R + 1, p) - 1;
       acc += static_cast<acc_t>(comp[r * B + bb]) * static_cast<acc_t>(agg[p * F + f]);
     }
@@ -135,17 +145,19 @@ template <typename scalar_t, typename index_t>
 __global__ void dense_sum_kernel(const scalar_t* __restrict__ x, const index_t* __restrict__ col,
                                  const int64_t* __restrict__ pair_ptr, const int64_t* __restrict__ rel_ptr,
                                  const int64_t* __restrict__ dst_ptr, const index_t* __restrict__ dst_pairs,
-                                 int64_t R, int64_t N_dst, int64_t P, int64_t E, int64_t F, int64_t N_src,
-                                 bool mean, scalar_t* __restrict__ z) {
+                                 const index_t* __restrict__ pair_dst, int64_t R, int64_t N_dst, int64_t P,
+                                 int64_t E, int64_t F, int64_t N_src, bool mean, scalar_t* __restrict__ z) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t i = blockIdx.x;
   if (i >= N_dst) return;
   CUDA_KERNEL_ASSERT(dst_ptr[i] >= 0 && dst_ptr[i] <= dst_ptr[i + 1] && dst_ptr[i + 1] <= P);
+  CUDA_KERNEL_ASSERT(i != 0 || (dst_ptr[0] == 0 && dst_ptr[N_dst] == P));
   scalar_t* zrow = z + i * R * F;
   int64_t next = 0;  // first slot not yet written
   for (int64_t k = dst_ptr[i]; k < dst_ptr[i + 1]; ++k) {
     const int64_t p = dst_pairs[k];
     CUDA_KERNEL_ASSERT(p >= 0 && p < P);
+    CUDA_KERNEL_ASSERT(static_cast<int64_t>(pair_dst[p]) == i);
     const int64_t r = upper_bound_dev(rel_ptr, R + 1, p) - 1;
     CUDA_KERNEL_ASSERT(r >= next && r < R);
     const int64_t b = pair_ptr[p], e = pair_ptr[p + 1];
@@ -319,9 +331,19 @@ struct Layout {
   int64_t E, P, R, N_dst, N_src;
 };
 
-Layout make_layout(const at::Tensor& x, const at::Tensor& col, const at::Tensor& pair_ptr,
+// Under LMGNN_CHECK_INPUTS=full the layout is copied to the host and checked there with
+// the CPU kernels' checks (check_rgcn_layout: clear errors for every inconsistency, at the
+// cost of a sync); otherwise the kernels assert what they read (CUDA_KERNEL_ASSERT).
+Layout make_layout(const char* op, const at::Tensor& x, const at::Tensor& col, const at::Tensor& pair_ptr,
                    const at::Tensor& pair_dst, const at::Tensor& rel_ptr, const at::Tensor& dst_ptr,
-                   const at::Tensor& dst_pairs, const at::Tensor& src_ptr, const at::Tensor& src_pairs) {
+                   const at::Tensor& dst_pairs, const at::Tensor& src_ptr, const at::Tensor& src_pairs,
+                   bool need_src) {
+  if (full_input_checks()) {
+    check_rgcn_layout(op, x.size(0), col.cpu().contiguous(), pair_ptr.cpu().contiguous(),
+                      pair_dst.cpu().contiguous(), rel_ptr.cpu().contiguous(), dst_ptr.cpu().contiguous(),
+                      dst_pairs.cpu().contiguous(), src_ptr.cpu().contiguous(), src_pairs.cpu().contiguous(),
+                      need_src);
+  }
   return Layout{col.contiguous(),     pair_ptr.contiguous(), pair_dst.contiguous(),
                 rel_ptr.contiguous(), dst_ptr.contiguous(),  dst_pairs.contiguous(),
                 src_ptr.contiguous(), src_pairs.contiguous(), col.numel(), pair_dst.numel(),
@@ -363,7 +385,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cuda(
   check_device_type(op, x_in, "x", c10::DeviceType::CUDA);
   c10::cuda::CUDAGuard guard(x_in.device());
   auto stream = c10::cuda::getCurrentCUDAStream();
-  const Layout l = make_layout(x_in, col, pair_ptr, pair_dst, rel_ptr, dst_ptr, dst_pairs, src_ptr, src_pairs);
+  const Layout l = make_layout(op, x_in, col, pair_ptr, pair_dst, rel_ptr, dst_ptr, dst_pairs, src_ptr, src_pairs, /*need_src=*/false);
   const auto x = x_in.contiguous();
   const auto weight = weight_in.contiguous();
   const int64_t F_in = x.size(1), F_out = weight.size(2);
@@ -376,8 +398,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cuda(
           dense_sum_kernel<scalar_t, index_t><<<l.N_dst, kThreads, 0, stream>>>(
               x.const_data_ptr<scalar_t>(), l.col.const_data_ptr<index_t>(), l.pair_ptr.const_data_ptr<int64_t>(),
               l.rel_ptr.const_data_ptr<int64_t>(), l.dst_ptr.const_data_ptr<int64_t>(),
-              l.dst_pairs.const_data_ptr<index_t>(), l.R, l.N_dst, l.P, l.E, F_in, l.N_src, mean,
-              z.data_ptr<scalar_t>());
+              l.dst_pairs.const_data_ptr<index_t>(), l.pair_dst.const_data_ptr<index_t>(), l.R, l.N_dst,
+              l.P, l.E, F_in, l.N_src, mean, z.data_ptr<scalar_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
       });
@@ -402,8 +424,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cuda(
         if (l.N_dst > 0) {
           basis_combine_kernel<scalar_t, index_t><<<l.N_dst, kThreads, 0, stream>>>(
               agg.const_data_ptr<scalar_t>(), comp.const_data_ptr<scalar_t>(), l.rel_ptr.const_data_ptr<int64_t>(),
-              l.dst_ptr.const_data_ptr<int64_t>(), l.dst_pairs.const_data_ptr<index_t>(), l.R, l.N_dst, l.P, B,
-              F_in, basis_in.data_ptr<scalar_t>());
+              l.dst_ptr.const_data_ptr<int64_t>(), l.dst_pairs.const_data_ptr<index_t>(),
+              l.pair_dst.const_data_ptr<index_t>(), l.R, l.N_dst, l.P, B, F_in, basis_in.data_ptr<scalar_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
         out = root_plus_product(basis_in, weight.view({B * F_in, F_out}), x_root, root_weight, bias);
@@ -417,7 +439,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cuda(
           const auto base = root.defined() ? root.contiguous() : root;
           dst_reduce_kernel<scalar_t, index_t><<<l.N_dst, kThreads, 0, stream>>>(
               y.const_data_ptr<scalar_t>(), l.dst_ptr.const_data_ptr<int64_t>(), l.dst_pairs.const_data_ptr<index_t>(),
-              base.defined() ? base.const_data_ptr<scalar_t>() : nullptr, root_is_row, l.N_dst, l.P, F_out,
+              l.pair_dst.const_data_ptr<index_t>(), base.defined() ? base.const_data_ptr<scalar_t>() : nullptr, root_is_row, l.N_dst, l.P, F_out,
               out.data_ptr<scalar_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
@@ -440,7 +462,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   check_device_type(op, x_in, "x", c10::DeviceType::CUDA);
   c10::cuda::CUDAGuard guard(x_in.device());
   auto stream = c10::cuda::getCurrentCUDAStream();
-  const Layout l = make_layout(x_in, col, pair_ptr, pair_dst, rel_ptr, dst_ptr, dst_pairs, src_ptr, src_pairs);
+  const Layout l = make_layout(op, x_in, col, pair_ptr, pair_dst, rel_ptr, dst_ptr, dst_pairs, src_ptr, src_pairs, /*need_src=*/needs[0]);
   const auto weight = weight_in.contiguous();
   const int64_t F_in = x_in.size(1), F_out = weight.size(2);
   const int64_t B = order == kPairGemm ? 1 : weight.size(0);
