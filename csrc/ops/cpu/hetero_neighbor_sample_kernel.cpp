@@ -201,12 +201,18 @@ inline int64_t partition_of(uint64_t h, int64_t p) {
   return static_cast<int64_t>(((h >> 32) * static_cast<uint64_t>(p)) >> 32);
 }
 
+// Draw indices whose random-word constants are tabulated once per call.
+constexpr int64_t kDrawTable = 4096;
+
 // Random words of one (hop, relation): draw c of node v is
 // philox_like(seed, a, v, c) = mix64(node_base(v) + cmix[c]) (see utils/random.h).
 struct DrawKey {
   uint64_t sa;                  // seed ^ mix64(a)
-  const uint64_t* cmix;         // mix64(c ^ constant) per draw index
+  const uint64_t* cmix;         // mix64(c ^ constant) for the first num_cmix draw indices
+  int64_t num_cmix;
   uint64_t node_base(int64_t v) const { return mix64(mix64(sa) ^ static_cast<uint64_t>(v)); }
+  uint64_t draw_word(int64_t c) const { return c < num_cmix ? cmix[c] : draw_mix(c); }
+  static uint64_t draw_mix(int64_t c) { return mix64(static_cast<uint64_t>(c) ^ 0xD1B54A32D192ED03ULL); }
 };
 
 // Eligible indices of one node (not takes_all), sorted ascending: the same values as
@@ -216,12 +222,12 @@ void draw_cpu(const DrawKey& key, int64_t v, int64_t m, int64_t k, bool replace,
   const uint64_t base = key.node_base(v);
   if (replace) {
     for (int64_t c = 0; c < k; ++c) {
-      out[c] = static_cast<int64_t>(uniform_below(mix64(base + key.cmix[c]), static_cast<uint64_t>(m)));
+      out[c] = static_cast<int64_t>(uniform_below(mix64(base + key.draw_word(c)), static_cast<uint64_t>(m)));
     }
   } else if (k <= kSmallFanout) {
     for (int64_t c = 0; c < k; ++c) {
       const int64_t j = m - k + c;
-      int64_t t = static_cast<int64_t>(uniform_below(mix64(base + key.cmix[c]), static_cast<uint64_t>(j + 1)));
+      int64_t t = static_cast<int64_t>(uniform_below(mix64(base + key.draw_word(c)), static_cast<uint64_t>(j + 1)));
       for (int64_t q = 0; q < c; ++q) {
         if (out[q] == t) {
           t = j;
@@ -236,7 +242,7 @@ void draw_cpu(const DrawKey& key, int64_t v, int64_t m, int64_t k, bool replace,
     bool inserted = false;
     for (int64_t c = 0; c < k; ++c) {
       const int64_t j = m - k + c;
-      int64_t t = static_cast<int64_t>(uniform_below(mix64(base + key.cmix[c]), static_cast<uint64_t>(j + 1)));
+      int64_t t = static_cast<int64_t>(uniform_below(mix64(base + key.draw_word(c)), static_cast<uint64_t>(j + 1)));
       chosen.find_or_insert(t, IdMap::hash(t), 0, &inserted);
       if (!inserted) {  // t was taken: Floyd keeps j, which no earlier draw could reach
         t = j;
@@ -375,11 +381,14 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
     }
   }
 
-  // mix64(c ^ constant) for every draw index any hop uses.
+  // mix64(c ^ constant) tabulated for the first draw indices; larger ones (only reached by
+  // nodes that have that many neighbours, or with replacement) are computed on the fly, so
+  // this table never grows with the fanout itself.
   int64_t max_draws = 0;
   for (int64_t f : fanouts) max_draws = std::max(max_draws, f);
+  max_draws = std::min(max_draws, kDrawTable);
   std::vector<uint64_t> cmix(static_cast<size_t>(max_draws));
-  for (int64_t c = 0; c < max_draws; ++c) cmix[c] = mix64(static_cast<uint64_t>(c) ^ 0xD1B54A32D192ED03ULL);
+  for (int64_t c = 0; c < max_draws; ++c) cmix[c] = DrawKey::draw_mix(c);
 
   std::vector<at::Tensor> out_nodes(L * T), out_indptr(L * R), out_indices(L * R), out_eid(L * R);
   auto out_num_dst = at::empty({L * T}, i64);
@@ -426,7 +435,7 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
       const Rel& rel = rels[r];
       const int64_t k = fan[r];
       const int64_t n_src = num_nodes[rel.src];
-      const DrawKey key{useed ^ mix64(static_cast<uint64_t>(h * R + r)), cmix.data()};
+      const DrawKey key{useed ^ mix64(static_cast<uint64_t>(h * R + r)), cmix.data(), max_draws};
       const int64_t* dst = dst_ptr[rel.dst];
       int64_t* counts = ipo[r] + 1;
       std::vector<Pair>& arena = arenas[w];
