@@ -12,7 +12,12 @@
 //                cache_gather, which already checked the ids and produced the slots itself
 //                (EmbeddingCache does this, so admission adds no host sync). Unchecked invalid
 //                entries are never dereferenced on CUDA: a slot outside [-1, C) or a negative
-//                id is ignored.
+//                id is ignored, a CLOCK hand outside [0, C) is taken modulo C, and an insert
+//                into a map without a free position is dropped. LMGNN_CHECK_INPUTS=full
+//                makes every call check (docs/interfaces.md, "Input checks").
+//   A corrupt state raises on the CPU ("corrupt cache state: ..."): an evicted id missing
+//   from the map (found before the map changes), a map with no free position for an insert
+//   (probes are bounded by H, never a loop).
 //   returns    : a 0-dim int64 tensor, the number of rows admitted
 //
 // Semantics (identical on CPU and CUDA):

@@ -14,9 +14,14 @@
 //   rel_ptr   [R + 1]    int64 pairs of relation r are rel_ptr[r] : rel_ptr[r + 1]
 //   dst_ptr   [N_dst + 1] int64, dst_pairs [P] ids: the pairs of destination i (CSR, in
 //                        relation order) — a deterministic per-destination reduction
-//   src_ptr   [N_src + 1] int64, src_pairs [E] ids: for every edge, sorted by source row,
-//                        the pair it belongs to — a deterministic gradient w.r.t. x
+//   src_ptr   [N_src + 1] int64, src_pairs [E] ids: for every edge, sorted by source row
+//                        (within a row in edge order), the pair it belongs to — a
+//                        deterministic gradient w.r.t. x
 //   `ids` are int32 or int64 (one dtype for all four); pointers are int64.
+//   Checked (check_rgcn_layout, ops/rgcn_layout_check.cpp; on CUDA in-kernel asserts, all of
+//   it under LMGNN_CHECK_INPUTS=full): ranges and pointers, pair_dst strictly increasing
+//   within a relation, dst_ptr/dst_pairs and (when dx is asked for) src_ptr/src_pairs
+//   consistent with pair_dst and col as described above.
 //
 // Inputs: x [N_src, F_in]; weight [R, F_in, F_out] (full) or V [B, F_in, F_out] with comp
 // [R, B]; optional x_root [N_dst, F_in] with root_weight [F_in, F_out]; optional bias

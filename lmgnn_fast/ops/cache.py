@@ -114,7 +114,8 @@ def cache_admit(ids: Tensor, slots: Tensor, out: Tensor, keys: Tensor, vals: Ten
         check: validate ids (>= 0) and slots (in [-1, C)) and raise IndexError. Always done
             on CPU; on CUDA it costs one device-to-host read, and ``check=False`` (for ids and
             slots straight from :func:`cache_gather`, which checked the ids) skips it, invalid
-            entries then being ignored rather than read.
+            entries then being ignored rather than read (``LMGNN_CHECK_INPUTS=full`` checks
+            anyway). A corrupt cache state raises ``RuntimeError`` on the CPU.
 
     Returns:
         Tensor  # [] int64, the number of rows admitted
