@@ -340,7 +340,8 @@ def test_inconsistent_destination_pairs_are_refused():
     i, j = [i for i in range(layout.num_dst) if dptr[i + 1] > dptr[i]][:2]
     bad = [t.clone() for t in lay]
     bad[5][dptr[i]], bad[5][dptr[j]] = lay[5][dptr[j]], lay[5][dptr[i]]
-    with pytest.raises(RuntimeError, match=rf"rgcn_aggregate: dst_pairs\[{dptr[i]}\] lists pair \d+ under destination {i}"):
+    with pytest.raises(RuntimeError,
+                       match=rf"rgcn_aggregate: dst_pairs\[{dptr[i]}\] lists pair \d+ under destination {i}"):
         op(x, *bad, w, None, xr, wr, b, True, 3)
 
 
