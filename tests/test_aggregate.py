@@ -7,7 +7,7 @@ import torch
 
 import lmgnn_fast  # noqa: F401
 from lmgnn_fast.ops import choose_order, layout_from_coo, rgcn_aggregate, rgcn_aggregate_ref
-from lmgnn_fast.testing import with_devices
+from lmgnn_fast.testing import only_cuda, with_devices
 
 ORDERS = [(0, False), (1, True), (2, True), (3, False)]  # (order, uses bases)
 
@@ -472,3 +472,35 @@ def test_cpu_buffer_cache_limit_must_be_a_number():
     res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode != 0
     assert "LMGNN_CPU_BUFFER_CACHE_MB must be a whole number of MiB >= 0, got 'lots'" in res.stderr
+
+
+_FULL_CHECKS_SCRIPT = """
+import torch, lmgnn_fast
+from lmgnn_fast.ops import layout_from_coo
+g = torch.Generator().manual_seed(0)
+ei = torch.stack([torch.randint(0, 20, (80,), generator=g), torch.randint(0, 10, (80,), generator=g)])
+layout = layout_from_coo(ei, torch.randint(0, 3, (80,), generator=g), 20, 10, 3).to("cuda")
+lay = [layout.col, layout.pair_ptr, layout.pair_dst, layout.rel_ptr, layout.dst_ptr,
+       layout.dst_pairs, layout.src_ptr, layout.src_pairs]
+x, w = torch.randn(20, 4, device="cuda"), torch.randn(3, 4, 2, device="cuda")
+out, agg, basis = torch.ops.lmgnn.rgcn_aggregate(x, *lay, w, None, None, None, None, True, 0)
+sp = lay[7].clone()
+k = next(k for k in range(1, sp.numel()) if int(sp[k]) != int(sp[0]))
+sp[0], sp[k] = lay[7][k], lay[7][0]
+try:
+    torch.ops.lmgnn.rgcn_aggregate_backward(torch.ones_like(out), x, *lay[:7], sp, w, None, None, None, agg,
+                                            basis, True, 0, [True] + [False] * 5)
+except RuntimeError as e:
+    print(e)
+"""
+
+
+@only_cuda
+def test_full_input_checks_on_cuda():
+    # LMGNN_CHECK_INPUTS=full: the CUDA kernels run the CPU kernels' layout checks (a
+    # swapped src_pairs entry, which no in-kernel assert can see) and raise the same error.
+    env = dict(os.environ, LMGNN_CHECK_INPUTS="full")
+    res = subprocess.run([sys.executable, "-c", _FULL_CHECKS_SCRIPT], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "rgcn_aggregate_backward: src_pairs[" in res.stdout, res.stdout

@@ -583,3 +583,29 @@ def test_opcheck_and_compile():
 
     out, slots = f(ids)
     assert torch.equal(out, table[ids] * 2) and bool((slots == -1).all())
+
+
+_FULL_CHECKS_SCRIPT = """
+import torch, lmgnn_fast
+from lmgnn_fast.ops.cache import cache_admit
+st = [torch.full((8,), -1, device="cuda"), torch.zeros(8, dtype=torch.long, device="cuda"),
+      torch.full((4,), -1, device="cuda"), torch.zeros(4, dtype=torch.long, device="cuda"),
+      torch.zeros(4, 3, device="cuda"), torch.zeros(4, dtype=torch.long, device="cuda")]
+try:
+    cache_admit(torch.tensor([1, 2], device="cuda"), torch.tensor([-1, 9], device="cuda"),
+                torch.zeros(2, 3, device="cuda"), *st, check=False)
+except IndexError as e:
+    print(e)
+"""
+
+
+@only_cuda
+def test_full_input_checks_on_cuda():
+    # LMGNN_CHECK_INPUTS=full: admission checks its entries even with check=False.
+    import subprocess
+    import sys
+    env = dict(os.environ, LMGNN_CHECK_INPUTS="full")
+    res = subprocess.run([sys.executable, "-c", _FULL_CHECKS_SCRIPT], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "cache_admit: slots holds slot 9 at position 1 outside [-1, 4)" in res.stdout, res.stdout
