@@ -18,7 +18,7 @@ def evaluate_run(run_dir: str, stages: list[int] | None = None, overrides: list[
     """``{"stage{k}": {"val": {...}, "test": {...}}}`` for the stages with a checkpoint."""
     from lmgnn_fast.train.checkpoint import atomic_write_json
     from lmgnn_fast.train.config import load_config
-    from lmgnn_fast.train.trainer import Trainer
+    from lmgnn_fast.train.runner import Trainer
 
     path = os.path.join(run_dir, "config.yaml")
     if not os.path.exists(path):

@@ -125,14 +125,14 @@ def test_feature_norm_makes_the_model_invariant_to_the_lm_scale(toy, tmp_path):
     outs = {}
     for norm in ("layer", "none"):
         tr = Trainer(small_config(toy, str(tmp_path / norm), **{"gnn.feature_norm": norm}), log=quiet)
-        tr.load_lm("pretrained")
-        model = tr.new_graph_model().eval()
+        tr.features.load_lm("pretrained")
+        model = tr.gnn_task.new_model(tr.features.hidden_size).eval()
         assert (len(list(model.feature_norm.parameters())) > 0) == (norm == "layer")
         seeds = {"paper": torch.arange(6)}
-        blocks = tr.sample(seeds, seed=0)
+        blocks = tr.gnn_task.sample(seeds, seed=0)
         gen = torch.Generator().manual_seed(1)
-        x = {t: torch.randn(int(blocks[0].src_nodes[t].numel()), tr.lm.hidden_size, generator=gen)
-             for t in tr.text_types}
+        x = {t: torch.randn(int(blocks[0].src_nodes[t].numel()), tr.features.hidden_size, generator=gen)
+             for t in tr.ctx.text_types}
         with torch.no_grad():
             a = model(x, blocks)["paper"]
             b = model({t: 0.4 * v for t, v in x.items()}, blocks)["paper"]
@@ -140,9 +140,7 @@ def test_feature_norm_makes_the_model_invariant_to_the_lm_scale(toy, tmp_path):
     assert torch.allclose(*outs["layer"], atol=1e-4)
     assert not torch.allclose(*outs["none"], atol=1e-3)
     with pytest.raises(ConfigError, match="gnn.feature_norm must be 'layer' or 'none', got 'batch'"):
-        tr = Trainer(small_config(toy, str(tmp_path / "bad"), **{"gnn.feature_norm": "batch"}), log=quiet)
-        tr.load_lm("pretrained")
-        tr.new_graph_model()
+        Trainer(small_config(toy, str(tmp_path / "bad"), **{"gnn.feature_norm": "batch"}), log=quiet)
 
 
 def test_multilabel_and_cli_with_config_file(toy, tmp_path):
@@ -240,12 +238,12 @@ def test_cuda_requested_but_absent(toy, tmp_path):
 
 
 def test_out_of_memory_names_the_setting(toy, tmp_path, monkeypatch):
-    from lmgnn_fast.train import stage2
+    from lmgnn_fast.train.stages import Stage2
 
-    def boom(trainer):
+    def boom(self, epoch):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(stage2, "run", boom)
+    monkeypatch.setattr(Stage2, "make_batches", boom)
     with pytest.raises(TrainingError, match=r"out of memory in stage 2.*stage2.batch_size \(now 16\)"):
         Trainer(small_config(toy, str(tmp_path / "r"), **{"run.stages": "2"}), log=quiet).run()
 

@@ -7,9 +7,9 @@ import os
 import pytest
 import torch
 
+from lmgnn_fast.nn.heads import LinkDecoder, bce_link_loss, contrastive_loss
 from lmgnn_fast.train.checkpoint import CheckpointManager, load_tensors, save_tensors
 from lmgnn_fast.train.config import Config, ConfigError, apply_overrides, load_config
-from lmgnn_fast.train.heads import LinkDecoder, bce_link_loss, contrastive_loss
 from lmgnn_fast.train.metrics import (
     accuracy,
     eval_negatives,

@@ -51,11 +51,11 @@ def _main(argv: list[str]) -> int:
             cfg.run.resume = True
             cfg.run.interrupt_after_steps = 0
     cfg.validate()
-    from lmgnn_fast.train.trainer import Trainer
+    from lmgnn_fast.train.runner import Trainer
 
     trainer = Trainer(cfg)
     trainer.run()
-    from lmgnn_fast.train.dist import teardown
+    from lmgnn_fast.train.data_parallel import teardown
 
     teardown(trainer.dist)
     return 0

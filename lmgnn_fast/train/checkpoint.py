@@ -20,10 +20,11 @@ import torch
 from torch import Tensor
 
 __all__ = ["save_tensors", "load_tensors", "atomic_write_json", "flatten_state",
-           "unflatten_state", "rng_state", "set_rng_state", "CheckpointManager"]
+           "unflatten_state", "rng_state", "set_rng_state", "CheckpointManager", "seed_everything"]
 
 
 def atomic_write_json(path: str, obj) -> None:
+    """Write ``obj`` as JSON to ``path`` via a temporary file and ``os.replace``."""
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=1, default=_json_default)
@@ -53,6 +54,7 @@ def save_tensors(path: str, tensors: dict[str, Tensor], metadata: dict[str, str]
 
 
 def load_tensors(path: str) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """``(tensors, metadata)`` of a safetensors file."""
     from safetensors import safe_open
 
     out = {}
@@ -82,6 +84,7 @@ def _key(k):
 
 
 def unflatten_state(skel, tensors: dict[str, Tensor]):
+    """Inverse of :func:`flatten_state`: the nested object with its tensors put back."""
     if isinstance(skel, dict) and "__t__" in skel:
         return tensors[skel["__t__"]]
     if isinstance(skel, dict) and "__d__" in skel:
@@ -92,6 +95,7 @@ def unflatten_state(skel, tensors: dict[str, Tensor]):
 
 
 def rng_state() -> dict[str, Tensor]:
+    """The torch (and initialized CUDA) RNG states, as ``{"rng.torch": .., "rng.cuda.i": ..}``."""
     out = {"rng.torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -100,6 +104,7 @@ def rng_state() -> dict[str, Tensor]:
 
 
 def set_rng_state(tensors: dict[str, Tensor]) -> None:
+    """Restore RNG states saved by :func:`rng_state`."""
     if "rng.torch" in tensors:
         torch.set_rng_state(tensors["rng.torch"])
     cuda = sorted(k for k in tensors if k.startswith("rng.cuda."))
@@ -115,15 +120,19 @@ class CheckpointManager:
         os.makedirs(self.dir, exist_ok=True)
 
     def stage_path(self, stage: int) -> str:
+        """Path of the end-of-stage checkpoint of ``stage``."""
         return os.path.join(self.dir, f"stage{stage}.safetensors")
 
     def has_stage(self, stage: int) -> bool:
+        """Whether ``stage`` has finished in this run directory."""
         return os.path.exists(self.stage_path(stage))
 
     def save_stage(self, stage: int, model_state: dict[str, Tensor], meta: dict | None = None) -> None:
+        """Write the end-of-stage checkpoint (``meta``: string metadata stored with it)."""
         save_tensors(self.stage_path(stage), model_state, {"stage": str(stage), **(meta or {})})
 
     def load_stage(self, stage: int) -> dict[str, Tensor]:
+        """The tensors of the end-of-stage checkpoint of ``stage``."""
         path = self.stage_path(stage)
         if not os.path.exists(path):
             raise FileNotFoundError(f"checkpoint of stage {stage} not found at {path}; run that stage first")
@@ -157,11 +166,17 @@ class CheckpointManager:
         optim = {name: unflatten_state(s, tensors) for name, s in state.pop("optimizers").items()}
         return state, model, optim
 
+    def stage_metadata(self, stage: int) -> dict[str, str]:
+        """The metadata saved with the end-of-stage checkpoint of ``stage``."""
+        return load_tensors(self.stage_path(stage))[1]
+
     def clear_last(self) -> None:
+        """Remove the resumable state (the run finished, or starts afresh)."""
         for p in glob.glob(os.path.join(self.dir, "last*")):
             os.remove(p)
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's and torch's global generators."""
     random.seed(seed)
     torch.manual_seed(seed)

@@ -16,6 +16,8 @@ TASK_TYPES = ("node_classification", "edge_classification", "link_prediction")
 
 @dataclass
 class TargetTask:
+    """The task a run trains for, resolved against the graph (see :func:`resolve_task`)."""
+
     name: str
     type: str
     node_type: str | None = None
@@ -25,6 +27,7 @@ class TargetTask:
 
     @property
     def primary_metric(self) -> str:
+        """The validation metric that selects models (higher is better)."""
         if self.type == "link_prediction":
             return "mrr"
         return "micro_f1" if self.multilabel else "accuracy"
@@ -104,6 +107,7 @@ def resolve_task(graph, cfg_task) -> TargetTask:
 
 
 def node_labels(graph, t: str):
+    """The labels of node type ``t`` (``None`` when it has none)."""
     labels = (getattr(graph, "labels", None) or {}).get(t)
     return labels
 
@@ -166,6 +170,7 @@ def resolve_relations(graph, names) -> list[tuple]:
 
 
 def text_types(graph) -> list[str]:
+    """Node types that carry text, in the graph's order."""
     text = getattr(graph, "text", {}) or {}
     return [t for t in graph.node_types if text.get(t) is not None]
 
@@ -184,12 +189,6 @@ def split_items(graph, task: TargetTask, split: str):
         return torch.nonzero(mask & (y >= 0)).flatten()
     s, d = graph.lp_edges[task.name][split]
     return torch.as_tensor(s).long(), torch.as_tensor(d).long()
-
-
-def edge_endpoints(graph, et, eids: Tensor) -> tuple[Tensor, Tensor]:
-    """Endpoints of edges ``eids`` of relation ``et`` (edge ids in edge-table order)."""
-    src, dst = graph.edges(et)
-    return torch.as_tensor(src).long()[eids], torch.as_tensor(dst).long()[eids]
 
 
 def batches(n: int, batch_size: int, seed: int | None) -> list[Tensor]:

@@ -18,6 +18,10 @@ import pyarrow.parquet as pq
 import torch
 
 from lmgnn_fast.io.paths import safe_join
+from lmgnn_fast.nn import GraphModel
+from lmgnn_fast.train.context import RunContext
+from lmgnn_fast.train.features import FeatureSource
+from lmgnn_fast.train.tasks import GNNTask
 
 __all__ = ["write_outputs"]
 
@@ -48,41 +52,46 @@ def _split_of(masks: dict, n: int) -> list:
 
 
 @torch.no_grad()
-def write_outputs(trainer) -> None:
-    g, task = trainer.graph, trainer.task
-    emb_dir = os.path.join(trainer.out_dir, "embeddings")
+def write_outputs(ctx: RunContext, features: FeatureSource, gnn_task: GNNTask, model: GraphModel | None) -> None:
+    """Write ``embeddings/<type>.parquet`` and ``predictions.parquet`` (see the module
+    docstring).
+
+    Args:
+        ctx: the run context.
+        features: the feature source (caches of the last LM).
+        gnn_task: the target task's batching and evaluation.
+        model: the graph model of the last GNN stage, or ``None`` when only stage 1 ran
+            (then the LM embeddings of the text node types are written, no predictions).
+    """
+    g = ctx.graph
+    emb_dir = os.path.join(ctx.out_dir, "embeddings")
     os.makedirs(emb_dir, exist_ok=True)
-    model = getattr(trainer, "_final_model", None)
-    gnn_stages = [s for s in trainer.stages if s >= 2 and trainer.ckpt.has_stage(s)]
-    if model is None and gnn_stages:  # e.g. resumed after the last stage had finished
-        trainer.evaluate_stage(max(gnn_stages))
-        model = trainer._final_model
     if model is None:  # only stage 1: LM embeddings of the text node types
-        trainer.load_lm("stage1" if trainer.ckpt.has_stage(1) else "pretrained")
-        if trainer.cache_source != trainer.lm_source or not trainer.caches:
-            trainer.encode_all(trainer.global_step)
-        for t in trainer.text_types:
+        features.load_lm("stage1" if ctx.ckpt.has_stage(1) else "pretrained")
+        features.ensure_cache()
+        for t in ctx.text_types:
             ids = torch.arange(g.num_nodes[t])
-            rows = trainer.caches[t].gather(ids.to(trainer.device)).float().cpu()
+            rows = features.caches[t].gather(ids.to(ctx.device)).float().cpu()
             _write_table(pa.table({"id": _raw_ids(g, t, ids), "embedding": rows.tolist()}),
                          safe_join(emb_dir, t, ".parquet", "node type"))
         return
-    feats = trainer.cache_features
+    task = ctx.task
+    feats = features.cache_features
     seed = 12345
     for t in g.node_types:
         ids = torch.arange(g.num_nodes[t])
-        rows = trainer.embed_nodes(model, t, ids, feats, seed).float().cpu()
+        rows = gnn_task.embed_nodes(model, t, ids, feats, seed).float().cpu()
         _write_table(pa.table({"id": _raw_ids(g, t, ids), "embedding": rows.numpy().tolist()}),
                      safe_join(emb_dir, t, ".parquet", "node type"))
-    path = os.path.join(trainer.out_dir, "predictions.parquet")
+    path = os.path.join(ctx.out_dir, "predictions.parquet")
     if task.type == "node_classification":
         t = task.node_type
         ids = torch.arange(g.num_nodes[t])
-        logits = model.head(trainer.embed_nodes(model, t, ids, feats, seed)).float().cpu()
+        logits = model.head(gnn_task.embed_nodes(model, t, ids, feats, seed)).float().cpu()
         y = torch.as_tensor(g.labels[t])
         if task.multilabel:
             prob = torch.sigmoid(logits)
-            pred = [torch.nonzero(p > trainer.cfg.task.threshold).flatten().tolist() for p in prob]
+            pred = [torch.nonzero(p > ctx.cfg.task.threshold).flatten().tolist() for p in prob]
             label = [torch.nonzero(r > 0).flatten().tolist() for r in y.float()]
         else:
             prob = torch.softmax(logits, -1)
@@ -93,8 +102,8 @@ def write_outputs(trainer) -> None:
         src, dst = g.edges(task.edge_type)
         src, dst = torch.as_tensor(src).long(), torch.as_tensor(dst).long()
         st, _, dt = task.edge_type
-        hs = trainer._embed_unique(model, st, src, feats, seed)
-        hd = trainer._embed_unique(model, dt, dst, feats, seed + 1)
+        hs = gnn_task.embed_unique(model, st, src, feats, seed)
+        hd = gnn_task.embed_unique(model, dt, dst, feats, seed + 1)
         logits = model.head(hs, hd).float().cpu()
         _write_table(pa.table({"src": _raw_ids(g, st, src), "dst": _raw_ids(g, dt, dst),
                                "split": _split_of(g.edge_masks[task.edge_type], src.numel()),
@@ -104,7 +113,7 @@ def write_outputs(trainer) -> None:
         st, _, dt = task.edge_type
         cols = {"src": [], "dst": [], "split": [], "score": [], "rank": []}
         for split in ("val", "test"):
-            _, out = trainer.gnn_scores(model, split, feats)
+            _, out = gnn_task.scores(model, split, feats)
             cols["src"] += _raw_ids(g, st, out["src"])
             cols["dst"] += _raw_ids(g, dt, out["dst"])
             cols["split"] += [split] * out["src"].numel()

@@ -1,4 +1,8 @@
-"""Task heads and link-prediction decoders on top of node embeddings."""
+"""Task heads and link-prediction decoders on top of node embeddings.
+
+Each head owns its loss (``head.loss(...)``), so a training step reads
+``head.loss(head(h), target)`` whatever the task.
+"""
 from __future__ import annotations
 
 import torch
@@ -18,9 +22,12 @@ class NodeHead(nn.Module):
         self.lin = nn.Linear(in_dim, num_classes)
 
     def forward(self, h: Tensor) -> Tensor:
+        """Logits ``[N, C]`` of node embeddings ``h [N, D]``."""
         return self.lin(self.drop(h))
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Cross-entropy of ``logits [N, C]`` against ``target`` (``[N]`` classes, or
+        ``[N, C]`` 0/1 for multi-label: binary cross-entropy per class)."""
         if self.multilabel:
             return F.binary_cross_entropy_with_logits(logits, target.float())
         return F.cross_entropy(logits, target.long())
@@ -36,9 +43,11 @@ class EdgeHead(nn.Module):
                                  nn.Linear(hidden, num_classes))
 
     def forward(self, h_src: Tensor, h_dst: Tensor) -> Tensor:
+        """Logits ``[P, C]`` of endpoint embeddings ``h_src, h_dst [P, D]``."""
         return self.mlp(torch.cat([h_src, h_dst, h_src * h_dst], dim=-1))
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Cross-entropy of ``logits [N, C]`` against classes ``target [N]``."""
         return F.cross_entropy(logits, target.long())
 
 
@@ -49,13 +58,18 @@ class LinkDecoder(nn.Module):
         num_relations: relations scored (``w_r`` rows).
         dim: embedding size.
         kind: ``"distmult"`` or ``"dot"``.
+        loss: ``"contrastive"`` (softmax over the positive and its negatives) or ``"bce"``
+            (binary cross-entropy), used by :meth:`loss`.
     """
 
-    def __init__(self, num_relations: int, dim: int, kind: str = "distmult"):
+    def __init__(self, num_relations: int, dim: int, kind: str = "distmult", loss: str = "contrastive"):
         super().__init__()
         if kind not in ("distmult", "dot"):
-            raise ValueError(f"task.decoder must be 'distmult' or 'dot', got {kind!r}")
+            raise ValueError(f"LinkDecoder: kind must be 'distmult' or 'dot', got {kind!r}")
+        if loss not in ("contrastive", "bce"):
+            raise ValueError(f"LinkDecoder: loss must be 'contrastive' or 'bce', got {loss!r}")
         self.kind = kind
+        self.loss_kind = loss
         self.rel = nn.Parameter(torch.ones(max(num_relations, 1), dim)) if kind == "distmult" else None
 
     def query(self, h_src: Tensor, rel: Tensor | int) -> Tensor:
@@ -72,6 +86,12 @@ class LinkDecoder(nn.Module):
     def score_candidates(self, h_src: Tensor, h_cand: Tensor, rel: Tensor | int = 0) -> Tensor:
         """Scores ``[P, K]`` of ``h_src [P, D]`` against candidates ``h_cand [P, K, D]``."""
         return torch.einsum("pd,pkd->pk", self.query(h_src, rel), h_cand)
+
+    def loss(self, pos: Tensor, neg: Tensor, neg_mask: Tensor | None = None) -> Tensor:
+        """Loss of positive scores ``pos [P]`` against negative scores ``neg [P, K]``
+        (``neg_mask [P, K]`` False: ignore that candidate), by the decoder's ``loss``."""
+        fn = contrastive_loss if self.loss_kind == "contrastive" else bce_link_loss
+        return fn(pos, neg, neg_mask)
 
 
 def contrastive_loss(pos: Tensor, neg: Tensor, neg_mask: Tensor | None = None) -> Tensor:

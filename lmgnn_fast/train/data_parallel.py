@@ -1,5 +1,6 @@
-"""What the trainer needs to run under ``torchrun``: batch sharding, DDP, sharded encoding and
-evaluation, rank-0-only checkpoints.
+"""Data-parallel training under ``torchrun``: batch sharding, DDP, sharded encoding and
+evaluation, rank-0-only checkpoints (the process group and collectives themselves are
+:mod:`lmgnn_fast.distributed`).
 
 Every helper is the identity (or the plain single-process code path) when the job has one
 process, so ``python -m lmgnn_fast.train`` behaves exactly as before. The design goal for
@@ -91,6 +92,7 @@ class _Step(nn.Module):
         self.inner = modules
 
     def forward(self, fn):
+        """The loss ``fn()``."""
         return fn()
 
 
@@ -192,15 +194,18 @@ class RankZeroCheckpoints(CheckpointManager):
         self.ctx = ctx
 
     def save_stage(self, stage, model_state, meta=None) -> None:
+        """Rank 0 writes; every rank waits until the file is there."""
         if self.ctx.is_main:
             super().save_stage(stage, model_state, meta)
         barrier(self.ctx)
 
     def save_last(self, state, model_state, optimizers) -> None:
+        """Rank 0 writes the resumable state."""
         if self.ctx.is_main:
             super().save_last(state, model_state, optimizers)
 
     def clear_last(self) -> None:
+        """Rank 0 removes the resumable state; every rank waits."""
         if self.ctx.is_main:
             super().clear_last()
         barrier(self.ctx)

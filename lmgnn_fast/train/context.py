@@ -1,0 +1,117 @@
+"""The run context: what every part of a training run shares, built once and passed down.
+
+:class:`RunContext` holds the configuration, the graph, the resolved target task, the stage-1
+relations, the text node types, the device and distributed context, the checkpoints of the
+run directory, the log, the per-stage history and the global step counter. The feature
+source, the task batching, the loop, the stages and the runner all receive it; none of them
+keeps a copy of what it holds.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from lmgnn_fast.distributed import DistContext
+from lmgnn_fast.train import builders, data_parallel
+from lmgnn_fast.train.config import Config
+from lmgnn_fast.train.data import TargetTask, resolve_relations, resolve_task, text_types
+from lmgnn_fast.train.errors import DataError, TrainingError
+
+__all__ = ["RunContext", "resolve_device"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device of ``run.device``: ``auto`` = CUDA when available, else CPU.
+
+    Raises:
+        TrainingError: an unknown name, or a CUDA device that is not there.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise TrainingError(f"run.device: unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no GPU is visible"
+            raise TrainingError(f"run.device is {name!r} but CUDA is not available ({why}); "
+                                "use --run.device cpu (or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise TrainingError(f"run.device is {name!r} but only {torch.cuda.device_count()} GPU(s) are visible")
+    return dev
+
+
+@dataclass
+class RunContext:
+    """Shared state of one training (or evaluation) run.
+
+    Attributes:
+        cfg: the full configuration.
+        graph: the ``HeteroGraph``.
+        task: the resolved target task.
+        relations: the relations stage 1 trains on (``(src, rel, dst)``).
+        text_types: node types whose features come from the LM (empty without text).
+        stages: the stages to run, sorted.
+        device: where this process computes.
+        dist: the distributed context (one process without ``torchrun``).
+        ckpt: the run directory's checkpoints (rank 0 writes).
+        out_dir: the run directory.
+        log: progress lines (a no-op on ranks other than 0).
+        history: per stage (``"stage{k}"``) the loss and validation records.
+        global_step: optimizer steps taken so far over all stages.
+    """
+
+    cfg: Config
+    graph: object
+    task: TargetTask
+    relations: list[tuple]
+    text_types: list[str]
+    stages: list[int]
+    device: torch.device
+    dist: DistContext
+    ckpt: data_parallel.RankZeroCheckpoints
+    out_dir: str
+    log: Callable[..., None]
+    history: dict[str, list[dict]] = field(default_factory=dict)
+    global_step: int = 0
+
+    @classmethod
+    def create(cls, cfg: Config, graph=None, log=None) -> "RunContext":
+        """Validate the configuration, join the process group, load and check the graph and
+        the task, and open the run directory.
+
+        Args:
+            cfg: the configuration.
+            graph: an already loaded graph (default: load ``cfg.data.name``).
+            log: where progress lines go (default: print to stdout).
+
+        Raises:
+            ConfigError, DataError, TrainingError: a setting that cannot work, named.
+        """
+        cfg = cfg.validate()
+        log = log or (lambda *a: print(*a, flush=True))
+        dist = data_parallel.setup(resolve_device(cfg.run.device), cfg.run.dist_timeout)
+        if not dist.is_main:
+            log = lambda *a: None  # noqa: E731
+        if cfg.run.num_threads > 0:
+            torch.set_num_threads(cfg.run.num_threads)
+        stages = cfg.stage_list
+        graph = graph if graph is not None else builders.load_graph(cfg.data.name, cfg.data.options)
+        task = resolve_task(graph, cfg.task)
+        relations = resolve_relations(graph, cfg.stage1.relations)
+        all_text = text_types(graph)
+        if task.type == "link_prediction" and task.edge_type not in relations \
+                and task.edge_type[0] in all_text and task.edge_type[2] in all_text:
+            relations.append(task.edge_type)
+        texts = all_text if cfg.gnn.text_features else []
+        if not texts and (1 in stages or 3 in stages):
+            why = "gnn.text_features is false" if not cfg.gnn.text_features else "no node type of the graph has text"
+            raise DataError(f"stages 1 and 3 train the LM but {why}; use --run.stages 2")
+        os.makedirs(cfg.run.out_dir, exist_ok=True)
+        return cls(cfg=cfg, graph=graph, task=task, relations=relations, text_types=texts, stages=stages,
+                   device=dist.device, dist=dist, ckpt=data_parallel.RankZeroCheckpoints(cfg.run.out_dir, dist),
+                   out_dir=cfg.run.out_dir, log=log)

@@ -1,0 +1,202 @@
+"""The runner: wires the stages of a run in order and writes its outputs.
+
+:class:`Trainer` builds the :class:`RunContext`, the :class:`FeatureSource` and the
+:class:`GNNTask` once, then for each configured stage builds the stage object, trains it
+under :func:`loop.run_epochs` (resuming an interrupted stage, skipping finished ones on
+``--resume``), saves its checkpoint and evaluates it with the same function
+``python -m lmgnn_fast.evaluate`` calls (:meth:`Trainer.evaluate_stage`), so a saved run
+re-evaluates to the same numbers. At the end it writes ``metrics.json``, ``curves.png``,
+embeddings, predictions and prints the results table.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+
+import torch
+
+from lmgnn_fast.train.checkpoint import atomic_write_json, seed_everything
+from lmgnn_fast.train.config import Config
+from lmgnn_fast.train.context import RunContext
+from lmgnn_fast.train.data import TargetTask
+from lmgnn_fast.train.errors import TrainingError
+from lmgnn_fast.train.features import FeatureSource
+from lmgnn_fast.train.loop import ResumeState, run_epochs
+from lmgnn_fast.train.outputs import write_outputs
+from lmgnn_fast.train.stages import STAGES
+from lmgnn_fast.train.tasks import GNNTask
+
+__all__ = ["Trainer", "format_table", "out_of_memory_hint"]
+
+
+class Trainer:
+    """A training run: the configured stages in order, then the outputs.
+
+    Args:
+        cfg: the full configuration.
+        graph: an already loaded graph (default: load ``cfg.data.name``).
+        log: where progress lines go (default: print to stdout).
+
+    Attributes:
+        ctx: the :class:`RunContext` (config, graph, task, device, checkpoints, history).
+        features: the :class:`FeatureSource` (LM, tokens, embedding caches).
+        gnn_task: the :class:`GNNTask` (batches, losses and evaluation of the task).
+        results: per stage (``"stage{k}"``) its val/test metrics and time.
+    """
+
+    def __init__(self, cfg: Config, graph=None, log=None):
+        self.ctx = RunContext.create(cfg, graph=graph, log=log)
+        self.features = FeatureSource(self.ctx)
+        self.gnn_task = GNNTask(self.ctx)
+        self.results: dict[str, dict] = {}
+        self.final_model = None
+
+    @property
+    def cfg(self) -> Config:
+        """The configuration."""
+        return self.ctx.cfg
+
+    @property
+    def task(self) -> TargetTask:
+        """The resolved target task."""
+        return self.ctx.task
+
+    @property
+    def stages(self) -> list[int]:
+        """The stages this run trains."""
+        return self.ctx.stages
+
+    @property
+    def dist(self):
+        """The distributed context."""
+        return self.ctx.dist
+
+    @property
+    def ckpt(self):
+        """The run directory's checkpoints."""
+        return self.ctx.ckpt
+
+    def num_train_items(self) -> int:
+        """Number of training items of the task."""
+        return self.gnn_task.num_train_items()
+
+    def evaluate_stage(self, stage: int) -> dict:
+        """Val/test metrics of the checkpoint of ``stage`` (what ``evaluate`` reports); a GNN
+        stage's model becomes the one the outputs are written with."""
+        res, model = STAGES[stage].evaluate(self.ctx, self.features, self.gnn_task)
+        if model is not None:
+            self.final_model = model
+        return res
+
+    def run(self) -> dict:
+        """Run the configured stages; returns ``{"stage{k}": {"val": .., "test": .., "time_s": ..}}``."""
+        ctx, cfg = self.ctx, self.ctx.cfg
+        ctx.log("lmgnn_fast.train configuration:\n" + cfg.to_yaml())
+        if ctx.dist.is_main:
+            cfg.save(os.path.join(ctx.out_dir, "config.yaml"))
+        ctx.log(f"task {ctx.task.name!r} ({ctx.task.type}), device {ctx.device}"
+                + (f", {ctx.dist.world_size} processes" if ctx.dist.is_distributed else ""))
+        seed_everything(cfg.run.seed)
+        resume = None
+        if cfg.run.resume:
+            self._load_previous_results()
+            last = ctx.ckpt.load_last()
+            if last is not None:
+                resume = ResumeState(*last)
+        else:
+            ctx.ckpt.clear_last()
+        for number in ctx.stages:
+            key = f"stage{number}"
+            if cfg.run.resume and key in self.results and ctx.ckpt.has_stage(number) and \
+                    (resume is None or resume.stage != number):
+                ctx.log(f"stage {number}: already done, skipping (resume)")
+                continue
+            t0 = time.time()
+            with out_of_memory_hint(cfg, number):
+                stage = STAGES[number](ctx, self.features, self.gnn_task)
+                run_epochs(stage, ctx, resume if resume is not None and resume.stage == number else None)
+                if resume is not None and resume.stage == number:
+                    resume = None
+                extra = stage.finish()
+                res = self.evaluate_stage(number)
+            res.update(extra)
+            res["time_s"] = round(time.time() - t0, 2)
+            self.results[key] = res
+            self._write_metrics()
+        ctx.ckpt.clear_last()
+        self._write_outputs()
+        ctx.log(format_table(self.results, ctx.task))
+        return self.results
+
+    def _write_outputs(self) -> None:
+        gnn_stages = [s for s in self.ctx.stages if s >= 2 and self.ctx.ckpt.has_stage(s)]
+        if self.final_model is None and gnn_stages:  # e.g. resumed after the last stage had finished
+            self.evaluate_stage(max(gnn_stages))
+        write_outputs(self.ctx, self.features, self.gnn_task, self.final_model)
+
+    def _write_metrics(self) -> None:
+        ctx = self.ctx
+        if not ctx.dist.is_main:
+            return
+        atomic_write_json(os.path.join(ctx.out_dir, "metrics.json"),
+                          {"task": {"name": ctx.task.name, "type": ctx.task.type,
+                                    "primary_metric": ctx.task.primary_metric},
+                           "stages": self.results, "history": ctx.history})
+        try:
+            from lmgnn_fast.train.plots import plot_curves
+
+            plot_curves(ctx.history, os.path.join(ctx.out_dir, "curves.png"))
+        except Exception as e:  # noqa: BLE001 - a plot must never fail a run
+            ctx.log(f"warning: could not draw curves.png: {e}")
+
+    def _load_previous_results(self) -> None:
+        path = os.path.join(self.ctx.out_dir, "metrics.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                m = json.load(f)
+            self.results = m.get("stages", {})
+            self.ctx.history.update(m.get("history", {}))
+
+
+@contextlib.contextmanager
+def out_of_memory_hint(cfg: Config, stage: int):
+    """Turn an out-of-memory error inside the block into a :class:`TrainingError` naming the
+    settings of ``stage`` to lower."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+        oom = isinstance(e, (torch.OutOfMemoryError, MemoryError)) or \
+            "out of memory" in str(e) or "can't allocate memory" in str(e)
+        if not oom:
+            raise
+        c = cfg
+        hints = {1: [f"stage1.batch_size (now {c.stage1.batch_size})", f"stage1.num_negatives (now {c.stage1.num_negatives})",
+                     f"lm.max_length (now {c.lm.max_length})", "or set lm.gradient_checkpointing true"],
+                 2: [f"stage2.batch_size (now {c.stage2.batch_size})", f"gnn.fanouts (now {c.gnn.fanouts})",
+                     f"lm.encode_batch_size (now {c.lm.encode_batch_size})",
+                     f"stage3.cache_capacity (now {c.stage3.cache_capacity})"],
+                 3: [f"stage3.lm_train_nodes (now {c.stage3.lm_train_nodes})", f"stage3.batch_size (now {c.stage3.batch_size})",
+                     f"lm.max_length (now {c.lm.max_length})", f"gnn.fanouts (now {c.gnn.fanouts})",
+                     "or set lm.gradient_checkpointing true"]}[stage]
+        raise TrainingError(f"out of memory in stage {stage} on {c.run.device}: lower " + ", ".join(hints)) from e
+
+
+def format_table(results: dict, task: TargetTask) -> str:
+    """Markdown table of validation/test metrics per stage."""
+    keys = []
+    for r in results.values():
+        for split in ("val", "test"):
+            for k in (r.get(split) or {}):
+                if k not in keys:
+                    keys.append(k)
+    head = "| stage | split | " + " | ".join(keys) + " | time (s) |"
+    lines = [f"\nResults: task {task.name} ({task.type})", head, "|" + "---|" * (len(keys) + 3)]
+    for stage in sorted(results):
+        r = results[stage]
+        for split in ("val", "test"):
+            m = r.get(split) or {}
+            vals = " | ".join(f"{m[k]:.4f}" if k in m else "-" for k in keys)
+            lines.append(f"| {stage} | {split} | {vals} | {r.get('time_s', '-')} |")
+    return "\n".join(lines)
