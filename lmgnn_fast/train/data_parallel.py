@@ -25,8 +25,15 @@ import sys
 import torch
 from torch import Tensor, nn
 
-from lmgnn_fast.distributed import (DistContext, all_gather_variable, all_reduce_sum, barrier,
-                                    init_distributed, shutdown, split_range)
+from lmgnn_fast.distributed import (
+    DistContext,
+    all_gather_variable,
+    all_reduce_sum,
+    barrier,
+    init_distributed,
+    shutdown,
+    split_range,
+)
 from lmgnn_fast.train.checkpoint import CheckpointManager
 
 __all__ = ["setup", "teardown", "rank_slice", "shard_batches", "wrap_modules", "mean_over_ranks",
@@ -107,9 +114,9 @@ def wrap_modules(modules: nn.Module, ctx: DistContext):
     """
     if not ctx.is_distributed:
         return lambda fn: fn()
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     import inspect
+
+    from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     # buffers (BERT's position ids) are the same on every rank: no per-forward broadcast

@@ -172,12 +172,14 @@ def out_of_memory_hint(cfg: Config, stage: int):
         if not oom:
             raise
         c = cfg
-        hints = {1: [f"stage1.batch_size (now {c.stage1.batch_size})", f"stage1.num_negatives (now {c.stage1.num_negatives})",
+        hints = {1: [f"stage1.batch_size (now {c.stage1.batch_size})",
+                     f"stage1.num_negatives (now {c.stage1.num_negatives})",
                      f"lm.max_length (now {c.lm.max_length})", "or set lm.gradient_checkpointing true"],
                  2: [f"stage2.batch_size (now {c.stage2.batch_size})", f"gnn.fanouts (now {c.gnn.fanouts})",
                      f"lm.encode_batch_size (now {c.lm.encode_batch_size})",
                      f"stage3.cache_capacity (now {c.stage3.cache_capacity})"],
-                 3: [f"stage3.lm_train_nodes (now {c.stage3.lm_train_nodes})", f"stage3.batch_size (now {c.stage3.batch_size})",
+                 3: [f"stage3.lm_train_nodes (now {c.stage3.lm_train_nodes})",
+                     f"stage3.batch_size (now {c.stage3.batch_size})",
                      f"lm.max_length (now {c.lm.max_length})", f"gnn.fanouts (now {c.gnn.fanouts})",
                      "or set lm.gradient_checkpointing true"]}[stage]
         raise TrainingError(f"out of memory in stage {stage} on {c.run.device}: lower " + ", ".join(hints)) from e

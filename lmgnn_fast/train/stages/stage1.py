@@ -257,7 +257,8 @@ class Stage1:
         hs_state = {k[3:]: v for k, v in sd.items() if k.startswith("s1.")}
         if heads.task_head is None:
             hs_state = {k: v for k, v in hs_state.items() if not k.startswith("task_head.")}
-        heads.load_state_dict(hs_state, strict=heads.task_head is None or any(k.startswith("task_head.") for k in hs_state))
+        strict = heads.task_head is None or any(k.startswith("task_head.") for k in hs_state)
+        heads.load_state_dict(hs_state, strict=strict)
         heads.eval()
         features.lm.eval()
         t, g, enc = ctx.task, ctx.graph, features.encode_ids
