@@ -280,7 +280,7 @@ def test_loader_options_are_checked(tmp_path):
 def test_max_nodes_for_a_directory(tmp_path):
     from _toy_graph import write_toy_dir
     from lmgnn_fast.datasets import load_dataset
-    from lmgnn_fast.train import _deps
+    from lmgnn_fast.train import builders
 
     root = write_toy_dir(str(tmp_path / "toy"), num_papers=45)
     full = load_dataset(root)
@@ -302,7 +302,7 @@ def test_max_nodes_for_a_directory(tmp_path):
     got = {(a.raw_ids["paper"][x], a.raw_ids["paper"][y]) for x, y in zip(s, d)}
     assert got == want and len(got) > 0
     # the trainer's loader passes data.options through
-    g = _deps.load_graph(root, {"max_nodes": 20, "seed": 0})
+    g = builders.load_graph(root, {"max_nodes": 20, "seed": 0})
     assert sum(g.num_nodes.values()) == 20
     assert load_dataset(root, max_nodes=10_000).equals(full)
     with pytest.raises(OptionError, match="max_nodes must be an integer >= 1, got -3"):

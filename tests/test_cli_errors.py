@@ -265,7 +265,7 @@ def test_evaluate_and_datasets_usage_errors(tmp_path, capsys):
 def test_ctrl_c_in_the_train_cli(tmp_path):
     """KeyboardInterrupt anywhere in a run: one line, exit 130 (the shell's 128 + SIGINT)."""
     code = ("import sys\n"
-            "import lmgnn_fast.train.trainer as t\n"
+            "import lmgnn_fast.train.runner as t\n"
             "def stop(*a, **k):\n    raise KeyboardInterrupt\n"
             "t.Trainer.__init__ = stop\n"
             "from lmgnn_fast.train.__main__ import main\n"
