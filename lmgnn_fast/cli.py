@@ -4,7 +4,8 @@
 An error the user can fix (a data format error, a bad configuration value, a missing or
 unwritable file) is printed as one line, ``error: <message>``, on stderr, and the command
 exits with status 2. Ctrl-C prints one line (``interrupted``, plus a hint such as
-``resume with --resume``) and exits with status 130 (128 + SIGINT, the shell's convention).
+``resume with --resume``) and exits with status 130 (128 + SIGINT, the shell's convention);
+output cut short by its reader (``| head``) exits with 141 (128 + SIGPIPE) silently.
 Any other exception is a bug: one line naming its type, exit status 1. ``--debug`` on the
 command line or ``LMGNN_DEBUG=1`` in the environment re-raises instead, with the full
 traceback.
@@ -21,13 +22,14 @@ from typing import Callable, Sequence
 
 from lmgnn_fast.io.errors import GraphFormatError, OptionError, PathError
 
-__all__ = ["EXIT_OK", "EXIT_BUG", "EXIT_USER_ERROR", "EXIT_INTERRUPTED", "USER_ERRORS", "ArgumentParser",
-           "UsageError", "debug_requested", "run_cli"]
+__all__ = ["EXIT_OK", "EXIT_BUG", "EXIT_USER_ERROR", "EXIT_INTERRUPTED", "EXIT_BROKEN_PIPE", "USER_ERRORS",
+           "ArgumentParser", "UsageError", "debug_requested", "run_cli"]
 
 EXIT_OK = 0
 EXIT_BUG = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of the output went away (``| head``)
 
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "LMGNN_DEBUG"
@@ -57,6 +59,15 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(part.strip() for part in text.splitlines() if part.strip()) or type(exc).__name__
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that flushing it at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor
+        pass
+
+
 def run_cli(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None, *,
             user_errors: tuple[type[BaseException], ...] = (),
             interrupts: tuple[type[BaseException], ...] = (),
@@ -74,8 +85,9 @@ def run_cli(main: Callable[[list[str]], int | None], argv: Sequence[str] | None 
         stderr: where messages go (default ``sys.stderr``).
 
     Returns:
-        the exit status: ``main``'s, 2 for a user error, 130 for an interrupt, 1 for an
-        unexpected exception.
+        the exit status: ``main``'s, 2 for a user error, 130 for an interrupt, 141 (no
+        message) when the output's reader went away (``| head``), 1 for an unexpected
+        exception.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = debug_requested(argv)
@@ -86,6 +98,11 @@ def run_cli(main: Callable[[list[str]], int | None], argv: Sequence[str] | None 
         return EXIT_OK if status is None else int(status)
     except SystemExit:
         raise
+    except BrokenPipeError:
+        if debug:
+            raise
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except (KeyboardInterrupt, *interrupts) as exc:
         if debug:
             raise

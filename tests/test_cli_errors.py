@@ -200,6 +200,9 @@ def test_run_cli_exit_statuses_and_debug(monkeypatch):
     assert run_cli(boom(IndexError("a\nb")), [], stderr=err) == EXIT_BUG
     assert err.getvalue() == ("error: unexpected IndexError: a b (rerun with --debug or LMGNN_DEBUG=1 for "
                               "the traceback)\n")
+    err = io.StringIO()
+    assert run_cli(boom(BrokenPipeError(32, "Broken pipe")), [], stderr=err) == 141  # `... | head`
+    assert err.getvalue() == ""
     seen = []
     assert run_cli(lambda argv: seen.append(argv) or 0, ["--x", "1", "--debug"]) == 0
     assert seen == [["--x", "1"]]  # --debug is not passed on
