@@ -171,6 +171,11 @@ def test_unknown_data_option_names_the_accepted_ones(tmp_path, capsys):
                          str(tmp_path / "run")], capsys)
     assert rc == 2
     assert_one_line(err, "error: synthetic: num_edges must be >= 0, got -1")
+    rc, err = run_train(["--data.name", "synthetic", "--data.options", "{num_edges: many}", "--run.out_dir",
+                         str(tmp_path / "run")], capsys)
+    assert rc == 2
+    assert_one_line(err, "error: dataset 'synthetic': an option has the wrong type (",
+                    "options given: {'num_edges': 'many'}")
 
 
 def test_data_format_error_through_the_train_cli(tmp_path, capsys):

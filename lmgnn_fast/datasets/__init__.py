@@ -103,6 +103,22 @@ def _split_options(fn: Callable, options: dict) -> tuple[dict, dict]:
     return mine, rest
 
 
+def _call_tables(info: DatasetInfo, options: dict) -> Tables:
+    """``info.tables(**options)``; an option of the wrong type (``max_nodes: "x"``) is an
+    :class:`~lmgnn_fast.io.OptionError` naming the options given."""
+    from lmgnn_fast.io.errors import OptionError
+
+    try:
+        return info.tables(**options)
+    except OptionError:
+        raise
+    except TypeError as exc:
+        if not options:
+            raise
+        raise OptionError(f"dataset '{info.name}': an option has the wrong type ({exc}); options given: "
+                          f"{options}") from exc
+
+
 def dataset_tables(name: str, **options) -> Tables:
     """The tables of a built-in dataset.
 
@@ -118,7 +134,7 @@ def dataset_tables(name: str, **options) -> Tables:
 
     info = dataset_info(name)
     check_options(options, f"dataset '{name}'", accepted=tuple(inspect.signature(info.tables).parameters))
-    return info.tables(**options)
+    return _call_tables(info, options)
 
 
 def load_dataset(name: str | os.PathLike, **options):
@@ -142,7 +158,7 @@ def load_dataset(name: str | os.PathLike, **options):
     check_options(options, f"dataset '{name}'",
                   accepted=(*inspect.signature(info.tables).parameters, *BUILD_OPTIONS))
     mine, rest = _split_options(info.tables, options)
-    metadata, nodes, edges = info.tables(**mine)
+    metadata, nodes, edges = _call_tables(info, mine)
     return build_graph(metadata, nodes, edges, **rest)
 
 
