@@ -618,3 +618,66 @@ def test_multilabel_node_loader():
     assert torch.equal(b.labels, g.labels[task.node_type][s])
     g.coo = _real_coo(g)
     check_blocks(g, b.blocks, b.seeds, sampler.fanouts, False)
+
+
+@pytest.mark.parametrize("shard", ["strided", "contiguous"])
+@pytest.mark.parametrize("world", [2, 3])
+def test_loader_rank_shards(shard, world):
+    """Every rank runs len(loader) batches (the global count); the ranks' shares of batch i
+    are equal-size slices of the one-process batch i, together covering it (padded by
+    wrapping), and each rank's blocks are sampled with the global batch's seed."""
+    graph = _graph_with_data()
+    sampler = NeighborSampler(graph, [3, 2])
+    one = NodeLoader(graph, sampler, "paper", batch_size=16, seed=5, prefetch=0)  # 67 seeds: 4 x 16 + 3
+    ranks = [NodeLoader(graph, sampler, "paper", batch_size=16, seed=5, prefetch=2, rank=r, world_size=world,
+                        shard=shard) for r in range(world)]
+    for ld in [one] + ranks:
+        ld.set_epoch(1)
+    full = list(one)
+    parts = [list(ld) for ld in ranks]
+    assert all(len(p) == len(ld) == len(one) == 5 for p, ld in zip(parts, ranks))
+    for i, b in enumerate(full):
+        items = b.seeds["paper"]
+        got = [p[i].seeds["paper"] for p in parts]
+        per = -(-items.numel() // world)
+        assert all(g.numel() == per for g in got)
+        padded = torch.cat([items, items])[:per * world]
+        want = [padded[r::world] if shard == "strided" else padded[r * per:(r + 1) * per] for r in range(world)]
+        assert all(torch.equal(g, w) for g, w in zip(got, want))
+        # sampling is keyed by (seed, layer, node): a rank's seeds get the neighbours they get
+        # in the global batch
+        ref = _global_edges(b.blocks[-1])
+        for r in range(world):
+            mine = _global_edges(parts[r][i].blocks[-1])
+            assert mine and mine == {e for e in ref if e[1] in set(got[r].tolist())}
+
+
+def _global_edges(block):
+    """(relation, dst id, src id) of every edge of a block, in global ids."""
+    out = set()
+    for r, (s, _, d) in enumerate(block.edge_types):
+        deg = block.indptr[r].diff()
+        dst = block.src_nodes[d][torch.repeat_interleave(torch.arange(deg.numel()), deg)]
+        src = block.src_nodes[s][block.indices[r].long()]
+        out |= {(r, a, b) for a, b in zip(dst.tolist(), src.tolist())}
+    return out
+
+
+def test_loader_one_rank_and_max_batches_and_bad_ranks():
+    graph = _graph_with_data()
+    sampler = NeighborSampler(graph, [2])
+    et = EDGE_TYPES[1]
+    a = LinkLoader(graph, sampler, et, batch_size=100, seed=2, prefetch=0)
+    b = LinkLoader(graph, sampler, et, batch_size=100, seed=2, prefetch=0, rank=0, world_size=1, max_batches=3)
+    assert len(a) == 12 and len(b) == 3
+    for x, y in zip(a, b):
+        assert torch.equal(x.edge_ids, y.edge_ids) and torch.equal(x.neg_dst, y.neg_dst)
+    assert len(list(b)) == 3
+    c = EdgeLoader(graph, sampler, EDGE_TYPES[0], batch_size=64, seed=0, prefetch=0, rank=1, world_size=2)
+    d = EdgeLoader(graph, sampler, EDGE_TYPES[0], batch_size=64, seed=0, prefetch=0)
+    for x, y in zip(c, d):
+        assert torch.equal(x.edge_ids, y.edge_ids[1::2]) and torch.equal(x.labels, y.labels[1::2])
+    with pytest.raises(ValueError, match="rank must be in"):
+        NodeLoader(graph, sampler, "paper", rank=2, world_size=2)
+    with pytest.raises(ValueError, match="shard must be"):
+        NodeLoader(graph, sampler, "paper", world_size=2, shard="blocks")

@@ -5,7 +5,17 @@ epoch ``e`` the sampling seed ``mix_seed(seed, e, i)`` (so a batch is the same w
 the prefetching or thread count), builds batches in a background thread (``prefetch``
 batches ahead; 0 = in the caller's thread), has ``len()`` and is a plain iterable, so
 ``for batch in tqdm(loader)`` works. Iterating starts epoch ``loader.epoch`` and then
-advances it; ``set_epoch(e)`` picks the epoch explicitly.
+advances it; ``set_epoch(e)`` picks the epoch explicitly; ``max_batches`` cuts every epoch
+after that many batches.
+
+**Rank sharding** (data-parallel training, like torch's ``DistributedSampler``): with
+``world_size = W > 1`` each epoch still has the same global batches as with one process
+(same shuffle, same per-batch seeds, ``len()`` is their number on every rank); rank ``r``
+gets its share of each: items ``r, r + W, ...`` of the batch (``shard="strided"``) or the
+``r``-th contiguous run (``shard="contiguous"``), ``ceil(B / W)`` items on every rank — a
+batch that ``W`` does not divide is padded by wrapping around to its first items. So every
+rank runs the same number of steps with equal-size slices, and the ranks together see each
+global batch (plus at most ``W - 1`` repeated items).
 """
 from __future__ import annotations
 
@@ -111,15 +121,46 @@ class LinkBatch(_BatchBase):
     input_nodes: dict[str, Tensor]
 
 
+def shard_positions(n: int, rank: int, world_size: int, shard: str = "strided") -> Tensor:
+    """Positions into a batch of ``n`` items that rank ``rank`` of ``world_size`` takes.
+
+    Args:
+        n: items in the global batch.
+        rank, world_size: this rank and the number of ranks.
+        shard: ``"strided"`` (items ``rank, rank + W, ...``) or ``"contiguous"``.
+
+    Returns:
+        ``[ceil(n / W)]`` int64 positions (the batch padded by wrapping around when ``W``
+        does not divide ``n``); ``arange(n)`` for one rank.
+    """
+    if world_size == 1:
+        return torch.arange(n)
+    per = max(1, -(-n // world_size))
+    idx = torch.arange(per * world_size) % max(n, 1)
+    if shard == "strided":
+        return idx[rank::world_size]
+    return idx[rank * per:(rank + 1) * per]
+
+
 class _Loader:
-    """Shuffling, batching, per-batch seeds and background prefetch."""
+    """Shuffling, batching, rank sharding, per-batch seeds and background prefetch."""
 
     def __init__(self, num_items: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool,
-                 prefetch: int):
+                 prefetch: int, rank: int = 0, world_size: int = 1, shard: str = "strided",
+                 max_batches: int = 0):
+        name = type(self).__name__
         if batch_size < 1:
-            raise ValueError(f"{type(self).__name__}: batch_size must be >= 1, got {batch_size}")
+            raise ValueError(f"{name}: batch_size must be >= 1, got {batch_size}")
         if prefetch < 0:
-            raise ValueError(f"{type(self).__name__}: prefetch must be >= 0, got {prefetch}")
+            raise ValueError(f"{name}: prefetch must be >= 0, got {prefetch}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"{name}: rank must be in [0, world_size), got rank {rank} and world_size {world_size}")
+        if shard not in ("strided", "contiguous"):
+            raise ValueError(f"{name}: shard must be 'strided' or 'contiguous', got {shard!r}")
+        if max_batches < 0:
+            raise ValueError(f"{name}: max_batches must be >= 0, got {max_batches}")
+        self.rank, self.world_size, self.shard = int(rank), int(world_size), shard
+        self.max_batches = int(max_batches)
         self.num_items = int(num_items)
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
@@ -133,9 +174,8 @@ class _Loader:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        if self.drop_last:
-            return self.num_items // self.batch_size
-        return math.ceil(self.num_items / self.batch_size)
+        n = self.num_items // self.batch_size if self.drop_last else math.ceil(self.num_items / self.batch_size)
+        return min(n, self.max_batches) if self.max_batches else n
 
     def _order(self, epoch: int) -> Tensor:
         if not self.shuffle:
@@ -150,6 +190,8 @@ class _Loader:
         order = self._order(epoch)
         for i in range(len(self)):
             items = order[i * self.batch_size:(i + 1) * self.batch_size]
+            if self.world_size > 1:
+                items = items[shard_positions(items.numel(), self.rank, self.world_size, self.shard)]
             yield self._make(items, mix_seed(self.seed, epoch, i))
 
     def __iter__(self) -> Iterator:
@@ -221,11 +263,14 @@ class NodeLoader(_Loader):
         seeds: ``[N]`` node ids; default: the nodes of ``graph.masks[node_type][split]``.
         split: ``train``, ``val`` or ``test`` (used when ``seeds`` is None).
         batch_size, shuffle, seed, drop_last, prefetch: see the module docstring.
+        rank, world_size, shard, max_batches: this rank's share of each batch and the cut
+            of each epoch (see the module docstring).
     """
 
     def __init__(self, graph, sampler: NeighborSampler, node_type: str, seeds: Tensor | None = None,
                  split: str = "train", batch_size: int = 1024, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = False, prefetch: int = 2):
+                 drop_last: bool = False, prefetch: int = 2, *, rank: int = 0, world_size: int = 1,
+                 shard: str = "strided", max_batches: int = 0):
         if node_type not in graph.node_types:
             raise ValueError(f"NodeLoader: unknown node type {node_type!r}; node types are {graph.node_types}")
         if seeds is None:
@@ -237,7 +282,8 @@ class NodeLoader(_Loader):
             raise ValueError("NodeLoader: seeds contain duplicates")
         labels = getattr(graph, "labels", None)
         self._labels = labels.get(node_type) if isinstance(labels, dict) else None
-        super().__init__(self.seeds.numel(), batch_size, shuffle, seed, drop_last, prefetch)
+        super().__init__(self.seeds.numel(), batch_size, shuffle, seed, drop_last, prefetch, rank, world_size, shard,
+                         max_batches)
 
     def _make(self, items, batch_seed):
         seeds = self.seeds[items]
@@ -263,11 +309,14 @@ class EdgeLoader(_Loader):
         edge_ids: ``[B]`` eids to iterate; default: the relation's edges in the message-passing
             graph selected by ``graph.edge_masks[edge_type][split]`` (all when no masks).
         exclude_self: also exclude the batch's own edges (and reverses) from the blocks.
+        batch_size, shuffle, seed, drop_last, prefetch, rank, world_size, shard, max_batches:
+            as in :class:`NodeLoader`.
     """
 
     def __init__(self, graph, sampler: NeighborSampler, edge_type: EdgeType, edge_ids: Tensor | None = None,
                  split: str = "train", batch_size: int = 1024, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = False, prefetch: int = 2, exclude_self: bool = False):
+                 drop_last: bool = False, prefetch: int = 2, exclude_self: bool = False, *, rank: int = 0,
+                 world_size: int = 1, shard: str = "strided", max_batches: int = 0):
         edge_type = tuple(edge_type)
         if edge_type not in [tuple(e) for e in graph.edge_types]:
             raise ValueError(f"EdgeLoader: unknown edge type {edge_type!r}")
@@ -301,7 +350,8 @@ class EdgeLoader(_Loader):
         if (self._labels is None and isinstance(labels, dict) and rev is not None
                 and edge_type[1].startswith(REVERSE_PREFIX)):
             self._labels = labels.get(tuple(rev))  # a reverse edge shares its forward edge's eid
-        super().__init__(edge_ids.numel(), batch_size, shuffle, seed, drop_last, prefetch)
+        super().__init__(edge_ids.numel(), batch_size, shuffle, seed, drop_last, prefetch, rank, world_size, shard,
+                         max_batches)
 
     def _exclude(self, eids):
         ex = {self.edge_type: eids}
@@ -341,13 +391,16 @@ class LinkLoader(EdgeLoader):
         negative: ``"uniform"``, ``"joint"``, ``"in_batch"`` or a NegativeSampler.
         num_negatives: K for uniform / joint.
         exclude_positives: exclude the batch's positive eids (and reverses) from sampling.
+        batch_size, shuffle, seed, drop_last, prefetch, rank, world_size, shard, max_batches:
+            as in :class:`NodeLoader`.
     """
 
     def __init__(self, graph, sampler: NeighborSampler, edge_type: EdgeType,
                  edges: tuple[Tensor, Tensor] | None = None, split: str = "train",
                  negative: str | NegativeSampler = "uniform", num_negatives: int = 1,
                  batch_size: int = 1024, shuffle: bool = True, seed: int = 0, drop_last: bool = False,
-                 prefetch: int = 2, exclude_positives: bool = True):
+                 prefetch: int = 2, exclude_positives: bool = True, *, rank: int = 0, world_size: int = 1,
+                 shard: str = "strided", max_batches: int = 0):
         self.negative = make_negative_sampler(negative, num_negatives)
         edge_type = tuple(edge_type)
         if edges is None and split != "train":
@@ -362,7 +415,8 @@ class LinkLoader(EdgeLoader):
             edges = found[0]
         if edges is None:
             super().__init__(graph, sampler, edge_type, None, split, batch_size, shuffle, seed, drop_last,
-                             prefetch, exclude_self=exclude_positives)
+                             prefetch, exclude_self=exclude_positives, rank=rank, world_size=world_size,
+                             shard=shard, max_batches=max_batches)
             self._has_eids = True
         else:
             edge_type = tuple(edge_type)
@@ -373,7 +427,8 @@ class LinkLoader(EdgeLoader):
                 raise ValueError("LinkLoader: edges must be two tensors of the same shape")
             self.edge_ids = torch.arange(self.src_ids.numel())
             self.exclude_self, self._has_eids, self._labels = False, False, None
-            _Loader.__init__(self, self.src_ids.numel(), batch_size, shuffle, seed, drop_last, prefetch)
+            _Loader.__init__(self, self.src_ids.numel(), batch_size, shuffle, seed, drop_last, prefetch, rank,
+                             world_size, shard, max_batches)
         self._num_dst_nodes = int(graph.num_nodes[self.edge_type[2]])
 
     def _make(self, items, batch_seed):

@@ -1,4 +1,4 @@
-"""Resolve and check the target task against the graph; split items into batches."""
+"""Resolve and check the target task against the graph; the items of its splits."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,8 +8,8 @@ from torch import Tensor
 
 from lmgnn_fast.train.errors import DataError
 
-__all__ = ["TargetTask", "resolve_task", "resolve_relations", "split_items", "batches",
-           "known_edge_keys", "text_types", "node_labels"]
+__all__ = ["TargetTask", "resolve_task", "resolve_relations", "split_items", "known_edge_keys", "text_types",
+           "node_labels"]
 
 TASK_TYPES = ("node_classification", "edge_classification", "link_prediction")
 
@@ -189,15 +189,6 @@ def split_items(graph, task: TargetTask, split: str):
         return torch.nonzero(mask & (y >= 0)).flatten()
     s, d = graph.lp_edges[task.name][split]
     return torch.as_tensor(s).long(), torch.as_tensor(d).long()
-
-
-def batches(n: int, batch_size: int, seed: int | None) -> list[Tensor]:
-    """Positions ``0..n-1`` cut into batches, shuffled by ``seed`` (``None``: in order)."""
-    if seed is None:
-        perm = torch.arange(n)
-    else:
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
-    return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
 def known_edge_keys(graph, task: TargetTask) -> Tensor:

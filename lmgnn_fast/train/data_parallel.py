@@ -8,7 +8,8 @@ several processes is that a run with ``W`` ranks and global batch ``B`` computes
 process with batch ``B`` computes:
 
 - each global batch (the same seeded batches a single process would draw) is cut into
-  ``W`` interleaved slices of ``ceil(B / W)`` items, one per rank (:func:`rank_slice`);
+  ``W`` interleaved slices of ``ceil(B / W)`` items, one per rank (the sampling loaders'
+  ``rank``/``world_size`` for the GNN stages, :func:`rank_slice` for stage 1's batches);
   a last batch that does not divide is padded by repeating its first items, so every
   rank runs the same number of steps with the same slice size;
 - gradients are averaged by ``DistributedDataParallel`` (mean of equal-size per-rank

@@ -1,9 +1,10 @@
 """The target task on the graph model: training batches and their loss, evaluation.
 
-:class:`GNNTask` turns the task's training items into per-epoch batches (this rank's share
-of each global batch), computes a batch's loss through the model's head, embeds nodes for
-evaluation and scores a split under the protocol of ``metrics.py`` (fixed sampling seed
-per split; link prediction ranked against fixed, filtered candidates).
+:class:`GNNTask` gives the loader of the task's training items (``lmgnn_fast.sampling``'s
+``NodeLoader``, ``EdgeLoader`` or ``LinkLoader``: shuffling, rank sharding, sampling,
+negatives and exclusion of the positives), computes a batch's loss through the model's
+head, embeds nodes for evaluation and scores a split under the protocol of ``metrics.py``
+(fixed sampling seed per split; link prediction ranked against fixed, filtered candidates).
 """
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import torch
 from torch import Tensor
 
 from lmgnn_fast.nn import GraphModel
+from lmgnn_fast.sampling import EdgeBatch, EdgeLoader, LinkLoader, NodeBatch, NodeLoader
 from lmgnn_fast.train import builders, data_parallel
 from lmgnn_fast.train.context import RunContext
-from lmgnn_fast.train.data import batches, known_edge_keys, split_items
+from lmgnn_fast.train.data import known_edge_keys, split_items
 from lmgnn_fast.train.metrics import classification_metrics, eval_negatives, ranking_metrics, ranks_from_scores
 from lmgnn_fast.train.seeds import derive_seed
 
@@ -34,7 +36,6 @@ class GNNTask:
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
         self._sampler = None
-        self._lp_eid = None
         self._ends = None
 
     @property
@@ -69,97 +70,54 @@ class GNNTask:
         return int(items[0].numel() if isinstance(items, tuple) else items.numel())
 
     def edge_endpoints(self, eids: Tensor) -> tuple[Tensor, Tensor]:
-        """``(src, dst)`` of edges ``eids`` of the task's relation (read from its CSC)."""
+        """``(src, dst)`` of edges ``eids`` of the task's relation (message-passing edges)."""
         if self._ends is None:
-            csc = self.ctx.graph.csc[self.ctx.task.edge_type]
-            eid = csc.eid.long()
-            n = int(eid.max()) + 1 if eid.numel() else 0
-            src = torch.full((n,), -1, dtype=torch.long)
-            dst = torch.full((n,), -1, dtype=torch.long)
-            deg = (csc.indptr[1:] - csc.indptr[:-1]).long()
-            src[eid] = csc.indices.long()
-            dst[eid] = torch.repeat_interleave(torch.arange(deg.numel()), deg)
-            self._ends = (src, dst)
-        src, dst = self._ends
-        return src[eids], dst[eids]
+            self._ends = self.ctx.graph.edges(self.ctx.task.edge_type, with_eid=True)
+        src, dst, eid = self._ends
+        pos = torch.searchsorted(eid, eids.long())
+        return src[pos], dst[pos]
 
-    def sample(self, seeds: dict[str, Tensor], seed: int, exclude=None) -> list:
+    def sample(self, seeds: dict[str, Tensor], seed: int) -> list:
         """Blocks around ``seeds`` (sampling seed ``seed``), on the device."""
-        blocks = self.sampler.sample(seeds, exclude_eids=exclude, seed=seed)
+        blocks = self.sampler.sample(seeds, seed=seed)
         return [b.to(self.ctx.device) for b in blocks]
 
-    def train_batches(self, epoch: int, batch_size: int, tag: str) -> list[Tensor]:
-        """This rank's share of the epoch's shuffled global batches of training positions
-        (shuffle seeded by ``(run.seed, tag, epoch)``)."""
-        n = self.num_train_items()
-        return data_parallel.shard_batches(batches(n, batch_size, derive_seed(self.ctx.cfg.run.seed, tag, epoch)),
-                                           self.ctx.dist)
+    def train_loader(self, batch_size: int, tag: str, max_batches: int = 0):
+        """The loader of the training items: ``NodeLoader``, ``EdgeLoader`` or ``LinkLoader``
+        (negatives ``task.negatives``, the batch's positives and their reverses excluded from
+        its blocks), shuffled per epoch from ``(run.seed, tag)``, giving this rank its share
+        of each global batch.
 
-    def batch_loss(self, model: GraphModel, pos: Tensor, feats, seed: int, lm_hook=None) -> Tensor:
-        """Loss of the task on one training batch (positions ``pos`` into the train items),
-        sampling blocks (and link-prediction negatives) with ``seed``."""
+        Args:
+            batch_size: the global batch size.
+            tag: names the stage's draws (``"stage2"``, ``"stage3"``).
+            max_batches: cut each epoch after this many batches (0: full epochs).
+        """
         ctx, task, g = self.ctx, self.ctx.task, self.ctx.graph
-        dev = ctx.device
-        items = self.items("train")
-
-        def forward(blocks):
-            x = feats(blocks[0])
-            return model(x if lm_hook is None else lm_hook(blocks, x), blocks)
-
+        common = dict(batch_size=batch_size, shuffle=True, seed=derive_seed(ctx.cfg.run.seed, tag), prefetch=1,
+                      rank=ctx.dist.rank, world_size=ctx.dist.world_size, max_batches=max_batches)
         if task.type == "node_classification":
-            ids = items[pos]
-            h = forward(self.sample({task.node_type: ids}, seed))[task.node_type]
-            return model.head.loss(model.head(h), torch.as_tensor(g.labels[task.node_type])[ids].to(dev))
+            return NodeLoader(g, self.sampler, task.node_type, seeds=self.items("train"), **common)
         if task.type == "edge_classification":
-            eids = items[pos]
-            s, d = self.edge_endpoints(eids)
-            seeds, (ps, pd) = _seed_positions([(task.edge_type[0], s), (task.edge_type[2], d)])
-            h = forward(self.sample(seeds, seed))
-            logits = model.head(h[task.edge_type[0]][ps], h[task.edge_type[2]][pd])
-            return model.head.loss(logits, torch.as_tensor(g.edge_labels[task.edge_type])[eids].to(dev))
-        s_all, d_all = items
-        s, d = s_all[pos], d_all[pos]
-        st, _, dt = task.edge_type
-        gen = torch.Generator().manual_seed(seed)
-        k, n_dst, mode = ctx.cfg.task.num_negatives, g.num_nodes[dt], ctx.cfg.task.negatives
-        if mode == "uniform":
-            neg = torch.randint(0, n_dst, (s.numel(), k), generator=gen)
-        elif mode == "joint":
-            neg = torch.randint(0, n_dst, (k,), generator=gen).expand(s.numel(), k)
-        else:
-            neg = d.unsqueeze(0).expand(s.numel(), s.numel())
-        seeds, (ps, pd, pn) = _seed_positions([(st, s), (dt, d), (dt, neg.reshape(-1))])
-        eids = self._lp_eids(s, d)
-        exclude = {task.edge_type: eids}
-        rev = (getattr(g, "reverse_of", None) or {}).get(task.edge_type)
-        if rev is not None:
-            exclude[rev] = eids
-        h = forward(self.sample(seeds, seed, exclude=exclude))
-        hs, hd = h[st][ps], h[dt][pd]
-        hn = h[dt][pn].view(s.numel(), neg.shape[1], -1)
-        mask = None
-        if mode == "in_batch":
-            mask = ~torch.eye(s.numel(), dtype=torch.bool, device=dev)
-            mask &= neg.to(dev) != d.to(dev).unsqueeze(1)
-        return model.head.loss(model.head(hs, hd), model.head.score_candidates(hs, hn), mask)
+            return EdgeLoader(g, self.sampler, task.edge_type, edge_ids=self.items("train"), **common)
+        return LinkLoader(g, self.sampler, task.edge_type, split="train", negative=ctx.cfg.task.negatives,
+                          num_negatives=ctx.cfg.task.num_negatives, **common)
 
-    def _lp_eids(self, src: Tensor, dst: Tensor) -> Tensor:
-        """Edge ids of the message-passing edges ``(src, dst)`` of the LP relation."""
-        et = self.ctx.task.edge_type
-        n_dst = self.ctx.graph.num_nodes[et[2]]
-        if self._lp_eid is None:
-            csc = self.ctx.graph.csc[et]
-            deg = (csc.indptr[1:] - csc.indptr[:-1]).long()
-            d = torch.repeat_interleave(torch.arange(deg.numel()), deg)
-            keys = csc.indices.long() * n_dst + d
-            order = torch.argsort(keys)
-            self._lp_eid = (keys[order], csc.eid.long()[order])
-        keys, eids = self._lp_eid
-        if keys.numel() == 0:
-            return torch.empty(0, dtype=torch.long)
-        q = src * n_dst + dst
-        pos = torch.searchsorted(keys, q).clamp_max(keys.numel() - 1)
-        return eids[pos[keys[pos] == q]]
+    def batch_loss(self, model: GraphModel, batch, feats, lm_hook=None) -> Tensor:
+        """Loss of the task on one batch of :meth:`train_loader`, by the model's head."""
+        batch = batch.to(self.ctx.device)
+        blocks = batch.blocks
+        x = feats(blocks[0])
+        h = model(x if lm_hook is None else lm_hook(blocks, x), blocks)
+        head = model.head
+        if isinstance(batch, NodeBatch):
+            return head.loss(head(h[batch.node_type]), batch.labels)
+        st, _, dt = batch.edge_type
+        if isinstance(batch, EdgeBatch):
+            return head.loss(head(h[st][batch.src], h[dt][batch.dst]), batch.labels)
+        hs = h[st][batch.src]
+        mask = batch.neg_dst != batch.dst.unsqueeze(1) if batch.negative_mode == "in_batch" else None
+        return head.loss(head(hs, h[dt][batch.dst]), head.score_candidates(hs, h[dt][batch.neg_dst]), mask)
 
     @torch.no_grad()
     def embed_nodes(self, model: GraphModel, t: str, ids: Tensor, feats, seed: int) -> Tensor:
@@ -220,15 +178,3 @@ class GNNTask:
         ranks = ranks_from_scores(pos, negs, valid)
         return ranking_metrics(ranks), {"src": s, "dst": d, "score": pos, "rank": ranks}
 
-
-def _seed_positions(parts: list[tuple[str, Tensor]]) -> tuple[dict[str, Tensor], list[Tensor]]:
-    """Unique seeds per node type from several id lists, and each list's positions in them."""
-    by_type: dict[str, list[Tensor]] = {}
-    for t, ids in parts:
-        by_type.setdefault(t, []).append(ids.long())
-    seeds, inv_of = {}, {}
-    for t, lst in by_type.items():
-        uniq, inv = torch.unique(torch.cat(lst), return_inverse=True)
-        seeds[t] = uniq
-        inv_of[t] = list(torch.split(inv, [x.numel() for x in lst]))
-    return seeds, [inv_of[t].pop(0) for t, _ in parts]

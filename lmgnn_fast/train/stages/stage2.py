@@ -13,7 +13,6 @@ from torch import nn
 from lmgnn_fast.train.context import RunContext
 from lmgnn_fast.train.data_parallel import wrap_modules
 from lmgnn_fast.train.features import FeatureSource
-from lmgnn_fast.train.seeds import derive_seed
 from lmgnn_fast.train.stages.common import evaluate_gnn_checkpoint
 from lmgnn_fast.train.tasks import GNNTask
 
@@ -42,20 +41,21 @@ class Stage2:
         self.optimizers = {"opt": self.opt}
         self.modules = nn.ModuleDict({"gnn": self.model})
         self.epochs = c2.epochs
+        self.loader = task.train_loader(c2.batch_size, "stage2")
         self.best_value, self.best_epoch, self.best_state = None, -1, None
         self.forward = wrap_modules(self.modules, ctx.dist)
 
     def start_epoch(self, epoch: int) -> None:
         """Nothing to prepare."""
 
-    def make_batches(self, epoch: int) -> list:
-        """This rank's share of the epoch's shuffled batches of training items."""
-        return self.task.train_batches(epoch, self.ctx.cfg.stage2.batch_size, "stage2")
+    def make_batches(self, epoch: int):
+        """The training loader at ``epoch`` (this rank's share of each shuffled batch)."""
+        self.loader.set_epoch(epoch)
+        return self.loader
 
     def step(self, batch, epoch: int, i: int) -> float:
         """One AdamW step on the task loss of the batch."""
-        seed = derive_seed(self.ctx.cfg.run.seed, "s2", epoch, i)
-        loss = self.forward(lambda: self.task.batch_loss(self.model, batch, self.features.cache_features, seed))
+        loss = self.forward(lambda: self.task.batch_loss(self.model, batch, self.features.cache_features))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

@@ -52,6 +52,7 @@ class Stage3:
         self.optimizers = {"lm": self.opt_lm, "gnn": self.opt_gnn}
         self.modules = nn.ModuleDict({"lm": self.lm.model, "gnn": self.model})
         self.epochs = c3.epochs
+        self.loader = task.train_loader(c3.batch_size, "stage3", max_batches=c3.max_steps_per_epoch)
         self.warm = False
         self.lm_nodes_seen = 0
         self.refreshed_epoch = -1
@@ -62,18 +63,16 @@ class Stage3:
         self.warm = epoch < self.ctx.cfg.stage3.warmup_epochs
         self.lm.model.requires_grad_(not self.warm)
 
-    def make_batches(self, epoch: int) -> list:
-        """This rank's share of the epoch's shuffled batches (cut after
-        ``stage3.max_steps_per_epoch`` when set)."""
-        c3 = self.ctx.cfg.stage3
-        bl = self.task.train_batches(epoch, c3.batch_size, "stage3")
-        return bl[:c3.max_steps_per_epoch] if c3.max_steps_per_epoch > 0 else bl
+    def make_batches(self, epoch: int):
+        """The training loader at ``epoch`` (this rank's share of each shuffled batch; cut
+        after ``stage3.max_steps_per_epoch`` when set)."""
+        self.loader.set_epoch(epoch)
+        return self.loader
 
     def step(self, batch, epoch: int, i: int) -> float:
         """One step of both optimizers (the LM's skipped while warming up; its gradients
         clipped to norm 1)."""
-        seed = derive_seed(self.ctx.cfg.run.seed, "s3", epoch, i)
-        loss = self.forward(lambda: self.task.batch_loss(self.model, batch, self.features.cache_features, seed,
+        loss = self.forward(lambda: self.task.batch_loss(self.model, batch, self.features.cache_features,
                                                          lm_hook=self.lm_rows))
         self.opt_lm.zero_grad(set_to_none=True)
         self.opt_gnn.zero_grad(set_to_none=True)
@@ -152,7 +151,7 @@ class Stage3:
         self.features.lm_weights_changed("stage3", cache_current=self.refreshed_epoch == c3.epochs - 1
                                          and self.features.cache_source == "stage3-training")
         ep = [r["epoch_time_s"] for r in self.ctx.history.get("stage3", []) if "epoch_time_s" in r]
-        return {"epoch_time_s": ep, "steps_per_epoch": len(self.make_batches(0)),
+        return {"epoch_time_s": ep, "steps_per_epoch": len(self.loader),
                 "lm_nodes_per_epoch": self.lm_nodes_seen / max(len(ep), 1)}
 
     @staticmethod
