@@ -5,9 +5,13 @@ Layout under ``<out_dir>/checkpoints/``:
 - ``stage{k}.safetensors`` — the model at the end of stage ``k`` (what stage ``k+1`` loads).
 - ``last-<stage>-<step>.safetensors`` + ``last.json`` — the latest resumable state: model,
   optimizer, RNG states and position (stage, epoch, step in epoch, global step). The tensor
-  file is written first under a new name, then ``last.json`` is replaced to point at it,
-  then older ``last-*`` files are deleted: a run killed at any moment leaves a consistent
-  pair.
+  file is written first under a new name, then the previous ``last.json`` becomes
+  ``prev.json``, then a new ``last.json`` is written to point at the new file, and only
+  then are the ``last-*`` files neither of them names deleted: two generations are kept,
+  so a run killed at any moment, or a damaged newest checkpoint (truncated or missing
+  tensor file, garbled ``last.json``), still leaves a consistent one to resume from.
+- ``*.tmp-<pid>`` — files being written; ones left by a killed run are removed when the
+  next run starts.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import glob
 import json
 import os
 import random
+import sys
 
 import torch
 from torch import Tensor
@@ -113,11 +118,32 @@ def set_rng_state(tensors: dict[str, Tensor]) -> None:
 
 
 class CheckpointManager:
-    """Saves and finds the checkpoints of one run directory."""
+    """Saves and finds the checkpoints of one run directory.
 
-    def __init__(self, out_dir: str):
+    Args:
+        out_dir: the run directory (checkpoints go to its ``checkpoints/`` folder).
+        log: where a one-line notice goes when ``load_last`` skips a damaged checkpoint
+            (default: standard error).
+        clean: remove the temporary files a killed run left in the folder.
+    """
+
+    def __init__(self, out_dir: str, log=None, clean: bool = True):
         self.dir = os.path.join(out_dir, "checkpoints")
+        self.log = log or (lambda *a: print(*a, file=sys.stderr, flush=True))
         os.makedirs(self.dir, exist_ok=True)
+        if clean:
+            self.remove_orphans()
+
+    def remove_orphans(self) -> list[str]:
+        """Delete the ``*.tmp-*`` files of writes that never finished; returns their names."""
+        gone = []
+        for p in glob.glob(os.path.join(self.dir, "*.tmp-*")):
+            try:
+                os.remove(p)
+                gone.append(os.path.basename(p))
+            except FileNotFoundError:
+                pass
+        return gone
 
     def stage_path(self, stage: int) -> str:
         """Path of the end-of-stage checkpoint of ``stage``."""
@@ -146,24 +172,59 @@ class CheckpointManager:
         tensors.update(rng_state())
         fname = f"last-{state['stage']}-{state['global_step']}.safetensors"
         save_tensors(os.path.join(self.dir, fname), tensors)
-        atomic_write_json(os.path.join(self.dir, "last.json"), {**state, "tensors": fname, "optimizers": skel})
+        last, prev = os.path.join(self.dir, "last.json"), os.path.join(self.dir, "prev.json")
+        if _read_json(last) is not None:  # keep the previous generation until the new one is there
+            os.replace(last, prev)
+        atomic_write_json(last, {**state, "tensors": fname, "optimizers": skel})
+        keep = {fname, (_read_json(prev) or {}).get("tensors")}
         for old in glob.glob(os.path.join(self.dir, "last-*.safetensors")):
-            if os.path.basename(old) != fname:
+            if os.path.basename(old) not in keep:
                 os.remove(old)
 
     def load_last(self) -> tuple[dict, dict[str, Tensor], dict] | None:
         """``(state, model_state, optimizer_state_dicts)`` or ``None`` when nothing to resume;
         ``state["rng"]`` holds the RNG tensors (apply with :func:`set_rng_state` when the
-        interrupted stage restarts)."""
-        path = os.path.join(self.dir, "last.json")
-        if not os.path.exists(path):
-            return None
+        interrupted stage restarts).
+
+        The newest checkpoint is tried first; when it is damaged (``last.json`` unreadable,
+        its tensor file missing or truncated) the previous generation is used, unless its
+        stage has already finished, with a one-line notice; when neither is usable the
+        result is ``None`` (the interrupted stage starts over)."""
+        tried = []
+        for name in ("last.json", "prev.json"):
+            path = os.path.join(self.dir, name)
+            if not os.path.exists(path):
+                continue
+            try:
+                state, model, optim = self._load_generation(path)
+            except Exception as e:  # noqa: BLE001 - any damage means: try the older one
+                tried.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                continue
+            if tried and self.has_stage(int(state["stage"])):
+                break  # the older generation belongs to a finished stage: nothing to resume
+            if tried:
+                self.log(f"resume: newest checkpoint unusable ({tried[0]}); falling back to the "
+                         f"previous one (stage {state['stage']}, global step {state['global_step']})")
+            return state, model, optim
+        if tried:
+            self.log(f"resume: no usable checkpoint ({'; '.join(tried)}); "
+                     "the interrupted stage starts over")
+        return None
+
+    def _load_generation(self, path: str) -> tuple[dict, dict[str, Tensor], dict]:
         with open(path) as f:
             state = json.load(f)
-        tensors, _ = load_tensors(os.path.join(self.dir, state["tensors"]))
+        if not isinstance(state, dict) or not isinstance(state.get("tensors"), str):
+            raise ValueError("not a checkpoint description")
+        tpath = os.path.join(self.dir, os.path.basename(state["tensors"]))
+        if not os.path.exists(tpath):
+            raise FileNotFoundError(f"{os.path.basename(tpath)} is missing")
+        tensors, _ = load_tensors(tpath)
         state["rng"] = {k: v for k, v in tensors.items() if k.startswith("rng.")}
         model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         optim = {name: unflatten_state(s, tensors) for name, s in state.pop("optimizers").items()}
+        for key in ("stage", "epoch", "step", "global_step"):
+            int(state[key])
         return state, model, optim
 
     def stage_metadata(self, stage: int) -> dict[str, str]:
@@ -172,8 +233,17 @@ class CheckpointManager:
 
     def clear_last(self) -> None:
         """Remove the resumable state (the run finished, or starts afresh)."""
-        for p in glob.glob(os.path.join(self.dir, "last*")):
+        for p in glob.glob(os.path.join(self.dir, "last*")) + glob.glob(os.path.join(self.dir, "prev.json")):
             os.remove(p)
+
+
+def _read_json(path: str):
+    """The JSON content of ``path``, or ``None`` when it is absent or unreadable."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def seed_everything(seed: int) -> None:

@@ -113,5 +113,5 @@ class RunContext:
             raise DataError(f"stages 1 and 3 train the LM but {why}; use --run.stages 2")
         os.makedirs(cfg.run.out_dir, exist_ok=True)
         return cls(cfg=cfg, graph=graph, task=task, relations=relations, text_types=texts, stages=stages,
-                   device=dist.device, dist=dist, ckpt=data_parallel.RankZeroCheckpoints(cfg.run.out_dir, dist),
+                   device=dist.device, dist=dist, ckpt=data_parallel.RankZeroCheckpoints(cfg.run.out_dir, dist, log),
                    out_dir=cfg.run.out_dir, log=log)

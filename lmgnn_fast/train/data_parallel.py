@@ -197,8 +197,8 @@ class RankZeroCheckpoints(CheckpointManager):
     ``save_stage`` ends with a barrier because the other ranks load the stage checkpoint
     right after it is written (evaluation, next stage)."""
 
-    def __init__(self, out_dir: str, ctx: DistContext):
-        super().__init__(out_dir)
+    def __init__(self, out_dir: str, ctx: DistContext, log=None):
+        super().__init__(out_dir, log=log, clean=ctx.is_main)
         self.ctx = ctx
 
     def save_stage(self, stage, model_state, meta=None) -> None:
