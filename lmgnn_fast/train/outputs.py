@@ -20,6 +20,7 @@ import torch
 from lmgnn_fast.io.paths import safe_join
 from lmgnn_fast.nn import GraphModel
 from lmgnn_fast.train.context import RunContext
+from lmgnn_fast.train.data import edge_endpoints_all
 from lmgnn_fast.train.features import FeatureSource
 from lmgnn_fast.train.tasks import GNNTask
 
@@ -99,8 +100,7 @@ def write_outputs(ctx: RunContext, features: FeatureSource, gnn_task: GNNTask, m
         _write_table(pa.table({"id": _raw_ids(g, t, ids), "split": _split_of(g.masks[t], ids.numel()),
                                "label": label, "pred": pred, "prob": prob.numpy().tolist()}), path)
     elif task.type == "edge_classification":
-        src, dst = g.edges(task.edge_type)
-        src, dst = torch.as_tensor(src).long(), torch.as_tensor(dst).long()
+        src, dst = edge_endpoints_all(g, task.edge_type)  # held-out LP edges of the relation too
         st, _, dt = task.edge_type
         hs = gnn_task.embed_unique(model, st, src, feats, seed)
         hd = gnn_task.embed_unique(model, dt, dst, feats, seed + 1)

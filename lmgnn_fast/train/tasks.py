@@ -15,7 +15,8 @@ from lmgnn_fast.nn import GraphModel
 from lmgnn_fast.sampling import EdgeBatch, EdgeLoader, LinkLoader, NodeBatch, NodeLoader
 from lmgnn_fast.train import builders, data_parallel
 from lmgnn_fast.train.context import RunContext
-from lmgnn_fast.train.data import known_edge_keys, split_items
+from lmgnn_fast.train.data import edge_endpoints_all, known_edge_keys, split_items
+from lmgnn_fast.train.errors import DataError
 from lmgnn_fast.train.metrics import classification_metrics, eval_negatives, ranking_metrics, ranks_from_scores
 from lmgnn_fast.train.seeds import derive_seed
 
@@ -70,12 +71,23 @@ class GNNTask:
         return int(items[0].numel() if isinstance(items, tuple) else items.numel())
 
     def edge_endpoints(self, eids: Tensor) -> tuple[Tensor, Tensor]:
-        """``(src, dst)`` of edges ``eids`` of the task's relation (message-passing edges)."""
+        """``(src, dst)`` of edges ``eids`` of the task's relation, from its full edge list
+        (held-out link-prediction edges of the same relation included).
+
+        Raises:
+            DataError: an edge whose endpoints the graph does not hold.
+        """
         if self._ends is None:
-            self._ends = self.ctx.graph.edges(self.ctx.task.edge_type, with_eid=True)
-        src, dst, eid = self._ends
-        pos = torch.searchsorted(eid, eids.long())
-        return src[pos], dst[pos]
+            self._ends = edge_endpoints_all(self.ctx.graph, self.ctx.task.edge_type)
+        src, dst = self._ends
+        eids = eids.long().cpu()
+        s, d = src[eids], dst[eids]
+        if (s < 0).any():
+            bad = int(eids[s < 0][0])
+            raise DataError(f"relation {list(self.ctx.task.edge_type)}: edge {bad} of task "
+                            f"{self.ctx.task.name!r} is neither in the message-passing graph nor "
+                            "among the held-out link-prediction edges")
+        return s, d
 
     def sample(self, seeds: dict[str, Tensor], seed: int) -> list:
         """Blocks around ``seeds`` (sampling seed ``seed``), on the device."""
