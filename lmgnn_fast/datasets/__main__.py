@@ -3,6 +3,8 @@
 ``python -m lmgnn_fast.datasets list``
 ``python -m lmgnn_fast.datasets info NAME|DIR [-o key=value ...]``
 ``python -m lmgnn_fast.datasets export NAME DIR [--format parquet|csv|jsonl] [--overwrite] [-o key=value ...]``
+``python -m lmgnn_fast.datasets import-graphstorm CONFIG.json DIR [--format ...] [--overwrite] [--seed N]
+[--name NAME]``
 
 ``-o`` passes a dataset option (``-o max_nodes=5000 -o seed=1``); values are parsed as
 JSON where they can be (numbers, ``true``/``false``, lists), else kept as strings.
@@ -27,7 +29,7 @@ from lmgnn_fast.datasets import (
     load_dir_dataset,
 )
 from lmgnn_fast.datasets._common import read_tables, summarize_tables
-from lmgnn_fast.io import build_graph
+from lmgnn_fast.io import build_graph, from_graphstorm, write_dir
 
 
 def parse_option(text: str) -> tuple[str, object]:
@@ -80,12 +82,28 @@ def _main(argv: list[str]) -> int:
     p_exp.add_argument("--overwrite", action="store_true")
     p_exp.add_argument("-o", "--option", action="append", type=parse_option, default=[],
                        help="dataset option key=value (repeatable)")
+    p_gs = sub.add_parser("import-graphstorm",
+                          help="read a GraphStorm graph-construction config, write the directory format")
+    p_gs.add_argument("config", type=Path, help="the GraphStorm (gconstruct) JSON config")
+    p_gs.add_argument("dir", type=Path)
+    p_gs.add_argument("--format", default="parquet", choices=["parquet", "csv", "jsonl"])
+    p_gs.add_argument("--overwrite", action="store_true")
+    p_gs.add_argument("--seed", type=int, default=0, help="seed of the splits drawn from split_pct")
+    p_gs.add_argument("--name", default=None, help="the graph's name (default: the config file's stem)")
     args = parser.parse_args(argv)
 
     if args.command == "list":
         for name, info in _REGISTRY.items():
             extra = f" (needs {info.package})" if info.package else ""
             print(f"{name:10s} {info.description}{extra}")
+        return 0
+    if args.command == "import-graphstorm":
+        if args.dir.exists() and not args.overwrite:
+            raise FileExistsError(f"{args.dir} exists; pass --overwrite to replace it")
+        graph = from_graphstorm(args.config, seed=args.seed, name=args.name)
+        write_dir(graph, args.dir, format=args.format)
+        print(_graph_summary(graph))
+        print(f"wrote {args.dir} ({args.format})")
         return 0
     options = dict(args.option)
     if args.command == "export":
