@@ -190,7 +190,8 @@ def test_errors_point_at_user_files_and_columns(gs):
     (root / "nodes" / "paper_2.csv").unlink()
     pv.write_csv(pa.table({"s": ["p1", "p2"], "d": ["p2", "p99"]}), root / "edges" / "cites.csv")
     with pytest.raises(GraphFormatError, match=r"^edges/cites\.csv, row 1 \(line 3\), column 'd': id 'p99' is "
-                                                r"not in the node table of 'paper'"):
+                                                r"not in the node table of 'paper' "
+                                                r"\(nodes/paper_0\.csv, nodes/paper_1\.csv\)$"):
         _load(_save(root, cfg))
 
 

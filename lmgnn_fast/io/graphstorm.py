@@ -623,7 +623,7 @@ def from_graphstorm(config, seed: int = 0, name: str | None = None, **options) -
         write_dir(g, "data/acm")   # or: python -m lmgnn_fast.datasets import-graphstorm ...
     """
     metadata, nodes, edges, files = graphstorm_tables(config, seed=seed, name=name)
-    sources = {k: Source(f"\x00{i}") for i, k in enumerate(files)}
+    sources = {k: Source(f"<table {i}>") for i, k in enumerate(files)}
     by_name = {s.name: files[k] for k, s in sources.items()}
     try:
         return build_graph(metadata, nodes, edges, sources=sources, seed=seed, **options)
@@ -633,7 +633,10 @@ def from_graphstorm(config, seed: int = 0, name: str | None = None, **options) -
             raise
         file, row, line = f.locate(exc.row)
         column = None if exc.column is None else f.columns.get(exc.column, exc.column)
-        raise GraphFormatError(exc.reason, file=file, row=row, column=column, line=line) from exc
+        reason = exc.reason
+        for src_name, other in by_name.items():  # a message may name another table
+            reason = reason.replace(src_name, other.locate(None)[0])
+        raise GraphFormatError(reason, file=file, row=row, column=column, line=line) from exc
 
 
 __all__ = ["from_graphstorm", "graphstorm_tables", "TEXT_TRANSFORMS"]

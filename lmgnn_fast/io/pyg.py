@@ -49,6 +49,9 @@ _MASKS = tuple(f"{s}_mask" for s in SPLITS)
 _REVERSE_PREFIXES = (REVERSE_PREFIX, "rev_")  # ours, and torch_geometric's ToUndirected
 _NODE_KEYS = {"num_nodes", "text", "raw_id", "y", *_MASKS}
 _EDGE_KEYS = {"edge_index", "edge_label", *_MASKS}
+_SPLIT_ATTRS = "/".join(_MASKS)
+_NODE_COLUMNS = {"id": "raw_id", "label": "y", "split": _SPLIT_ATTRS}
+_EDGE_COLUMNS = {"src": "edge_index[0]", "dst": "edge_index[1]", "label": "edge_label", "split": _SPLIT_ATTRS}
 _GLOBAL_KEYS = {"name", "tasks", "label_names", "edge_label_names", "add_reverse_edges"}
 
 
@@ -322,6 +325,7 @@ def from_pyg(data, text: Mapping[str, Sequence[str]] | None = None, tasks: list[
     ignored: list[str] = [f"data.{k}" for k in gstore.keys() if k not in _GLOBAL_KEYS]
     nodes: dict[str, pa.Table] = {}
     sources: dict[Any, Source] = {}
+    origin: dict[str, tuple[str, dict]] = {}  # source name -> (data[...], our column -> attribute)
     raw_ids: dict[str, Any] = {}
     md_names: dict[str, list[str]] = {}
     multi_classes: dict[Any, int] = {}
@@ -345,7 +349,8 @@ def from_pyg(data, text: Mapping[str, Sequence[str]] | None = None, tasks: list[
         if split is not None:
             cols["split"] = split
         nodes[t] = pa.table(cols)
-        sources[t] = Source(f"{_where(t)} (y -> label, *_mask -> split)")
+        sources[t] = Source(f"<table {len(sources)}>")
+        origin[sources[t].name] = (_where(t), _NODE_COLUMNS)
         if t in names_all and "y" in store:
             md_names[t] = [str(x) for x in names_all[t]]
         elif t in multi_classes:
@@ -383,7 +388,8 @@ def from_pyg(data, text: Mapping[str, Sequence[str]] | None = None, tasks: list[
             cols["split"] = split
         edges[et] = pa.table(cols)
         edge_types.append(et)
-        sources[et] = Source(f"{_where(et)} (edge_index -> src/dst, edge_label -> label, *_mask -> split)")
+        sources[et] = Source(f"<table {len(sources)}>")
+        origin[sources[et].name] = (_where(et), _EDGE_COLUMNS)
         key = "__".join(et)
         if et in names_all and "edge_label" in store:
             md_names[key] = [str(x) for x in names_all[et]]
@@ -410,7 +416,17 @@ def from_pyg(data, text: Mapping[str, Sequence[str]] | None = None, tasks: list[
         "label_names": md_names,
     }
     sources["metadata"] = Source("HeteroData (tasks, label_names)")
-    g = build_graph(metadata, nodes, edges, sources=sources, **options)
+    try:
+        g = build_graph(metadata, nodes, edges, sources=sources, **options)
+    except GraphFormatError as exc:
+        if exc.file not in origin:
+            raise
+        where, columns = origin[exc.file]
+        reason = exc.reason
+        for name, (other, _) in origin.items():  # a message may name another table
+            reason = reason.replace(name, other)
+        column = None if exc.column is None else columns.get(exc.column, exc.column)
+        raise GraphFormatError(reason, file=where, row=exc.row, column=column) from exc
     g.raw_ids.update(raw_ids)
     return g
 
