@@ -434,7 +434,7 @@ def _label_and_split(cfg: _Config, lab: _Label, table: pa.Table, files: _Files, 
     return table.append_column("split", split)
 
 
-def graphstorm_tables(config, seed: int = 0, name: str | None = None):
+def _graphstorm_tables(config, seed: int = 0, name: str | None = None):
     """Read a GraphStorm graph-construction config into tables in the directory format.
 
     Args:
@@ -443,8 +443,9 @@ def graphstorm_tables(config, seed: int = 0, name: str | None = None):
         name: the graph's name (default: the config file's stem).
 
     Returns:
-        ``(metadata, nodes, edges, sources)`` for :func:`~lmgnn_fast.io.tables.build_graph`
-        (``sources`` names the tables), and per table the :class:`_Files` it came from.
+        ``(metadata, nodes, edges, files)``: the first three for
+        :func:`~lmgnn_fast.io.tables.build_graph`; ``files`` gives per table (and
+        ``"metadata"``) the :class:`_Files` it came from, to report errors against them.
 
     Raises:
         GraphFormatError: the config or a file uses something unsupported or is wrong.
@@ -622,7 +623,7 @@ def from_graphstorm(config, seed: int = 0, name: str | None = None, **options) -
         g = from_graphstorm("acm/config.json")
         write_dir(g, "data/acm")   # or: python -m lmgnn_fast.datasets import-graphstorm ...
     """
-    metadata, nodes, edges, files = graphstorm_tables(config, seed=seed, name=name)
+    metadata, nodes, edges, files = _graphstorm_tables(config, seed=seed, name=name)
     sources = {k: Source(f"<table {i}>") for i, k in enumerate(files)}
     by_name = {s.name: files[k] for k, s in sources.items()}
     try:
@@ -639,4 +640,4 @@ def from_graphstorm(config, seed: int = 0, name: str | None = None, **options) -
         raise GraphFormatError(reason, file=file, row=row, column=column, line=line) from exc
 
 
-__all__ = ["from_graphstorm", "graphstorm_tables", "TEXT_TRANSFORMS"]
+__all__ = ["from_graphstorm", "TEXT_TRANSFORMS"]
