@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from lmgnn_fast.cli import EXIT_USER_ERROR
 from lmgnn_fast.datasets import __main__ as cli
 from lmgnn_fast.io import GraphFormatError, from_graphstorm, read_dir
 
@@ -297,8 +298,8 @@ def test_cli_import_graphstorm(gs, tmp_path, capsys):
     h = read_dir(out)
     assert h.diff(g) == []
     assert (out / "nodes" / "paper.csv").is_file()
-    assert cli.main(["import-graphstorm", str(path), str(out)]) == 1
+    assert cli.main(["import-graphstorm", str(path), str(out)]) == EXIT_USER_ERROR
     assert "--overwrite" in capsys.readouterr().err
     path.write_text(json.dumps(dict(cfg, nodes=[dict(cfg["nodes"][0], format={"name": "hdf5"})])))
-    assert cli.main(["import-graphstorm", str(path), str(out), "--overwrite"]) == 1
+    assert cli.main(["import-graphstorm", str(path), str(out), "--overwrite"]) == EXIT_USER_ERROR
     assert "HDF5 input is not supported" in capsys.readouterr().err
