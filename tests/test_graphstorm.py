@@ -181,6 +181,25 @@ def test_multilabel_json_and_row_ids(tmp_path):
     assert g.masks["doc"]["train"].tolist() == [True, True, False, True]  # the untagged doc is unlabelled
 
 
+def test_task_names(gs):
+    root, cfg = gs
+    # a label column that is not a name, and two tasks that would share one
+    pv.write_csv(pa.table({"a": [10, 20, 30, 10], "p": ["p1", "p2", "p3", "p5"], "venue type": ["x", "y", "x", "y"]}),
+                 root / "edges" / "writes.csv")
+    cfg["edges"][0].update(files="edges/writes.csv", format={"name": "csv"},
+                           labels=[{"label_col": "venue type", "task_type": "classification"}])
+    cfg["nodes"][0]["labels"][0]["label_col"] = "venue"
+    g = _load(_save(root, cfg))
+    assert [t.name for t in g.tasks] == ["venue", "venue_type", "cites"]
+    cfg["edges"][0]["labels"][0]["label_col"] = "venue"
+    pv.write_csv(pa.table({"a": [10, 20, 30, 10], "p": ["p1", "p2", "p3", "p5"], "venue": ["x", "y", "x", "y"]}),
+                 root / "edges" / "writes.csv")
+    g = _load(_save(root, cfg))
+    assert [t.name for t in g.tasks] == ["paper__venue", "author__writes__paper__venue", "cites"]
+    assert g.task("author__writes__paper__venue").type == "edge_classification"
+    assert g.edge_labels[("author", "writes", "paper")].tolist() == [0, 1, 0, 1]
+
+
 def test_errors_point_at_user_files_and_columns(gs):
     root, cfg = gs
     pv.write_csv(pa.table({"pid": ["p9", "p2"], "title": ["x", "y"], "abstract": ["", ""],
@@ -234,6 +253,9 @@ BAD = [
     (_set("edges.0.relation", ["author", "writes", "venue"]),
      r"edges\[0\]\.relation: node type 'venue' has no entry in 'nodes'"),
     (_set("edges.0.relation", ["author", "writes"]), r"edges\[0\]\.relation: must be \[source type"),
+    (_set("edges.0.relation", ["author", "writes/x", "paper"]),
+     r"edges\[0\]\.relation: relation 'writes/x' is not a valid name"),
+    (_set("nodes.1.node_type", "the authors"), r"nodes\[1\]\.node_type: node type 'the authors' is not a valid"),
     (lambda c: c["nodes"].append(dict(c["nodes"][1])), r"nodes\[2\]: node type 'author' appears again"),
     (lambda c: c["edges"].append(dict(c["edges"][0])), r"edges\[2\]: relation .* appears twice"),
     (lambda c: c.pop("nodes"), r"nodes: must be a non-empty list"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import glob as globmod
 import json
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lmgnn_fast.graph import EdgeType, HeteroGraph, edge_type_str
+from lmgnn_fast.graph import NAME_MAX_LENGTH, EdgeType, HeteroGraph, edge_type_str, name_problem
 from lmgnn_fast.io.errors import GraphFormatError, Source
 from lmgnn_fast.io.tables import build_graph
 
@@ -306,6 +307,12 @@ def _label(cfg: _Config, entry: dict, key: str, node: bool, ignored: list[str]) 
     return _Label(tt, col, sep, pct, custom, lk)
 
 
+def _task_name(column: str) -> str:
+    """A label column's name as a task name (characters outside ``[A-Za-z0-9_-]`` -> ``_``)."""
+    name = re.sub(r"[^A-Za-z0-9_\-]", "_", column)[:NAME_MAX_LENGTH]
+    return "_" + name[1:] if name.startswith("-") else name
+
+
 def _draw(candidates: np.ndarray, n: int, pct, rng: np.random.Generator) -> np.ndarray:
     """Split codes (0 train, 1 val, 2 test, -1 none) drawn among ``candidates``."""
     codes = np.full(n, -1, dtype=np.int8)
@@ -478,6 +485,9 @@ def _graphstorm_tables(config, seed: int = 0, name: str | None = None):
         t = e.get("node_type")
         if not isinstance(t, str) or not t:
             raise cfg.error(f"{key}.node_type", f"must be a non-empty string, got {t!r}")
+        problem = name_problem(t, "node type")
+        if problem:
+            raise cfg.error(f"{key}.node_type", problem)
         if t in node_where:
             raise cfg.error(key, f"node type {t!r} appears again (first in {node_where[t]}): splitting one "
                                  "node type over several entries is not supported")
@@ -505,8 +515,7 @@ def _graphstorm_tables(config, seed: int = 0, name: str | None = None):
             text_columns[t] = [f"text_{j}" for j in range(len(text))]
         if lab is not None:
             table = _label_and_split(cfg, lab, table, f, [0, i], seed, True, f"a node of {t!r}")
-            tname = lab.label_col
-            tasks.append({"name": tname, "type": "node_classification", "node_type": t,
+            tasks.append({"name": _task_name(lab.label_col), "type": "node_classification", "node_type": t,
                           "multilabel": lab.separator is not None, "_key": lab.key, "_qual": t})
         nodes[t] = table
         files[t] = f
@@ -520,6 +529,9 @@ def _graphstorm_tables(config, seed: int = 0, name: str | None = None):
         if not (isinstance(rel, list) and len(rel) == 3 and all(isinstance(x, str) and x for x in rel)):
             raise cfg.error(f"{key}.relation", f"must be [source type, relation, destination type], got {rel!r}")
         et: EdgeType = tuple(rel)  # type: ignore[assignment]
+        problem = name_problem(et[1], "relation")
+        if problem:
+            raise cfg.error(f"{key}.relation", problem)
         for t in (et[0], et[2]):
             if t not in node_where:
                 raise cfg.error(f"{key}.relation", f"node type {t!r} has no entry in 'nodes' (node types: "
@@ -538,18 +550,18 @@ def _graphstorm_tables(config, seed: int = 0, name: str | None = None):
         if lab is not None:
             table = _label_and_split(cfg, lab, table, f, [1, i], seed, False, f"an edge of {list(et)}")
             ttype = "edge_classification" if lab.task_type == "classification" else "link_prediction"
-            tasks.append({"name": lab.label_col if lab.label_col else et[1], "type": ttype,
+            tasks.append({"name": _task_name(lab.label_col) if lab.label_col else et[1], "type": ttype,
                           "edge_type": list(et), "_key": lab.key, "_qual": edge_type_str(et)})
         edges[et] = table
         files[et] = f
 
-    # task names: the label column (or relation), qualified where two would clash
+    # task names: the label column (or relation), qualified by type where two would clash
     counts: dict[str, int] = {}
     for tk in tasks:
         counts[tk["name"]] = counts.get(tk["name"], 0) + 1
     for tk in tasks:
         if counts[tk["name"]] > 1:
-            tk["name"] = f"{tk['_qual']}:{tk['name']}"
+            tk["name"] = f"{tk['_qual']}__{tk['name']}"[-NAME_MAX_LENGTH:].lstrip("-")
         tk.pop("_key")
         tk.pop("_qual")
     if ignored:
