@@ -11,7 +11,7 @@ from lmgnn_fast.train.errors import SimulatedInterrupt
 from test_train import quiet, small_config, toy  # noqa: F401 - the toy fixture
 
 OVER = {"task.name": "topic", "run.stages": "1,2", "stage2.epochs": 3, "stage2.batch_size": 8,
-        "run.checkpoint_every": 2}
+        "run.checkpoint_every": 2, "run.checkpoint_every_s": 0}
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,9 @@
 """The training loop and its ``Stage`` protocol, on a toy stage (no graph, no LM)."""
 from __future__ import annotations
 
+import time
+import types
+
 import pytest
 import torch
 from torch import nn
@@ -140,3 +143,28 @@ def test_zero_epochs_trains_nothing(tmp_path):
     run_epochs(stage, ctx)
     assert ctx.global_step == 0 and stage.started == [] and ctx.history["stage2"] == []
     assert all(torch.equal(before[k], v) for k, v in stage.model.state_dict().items())
+
+
+def _checkpoint_steps(ctx, monkeypatch) -> list[int]:
+    saved = []
+    real = ctx.ckpt.save_last
+    monkeypatch.setattr(ctx.ckpt, "save_last", lambda state, *a: (saved.append(state["global_step"]), real(state, *a)))
+    run_epochs(ToyStage(epochs=2), ctx)
+    return saved
+
+
+def test_checkpoints_by_time_and_by_steps(tmp_path, monkeypatch):
+    """5 batches per epoch: the end of each epoch always checkpoints; mid-epoch ones come
+    every ``checkpoint_every`` steps and once ``checkpoint_every_s`` seconds have passed."""
+    off = make_ctx(str(tmp_path / "off"), checkpoint_every=0, checkpoint_every_s=0)
+    assert _checkpoint_steps(off, monkeypatch) == [5, 10]
+    slow = make_ctx(str(tmp_path / "slow"), checkpoint_every=0, checkpoint_every_s=3600)
+    assert _checkpoint_steps(slow, monkeypatch) == [5, 10]
+    steps = make_ctx(str(tmp_path / "steps"), checkpoint_every=3, checkpoint_every_s=3600)
+    assert _checkpoint_steps(steps, monkeypatch) == [3, 5, 6, 9, 10]
+    clock = iter(range(0, 10_000, 7))  # each read of the clock is 7 s later
+    monkeypatch.setattr("lmgnn_fast.train.loop.time",
+                        types.SimpleNamespace(time=time.time, monotonic=lambda: next(clock)))
+    timed = make_ctx(str(tmp_path / "timed"), checkpoint_every=0, checkpoint_every_s=10)
+    # clock reads: start 0; step 1 7 (<10); step 2 14 (save, reset 21); step 3 28 (7 <10); step 4 35 (save, 42)
+    assert _checkpoint_steps(timed, monkeypatch) == [2, 4, 5, 7, 9, 10]

@@ -122,7 +122,8 @@ class RunConfig:
     resume: bool = False
     num_threads: int = 0  # torch intra-op threads (0 = torch's default)
     eval_batch_size: int = 256
-    checkpoint_every: int = 20  # steps between mid-epoch checkpoints (0 = end of epoch only)
+    checkpoint_every: int = 0  # global steps between mid-epoch checkpoints (0 = by time only)
+    checkpoint_every_s: float = 300.0  # seconds between mid-epoch checkpoints (0 = by steps only)
     progress: bool = True
     interrupt_after_steps: int = 0  # testing aid: raise after this many steps (0 = off)
     dist_timeout: float = 300.0  # seconds: bound on every collective under torchrun
@@ -247,6 +248,7 @@ RANGES: dict[str, tuple[float, bool, float, bool]] = {
     "run.num_threads": (0, True, _INF, False),
     "run.eval_batch_size": (1, True, _INF, False),
     "run.checkpoint_every": (0, True, _INF, False),
+    "run.checkpoint_every_s": (0, True, _INF, False),
     "run.interrupt_after_steps": (0, True, _INF, False),
     "run.dist_timeout": (0, False, _INF, False),
 }

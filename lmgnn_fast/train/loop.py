@@ -9,8 +9,10 @@ Semantics (what :func:`run_epochs` guarantees):
   ranks) to ``ctx.history["stage{k}"]``; each epoch adds a record with its time and the
   validation metrics ``end_epoch`` returned.
 - **Early stopping.** ``end_epoch`` returning ``None`` ends the stage after that epoch.
-- **Checkpoints.** Every ``run.checkpoint_every`` global steps inside an epoch and after
-  every epoch, the resumable state is written: the stage's modules, optimizers and
+- **Checkpoints.** Inside an epoch every ``run.checkpoint_every`` global steps and, once
+  ``run.checkpoint_every_s`` seconds have passed since the last checkpoint, after the next
+  step (rank 0's clock decides, for every rank); and after every epoch, the resumable
+  state is written: the stage's modules, optimizers and
   :meth:`Stage.state_dict`, the position (epoch, step in epoch, global step), the history
   and the RNG states.
 - **Resume.** Given the state of an interrupted run of the same stage, the loop restores all
@@ -123,6 +125,20 @@ def _save(stage: Stage, ctx: RunContext, hist: list, epoch: int, step: int) -> N
                         "history": hist, "extra": extra}, sd, stage.optimizers)
 
 
+def _checkpoint_due(ctx: RunContext, last_save: float) -> bool:
+    """Whether a mid-epoch checkpoint is due after this step (``run.checkpoint_every`` steps,
+    or ``run.checkpoint_every_s`` seconds on rank 0's clock since ``last_save``)."""
+    cfg = ctx.cfg.run
+    if cfg.checkpoint_every and ctx.global_step % cfg.checkpoint_every == 0:
+        return True
+    if not cfg.checkpoint_every_s:
+        return False
+    due = ctx.dist.is_main and time.monotonic() - last_save >= cfg.checkpoint_every_s
+    if ctx.dist.is_distributed:  # every rank takes the same decision
+        due = data_parallel.mean_over_ranks(float(due), ctx.dist) > 0
+    return bool(due)
+
+
 def run_epochs(stage: Stage, ctx: RunContext, resume: ResumeState | None = None) -> None:
     """Train ``stage`` for its epochs (see the module docstring for the guarantees).
 
@@ -139,6 +155,7 @@ def run_epochs(stage: Stage, ctx: RunContext, resume: ResumeState | None = None)
     if resume is not None:
         start_epoch, start_step = _restore(stage, ctx, resume, hist)
         ctx.log(f"stage {n}: resuming at epoch {start_epoch}, step {start_step} (global step {ctx.global_step})")
+    last_save = time.monotonic()
     for epoch in range(start_epoch, stage.epochs):
         stage.start_epoch(epoch)
         batches = stage.make_batches(epoch)
@@ -156,8 +173,9 @@ def run_epochs(stage: Stage, ctx: RunContext, resume: ResumeState | None = None)
             hist.append({"step": ctx.global_step, "epoch": epoch, "loss": float(loss)})
             bar.set_postfix(loss=f"{float(loss):.4f}")
             bar.update(1)
-            if cfg.checkpoint_every and ctx.global_step % cfg.checkpoint_every == 0 and i + 1 < len(batches):
+            if i + 1 < len(batches) and _checkpoint_due(ctx, last_save):
                 _save(stage, ctx, hist, epoch, i + 1)
+                last_save = time.monotonic()
             if cfg.interrupt_after_steps and ctx.global_step >= cfg.interrupt_after_steps:
                 bar.close()
                 raise SimulatedInterrupt(f"interrupted after {ctx.global_step} steps (run.interrupt_after_steps)")
@@ -171,6 +189,7 @@ def run_epochs(stage: Stage, ctx: RunContext, resume: ResumeState | None = None)
                     + f" ({epoch_time:.1f}s)")
         hist.append(rec)
         _save(stage, ctx, hist, epoch + 1, 0)
+        last_save = time.monotonic()
         start_step = 0
         if val is None:
             break
