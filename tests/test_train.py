@@ -61,8 +61,15 @@ def check_outputs(run_dir: str, task_type: str, stages=(1, 2, 3)):
         assert f"stage{s}" in m["stages"]
     assert os.path.exists(os.path.join(run_dir, "curves.png"))
     assert os.path.exists(os.path.join(run_dir, "config.yaml"))
+    # the final model is the best stage on validation (a later stage wins a tie)
+    key = m["task"]["primary_metric"]
+    fs = m["final_stage"]
+    vals = {s: m["stages"][f"stage{s}"]["val"].get(key) for s in stages}
+    assert fs in stages and vals[fs] == max(v for v in vals.values() if v is not None)
+    assert all(vals[s] < vals[fs] for s in stages if s > fs and vals[s] is not None)
     emb = pq.read_table(os.path.join(run_dir, "embeddings", "paper.parquet")).to_pydict()
-    assert emb["id"][:2] == ["p0", "p1"] and len(emb["embedding"][0]) == 16
+    # stage 1's model is the LM (tiny BERT, 32 wide), the GNN stages' the R-GCN (16)
+    assert emb["id"][:2] == ["p0", "p1"] and len(emb["embedding"][0]) == (32 if fs == 1 else 16)
     pred = pq.read_table(os.path.join(run_dir, "predictions.parquet")).to_pydict()
     if task_type == "node_classification":
         assert pred["id"][0] == "p0" and set(pred["split"]) == {"train", "val", "test"}
@@ -70,6 +77,18 @@ def check_outputs(run_dir: str, task_type: str, stages=(1, 2, 3)):
         assert str(pred["src"][0]).startswith("a") and str(pred["dst"][0]).startswith("p")
     else:
         assert set(pred["split"]) <= {"val", "test"} and min(pred["rank"]) >= 1
+    # the metrics recomputed from predictions.parquet are the final stage's in metrics.json
+    for split in ("val", "test"):
+        rows = [i for i, x in enumerate(pred["split"]) if x == split]
+        if task_type == "link_prediction":
+            got = sum(1.0 / pred["rank"][i] for i in rows) / len(rows)
+        elif key == "micro_f1":
+            tp = sum(len(set(pred["pred"][i]) & set(pred["label"][i])) for i in rows)
+            n = sum(len(pred["pred"][i]) + len(pred["label"][i]) for i in rows)
+            got = 2 * tp / n if n else 0.0
+        else:
+            got = sum(pred["pred"][i] == pred["label"][i] for i in rows) / len(rows)
+        assert got == pytest.approx(m["stages"][f"stage{fs}"][split][key], abs=1e-6)
     return m
 
 
@@ -163,8 +182,9 @@ def test_multilabel_and_cli_with_config_file(toy, tmp_path):
 
 
 def test_resume_after_interruption_matches_uninterrupted(toy, tmp_path):
+    # stage 1 as link prediction over 32 edges (2 steps), to keep the step arithmetic below
     over = {"task.name": "topic", "run.stages": "1,2", "stage2.epochs": 3, "stage2.batch_size": 8,
-            "run.checkpoint_every": 2}
+            "run.checkpoint_every": 2, "stage1.objective": "graph", "stage1.epochs": 1}
     ref_dir = str(tmp_path / "ref")
     ref = Trainer(small_config(toy, ref_dir, **over), log=quiet).run()
 

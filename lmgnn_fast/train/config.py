@@ -74,8 +74,17 @@ class TaskConfig:
 
 @dataclass
 class Stage1Config:
-    """Graph-aware LM: link prediction over the graph's relations on pooled text."""
-    epochs: int = 1
+    """The LM fine-tuned on the graph before the R-GCN sees its embeddings.
+
+    ``objective``: ``task`` (default) trains on the target task's loss over its training
+    items each epoch (link prediction: the target relation's training edges);
+    ``task+graph`` adds ``lp_weight`` x link prediction over every text relation (one edge
+    batch per step); ``graph`` is link prediction over the relations (``max_edges`` per
+    epoch) plus ``task_weight`` x the task loss on ``task_batch_size`` items per step.
+    """
+    objective: str = "task"  # task | task+graph | graph
+    max_items: int | None = None  # task items per epoch; 0 = all; None = auto (CPU 2048, GPU all)
+    epochs: int = 2
     batch_size: int = 16  # edges per step
     lr: float = 5e-5  # LM
     head_lr: float = 5e-3  # relation decoder and task head
@@ -84,7 +93,7 @@ class Stage1Config:
     relations: list | None = None  # relation names (or [src, rel, dst]); None = all with text
     lp_weight: float = 1.0
     task_weight: float = 1.0  # weight of the target task's loss (0 = off)
-    task_batch_size: int = 8
+    task_batch_size: int = 16
     weight_decay: float = 0.01
 
 
@@ -92,7 +101,7 @@ class Stage1Config:
 class Stage2Config:
     """R-GCN + head on frozen LM embeddings."""
     epochs: int = 30
-    batch_size: int = 128
+    batch_size: int | None = None  # None = auto: the largest power of two <= items / 20, in [16, 128]
     lr: float = 3e-3
     weight_decay: float = 0.0
     patience: int = 10  # epochs without validation improvement before stopping (0 = off)
@@ -127,6 +136,9 @@ class RunConfig:
     progress: bool = True
     interrupt_after_steps: int = 0  # testing aid: raise after this many steps (0 = off)
     dist_timeout: float = 300.0  # seconds: bound on every collective under torchrun
+    # which stage's model is the run's result (predictions, embeddings): "best" = the highest
+    # validation value of the task's primary metric, or a stage number
+    final_stage: str = "best"
 
 
 @dataclass
@@ -206,7 +218,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "task.loss": ("contrastive", "bce"),
     "task.negatives": ("uniform", "joint", "in_batch"),
     "stage3.cache_policy": ("clock", "lru", "lfu", "static"),
+    "stage1.objective": ("task", "task+graph", "graph"),
+    "run.final_stage": ("best", "1", "2", "3"),
 }
+# Options whose null value means "derived from the graph and the device" (train/budget.py).
+AUTO = ("stage1.max_items", "stage2.batch_size")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)$")
 
 # Numeric ranges: option -> (lowest, lowest allowed itself, highest, highest allowed itself).
@@ -225,6 +241,7 @@ RANGES: dict[str, tuple[float, bool, float, bool]] = {
     "stage1.lr": (0, False, _INF, False),
     "stage1.head_lr": (0, False, _INF, False),
     "stage1.max_edges": (0, True, _INF, False),
+    "stage1.max_items": (0, True, _INF, False),
     "stage1.num_negatives": (0, True, _INF, False),
     "stage1.lp_weight": (0, True, _INF, False),
     "stage1.task_weight": (0, True, _INF, False),
@@ -287,6 +304,8 @@ def _problems(cfg: "Config") -> list[str]:
         out.append(f"run.device must be auto, cpu, cuda or cuda:N, got {device!r}")
     for key, (lo, lo_in, hi, hi_in) in RANGES.items():
         v = get(key)
+        if v is None and key in AUTO:
+            continue
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             out.append(f"{key} must be a number, got {v!r}")
             continue
@@ -316,9 +335,13 @@ def _problems(cfg: "Config") -> list[str]:
         if parent and not os.path.isdir(parent):
             out.append(f"run.out_dir {od!r} is inside {parent!r}, which is not a directory")
     try:
-        _ = cfg.stage_list
+        stages = cfg.stage_list
     except ConfigError as e:
         out.append(str(e))
+    else:
+        fs = cfg.run.final_stage
+        if fs != "best" and fs in CHOICES["run.final_stage"] and int(fs) not in stages:
+            out.append(f"run.final_stage is {fs} but run.stages is {cfg.run.stages!r}")
     return out
 
 

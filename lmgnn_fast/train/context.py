@@ -16,8 +16,9 @@ import torch
 
 from lmgnn_fast.distributed import DistContext
 from lmgnn_fast.train import builders, data_parallel
+from lmgnn_fast.train.budget import resolve_auto
 from lmgnn_fast.train.config import Config
-from lmgnn_fast.train.data import TargetTask, resolve_relations, resolve_task, text_types
+from lmgnn_fast.train.data import TargetTask, resolve_relations, resolve_task, split_items, text_types
 from lmgnn_fast.train.errors import DataError, TrainingError
 
 __all__ = ["RunContext", "resolve_device"]
@@ -103,6 +104,8 @@ class RunContext:
         graph = graph if graph is not None else builders.load_graph(cfg.data.name, cfg.data.options)
         task = resolve_task(graph, cfg.task)
         relations = resolve_relations(graph, cfg.stage1.relations)
+        if cfg.stage1.objective == "task" and task.type == "link_prediction":
+            relations = []  # the task's loss is the target relation's link prediction
         all_text = text_types(graph)
         if task.type == "link_prediction" and task.edge_type not in relations \
                 and task.edge_type[0] in all_text and task.edge_type[2] in all_text:
@@ -111,6 +114,10 @@ class RunContext:
         if not texts and (1 in stages or 3 in stages):
             why = "gnn.text_features is false" if not cfg.gnn.text_features else "no node type of the graph has text"
             raise DataError(f"stages 1 and 3 train the LM but {why}; use --run.stages 2")
+        train = split_items(graph, task, "train")
+        for line in resolve_auto(cfg, int((train[0] if isinstance(train, tuple) else train).numel()),
+                                 dist.device.type):
+            log(line)
         os.makedirs(cfg.run.out_dir, exist_ok=True)
         return cls(cfg=cfg, graph=graph, task=task, relations=relations, text_types=texts, stages=stages,
                    device=dist.device, dist=dist, ckpt=data_parallel.RankZeroCheckpoints(cfg.run.out_dir, dist, log),

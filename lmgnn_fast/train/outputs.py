@@ -1,13 +1,18 @@
-"""Final outputs of a run, keyed by the original node ids.
+"""Final outputs of a run, keyed by the original node ids, from the run's final model (the
+stage ``run.final_stage`` chose: by default the best on validation).
 
 - ``embeddings/<node_type>.parquet``: columns ``id`` and ``embedding`` (list of float32) —
-  the R-GCN output of the last GNN stage for every node, or the LM embedding when only
-  stage 1 ran.
+  the R-GCN output of the final graph model for every node, or the LM embedding of every
+  node with text when the final model is stage 1's.
 - ``predictions.parquet``: node classification — ``id``, ``split``, ``label``, ``pred``
   (and ``prob``: per-class probabilities) for every node of the target type; edge
   classification — ``src``, ``dst``, ``split``, ``label``, ``pred`` for every edge of the
   relation; link prediction — ``src``, ``dst``, ``split``, ``score``, ``rank`` for the
   val/test edges (rank under the evaluation protocol).
+
+The val/test rows are the evaluation's own outputs, so metrics recomputed from
+``predictions.parquet`` equal ``metrics.json``; other rows are computed with a fixed
+sampling seed.
 """
 from __future__ import annotations
 
@@ -18,10 +23,8 @@ import pyarrow.parquet as pq
 import torch
 
 from lmgnn_fast.io.paths import safe_join
-from lmgnn_fast.nn import GraphModel
 from lmgnn_fast.train.context import RunContext
 from lmgnn_fast.train.data import edge_endpoints_all
-from lmgnn_fast.train.features import FeatureSource
 from lmgnn_fast.train.tasks import GNNTask
 
 __all__ = ["write_outputs"]
@@ -53,42 +56,38 @@ def _split_of(masks: dict, n: int) -> list:
 
 
 @torch.no_grad()
-def write_outputs(ctx: RunContext, features: FeatureSource, gnn_task: GNNTask, model: GraphModel | None) -> None:
+def write_outputs(ctx: RunContext, gnn_task: GNNTask, predictor) -> None:
     """Write ``embeddings/<type>.parquet`` and ``predictions.parquet`` (see the module
     docstring).
 
     Args:
         ctx: the run context.
-        features: the feature source (caches of the last LM).
-        gnn_task: the target task's batching and evaluation.
-        model: the graph model of the last GNN stage, or ``None`` when only stage 1 ran
-            (then the LM embeddings of the text node types are written, no predictions).
+        gnn_task: the target task's items and edge endpoints.
+        predictor: the final model, as a stage's ``predictor(...)`` gives it: ``embed(t,
+            ids)`` (``None`` for a type it has no rows for), ``logits(items)`` and
+            ``split_outputs(split)`` (the evaluation's outputs, ``None`` when the model has
+            none for the task).
     """
-    g = ctx.graph
+    g, task = ctx.graph, ctx.task
     emb_dir = os.path.join(ctx.out_dir, "embeddings")
     os.makedirs(emb_dir, exist_ok=True)
-    if model is None:  # only stage 1: LM embeddings of the text node types
-        features.load_lm("stage1" if ctx.ckpt.has_stage(1) else "pretrained")
-        features.ensure_cache()
-        for t in ctx.text_types:
-            ids = torch.arange(g.num_nodes[t])
-            rows = features.caches[t].gather(ids.to(ctx.device)).float().cpu()
-            _write_table(pa.table({"id": _raw_ids(g, t, ids), "embedding": rows.tolist()}),
-                         safe_join(emb_dir, t, ".parquet", "node type"))
-        return
-    task = ctx.task
-    feats = features.cache_features
-    seed = 12345
     for t in g.node_types:
         ids = torch.arange(g.num_nodes[t])
-        rows = gnn_task.embed_nodes(model, t, ids, feats, seed).float().cpu()
-        _write_table(pa.table({"id": _raw_ids(g, t, ids), "embedding": rows.numpy().tolist()}),
+        rows = predictor.embed(t, ids)
+        if rows is None:
+            continue
+        _write_table(pa.table({"id": _raw_ids(g, t, ids), "embedding": rows.float().cpu().numpy().tolist()}),
                      safe_join(emb_dir, t, ".parquet", "node type"))
+    outs = {split: predictor.split_outputs(split) for split in ("val", "test")}
+    if any(o is None for o in outs.values()):
+        return  # the final model has no model of the task (e.g. stage 1 without a task head)
     path = os.path.join(ctx.out_dir, "predictions.parquet")
     if task.type == "node_classification":
         t = task.node_type
         ids = torch.arange(g.num_nodes[t])
-        logits = model.head(gnn_task.embed_nodes(model, t, ids, feats, seed)).float().cpu()
+        logits = predictor.logits(ids)
+        for o in outs.values():
+            logits[o["ids"]] = o["logits"]
         y = torch.as_tensor(g.labels[t])
         if task.multilabel:
             prob = torch.sigmoid(logits)
@@ -100,20 +99,22 @@ def write_outputs(ctx: RunContext, features: FeatureSource, gnn_task: GNNTask, m
         _write_table(pa.table({"id": _raw_ids(g, t, ids), "split": _split_of(g.masks[t], ids.numel()),
                                "label": label, "pred": pred, "prob": prob.numpy().tolist()}), path)
     elif task.type == "edge_classification":
-        src, dst = edge_endpoints_all(g, task.edge_type)  # held-out LP edges of the relation too
+        src_all, dst_all = edge_endpoints_all(g, task.edge_type)  # held-out LP edges of the relation too
+        eid = torch.nonzero(src_all >= 0).flatten()
+        src, dst = src_all[eid], dst_all[eid]
         st, _, dt = task.edge_type
-        hs = gnn_task.embed_unique(model, st, src, feats, seed)
-        hd = gnn_task.embed_unique(model, dt, dst, feats, seed + 1)
-        logits = model.head(hs, hd).float().cpu()
+        logits = predictor.logits(eid)
+        for o in outs.values():
+            logits[torch.searchsorted(eid, o["ids"].long())] = o["logits"]
+        masks = {k: torch.as_tensor(v).bool()[eid] for k, v in g.edge_masks[task.edge_type].items()}
         _write_table(pa.table({"src": _raw_ids(g, st, src), "dst": _raw_ids(g, dt, dst),
-                               "split": _split_of(g.edge_masks[task.edge_type], src.numel()),
-                               "label": torch.as_tensor(g.edge_labels[task.edge_type]).tolist(),
+                               "split": _split_of(masks, src.numel()),
+                               "label": torch.as_tensor(g.edge_labels[task.edge_type])[eid].tolist(),
                                "pred": logits.argmax(-1).tolist()}), path)
     else:
         st, _, dt = task.edge_type
         cols = {"src": [], "dst": [], "split": [], "score": [], "rank": []}
-        for split in ("val", "test"):
-            _, out = gnn_task.scores(model, split, feats)
+        for split, out in outs.items():
             cols["src"] += _raw_ids(g, st, out["src"])
             cols["dst"] += _raw_ids(g, dt, out["dst"])
             cols["split"] += [split] * out["src"].numel()

@@ -25,6 +25,7 @@ from lmgnn_fast.train.errors import TrainingError
 from lmgnn_fast.train.features import FeatureSource
 from lmgnn_fast.train.loop import ResumeState, run_epochs
 from lmgnn_fast.train.outputs import write_outputs
+from lmgnn_fast.train.selection import select_stage
 from lmgnn_fast.train.stages import STAGES
 from lmgnn_fast.train.tasks import GNNTask
 
@@ -51,7 +52,7 @@ class Trainer:
         self.features = FeatureSource(self.ctx)
         self.gnn_task = GNNTask(self.ctx)
         self.results: dict[str, dict] = {}
-        self.final_model = None
+        self.final_stage: int | None = None
 
     @property
     def cfg(self) -> Config:
@@ -83,12 +84,8 @@ class Trainer:
         return self.gnn_task.num_train_items()
 
     def evaluate_stage(self, stage: int) -> dict:
-        """Val/test metrics of the checkpoint of ``stage`` (what ``evaluate`` reports); a GNN
-        stage's model becomes the one the outputs are written with."""
-        res, model = STAGES[stage].evaluate(self.ctx, self.features, self.gnn_task)
-        if model is not None:
-            self.final_model = model
-        return res
+        """Val/test metrics of the checkpoint of ``stage`` (what ``evaluate`` reports)."""
+        return STAGES[stage].evaluate(self.ctx, self.features, self.gnn_task)[0]
 
     def run(self) -> dict:
         """Run the configured stages; returns ``{"stage{k}": {"val": .., "test": .., "time_s": ..}}``."""
@@ -126,15 +123,26 @@ class Trainer:
             self.results[key] = res
             self._write_metrics()
         ctx.ckpt.clear_last()
-        self._write_outputs()
-        ctx.log(format_table(self.results, ctx.task))
+        self.final_stage = self._select_final_stage()
+        self._write_metrics()
+        if self.final_stage is not None:
+            write_outputs(ctx, self.gnn_task, STAGES[self.final_stage].predictor(ctx, self.features, self.gnn_task))
+        ctx.log(format_table(self.results, ctx.task, self.final_stage))
         return self.results
 
-    def _write_outputs(self) -> None:
-        gnn_stages = [s for s in self.ctx.stages if s >= 2 and self.ctx.ckpt.has_stage(s)]
-        if self.final_model is None and gnn_stages:  # e.g. resumed after the last stage had finished
-            self.evaluate_stage(max(gnn_stages))
-        write_outputs(self.ctx, self.features, self.gnn_task, self.final_model)
+    def _select_final_stage(self) -> int | None:
+        """The stage whose model is the run's result (``run.final_stage``; by default the
+        best on validation among the stages that ran, else the last one that ran)."""
+        ran = {k: v for k, v in self.results.items() if int(k[len("stage"):]) in self.ctx.stages}
+        stage = select_stage(ran, self.ctx.task.primary_metric, self.ctx.cfg.run.final_stage)
+        if stage is None and ran:
+            stage = max(int(k[len("stage"):]) for k in ran)
+        if stage is not None:
+            v = (ran[f"stage{stage}"].get("val") or {}).get(self.ctx.task.primary_metric)
+            how = "best validation" if self.ctx.cfg.run.final_stage == "best" else "run.final_stage"
+            self.ctx.log(f"final model: stage {stage} ({how}" + (f", val {self.ctx.task.primary_metric} {v:.4f})"
+                                                              if v is not None else ")"))
+        return stage
 
     def _write_metrics(self) -> None:
         ctx = self.ctx
@@ -143,7 +151,7 @@ class Trainer:
         atomic_write_json(os.path.join(ctx.out_dir, "metrics.json"),
                           {"task": {"name": ctx.task.name, "type": ctx.task.type,
                                     "primary_metric": ctx.task.primary_metric},
-                           "stages": self.results, "history": ctx.history})
+                           "final_stage": self.final_stage, "stages": self.results, "history": ctx.history})
         try:
             from lmgnn_fast.train.plots import plot_curves
 
@@ -185,8 +193,9 @@ def out_of_memory_hint(cfg: Config, stage: int):
         raise TrainingError(f"out of memory in stage {stage} on {c.run.device}: lower " + ", ".join(hints)) from e
 
 
-def format_table(results: dict, task: TargetTask) -> str:
-    """Markdown table of validation/test metrics per stage."""
+def format_table(results: dict, task: TargetTask, final_stage: int | None = None) -> str:
+    """Markdown table of validation/test metrics per stage (``-``: no such metric); the
+    final model's stage is marked with ``*``."""
     keys = []
     for r in results.values():
         for split in ("val", "test"):
@@ -200,5 +209,8 @@ def format_table(results: dict, task: TargetTask) -> str:
         for split in ("val", "test"):
             m = r.get(split) or {}
             vals = " | ".join(f"{m[k]:.4f}" if k in m else "-" for k in keys)
-            lines.append(f"| {stage} | {split} | {vals} | {r.get('time_s', '-')} |")
+            mark = " *" if final_stage is not None and stage == f"stage{final_stage}" else ""
+            lines.append(f"| {stage}{mark} | {split} | {vals} | {r.get('time_s', '-')} |")
+    if final_stage is not None:
+        lines.append(f"\n* final model (predictions, embeddings): stage {final_stage}")
     return "\n".join(lines)

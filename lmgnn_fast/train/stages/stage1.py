@@ -1,13 +1,23 @@
-"""Stage 1 — graph-aware LM: fine-tune the LM by link prediction over the graph's relations.
+"""Stage 1 — the LM fine-tuned on the graph's task before the R-GCN reads its embeddings.
 
-Each step takes a batch of edges ``(s, r, d)`` drawn (seeded, balanced over relations) from
-the relations whose endpoints carry text, encodes every node of the batch plus
-``stage1.num_negatives`` uniform negatives per destination type in one LM forward, and
-scores each source against *all* nodes of its destination type in the batch (in-batch and
-sampled negatives) with a per-relation DistMult (or dot) decoder; loss: softmax
-cross-entropy of the true destination (other true destinations of the same source in the
-batch are masked). With ``stage1.task_weight > 0`` the target task's loss on the LM
-embeddings (node or edge classification head) is added on a batch of training items.
+``stage1.objective`` chooses what it learns:
+
+- ``task`` (default): the target task itself, one pass over its training items per epoch
+  (at most ``stage1.max_items``): node or edge classification through a head on the pooled
+  LM embedding; link prediction on the target relation's training edges, scored by the
+  stage's DistMult (or dot) decoder. Stage 2 then starts from embeddings that already
+  separate the task's classes, which the R-GCN combines with the graph.
+- ``task+graph``: the same, plus ``lp_weight`` x link prediction over every relation whose
+  endpoints carry text, one batch of ``batch_size`` edges per step.
+- ``graph``: link prediction over the relations (``max_edges`` per epoch) plus
+  ``task_weight`` x the task loss on ``task_batch_size`` items per step.
+
+Link prediction: each step takes a batch of edges ``(s, r, d)`` drawn (seeded, balanced over
+relations), encodes every node of the batch plus ``stage1.num_negatives`` uniform negatives
+per destination type in one LM forward, and scores each source against *all* nodes of its
+destination type in the batch (in-batch and sampled negatives) with a per-relation decoder;
+loss: softmax cross-entropy of the true destination (other true destinations of the same
+source in the batch are masked).
 """
 from __future__ import annotations
 
@@ -58,12 +68,11 @@ def _heads(ctx: RunContext, hidden: int) -> Stage1Heads:
                        ctx.cfg.stage1.task_weight > 0).to(ctx.device)
 
 
-def epoch_edges(ctx: RunContext, epoch: int):
-    """The epoch's training edges ``(rel, src, dst)``: at most ``stage1.max_edges`` drawn
+def epoch_edges(ctx: RunContext, epoch: int, max_edges: int):
+    """The epoch's training edges ``(rel, src, dst)``: at most ``max_edges`` (0: all) drawn
     (seeded, balanced over relations) from ``ctx.relations``, shuffled."""
-    cfg = ctx.cfg.stage1
     g = torch.Generator().manual_seed(derive_seed(ctx.cfg.run.seed, "stage1-edges", epoch))
-    per = math.ceil(cfg.max_edges / max(len(ctx.relations), 1)) if cfg.max_edges > 0 else None
+    per = math.ceil(max_edges / max(len(ctx.relations), 1)) if max_edges > 0 else None
     rels, srcs, dsts = [], [], []
     for r, et in enumerate(ctx.relations):
         s, d = ctx.graph.edges(et)
@@ -106,12 +115,20 @@ class Stage1:
             groups.append({"params": self.heads.task_head.parameters(), "lr": c1.head_lr})
         self.opt = torch.optim.AdamW(groups, weight_decay=c1.weight_decay, foreach=True)
         self.optimizers = {"opt": self.opt}
-        self.use_lp = c1.lp_weight > 0 and len(ctx.relations) > 0
         self.use_task = self.heads.task_head is not None
+        # objective "task": node/edge classification trains the task head alone; link
+        # prediction trains on the target relation (ctx.relations holds only it)
+        self.use_lp = c1.lp_weight > 0 and len(ctx.relations) > 0 and not (c1.objective == "task" and self.use_task)
+        # one pass over the task's items per epoch (objectives task and task+graph)
+        self.task_steps = self.use_task and c1.objective != "graph"
         if not self.use_lp and not self.use_task:
             ctx.log("stage 1: nothing to train (no text relations and task_weight 0); saving the pretrained LM")
         self.epochs = c1.epochs if (self.use_lp or self.use_task) else 0
         self.task_items = task.items("train") if self.use_task else None
+        self.num_task_items = 0
+        if self.use_task:
+            n = self.task_items.numel()
+            self.num_task_items = n if not c1.max_items else min(n, c1.max_items)
         self.forward = wrap_modules(self.modules, ctx.dist)
 
     def start_epoch(self, epoch: int) -> None:
@@ -121,14 +138,21 @@ class Stage1:
         """This rank's share of the epoch's edge batches ``(rel, src, dst)`` (or, without
         link prediction, one ``None`` per task batch)."""
         c1 = self.ctx.cfg.stage1
-        if self.use_lp:
-            rel, s, d = epoch_edges(self.ctx, epoch)
-            out = [(rel[i:i + c1.batch_size], s[i:i + c1.batch_size], d[i:i + c1.batch_size])
-                   for i in range(0, rel.numel(), c1.batch_size)]
+        out = []
+        if self.task_steps:  # one step per task batch; an edge batch rides along with each
+            n_steps = math.ceil(self.num_task_items / c1.task_batch_size)
+            if not self.use_lp:
+                return shard_batches([None] * n_steps, self.ctx.dist)
+            edges = epoch_edges(self.ctx, epoch, n_steps * c1.batch_size)
+        elif self.use_lp:  # link prediction only: the target relation (task) or all relations
+            edges = epoch_edges(self.ctx, epoch, c1.max_items if c1.objective == "task" else c1.max_edges)
         elif self.use_task:
-            out = [None] * math.ceil(self.task_items.numel() / c1.task_batch_size)
+            return shard_batches([None] * math.ceil(self.task_items.numel() / c1.task_batch_size), self.ctx.dist)
         else:
-            out = []
+            return shard_batches(out, self.ctx.dist)
+        rel, s, d = edges
+        out = [(rel[i:i + c1.batch_size], s[i:i + c1.batch_size], d[i:i + c1.batch_size])
+               for i in range(0, rel.numel(), c1.batch_size)]
         return shard_batches(out, self.ctx.dist)
 
     def step(self, batch, epoch: int, i: int) -> float:
@@ -157,13 +181,13 @@ class Stage1:
         ctx, c1 = self.ctx, self.ctx.cfg.stage1
         gen = torch.Generator().manual_seed(derive_seed(ctx.cfg.run.seed, "stage1", epoch, i))
         ids_by_type: dict[str, list] = {}
-        lp = self._lp_loss(*batch, gen, ids_by_type) if self.use_lp else None
+        lp = self._lp_loss(*batch, gen, ids_by_type) if self.use_lp and batch is not None else None
         tl = None
         if self.use_task:
             items = self.task_items
             perm = torch.randperm(items.numel(), generator=torch.Generator().manual_seed(
                 derive_seed(ctx.cfg.run.seed, "stage1-task", epoch)))
-            nb = max(1, math.ceil(items.numel() / c1.task_batch_size))
+            nb = max(1, math.ceil((self.num_task_items if self.task_steps else items.numel()) / c1.task_batch_size))
             j = i % nb
             tl = self._task_loss(rank_slice(items[perm[j * c1.task_batch_size:(j + 1) * c1.task_batch_size]],
                                             ctx.dist), ids_by_type)
@@ -243,7 +267,6 @@ class Stage1:
         return {}
 
     @staticmethod
-    @torch.no_grad()
     def evaluate(ctx: RunContext, features: FeatureSource, task: GNNTask) -> tuple[dict, None]:
         """Val/test metrics of the stage-1 checkpoint: the LM alone with its task head, or
         for link prediction its decoder, under the same protocol as the GNN stages.
@@ -251,6 +274,28 @@ class Stage1:
         Returns:
             ``({"val": metrics, "test": metrics}, None)`` (no graph model).
         """
+        p = Stage1Predictor(ctx, features, task)
+        return {split: p.scores(split)[0] for split in ("val", "test")}, None
+
+    @staticmethod
+    def predictor(ctx: RunContext, features: FeatureSource, task: GNNTask) -> "Stage1Predictor":
+        """What the outputs read when stage 1 is the run's final model."""
+        return Stage1Predictor(ctx, features, task)
+
+
+class Stage1Predictor:
+    """The stage-1 checkpoint as a model of the task: the LM's pooled embedding, its task
+    head (node/edge classification) or its decoder (link prediction, the target relation
+    when stage 1 trained on it).
+
+    Args:
+        ctx, features, task: the run's context, feature source and task.
+    """
+
+    stage = 1
+
+    def __init__(self, ctx: RunContext, features: FeatureSource, task: GNNTask):
+        self.ctx, self.features, self.task = ctx, features, task
         sd = ctx.ckpt.load_stage(1)
         features.load_lm("stage1")
         heads = _heads(ctx, features.hidden_size)
@@ -261,30 +306,48 @@ class Stage1:
         heads.load_state_dict(hs_state, strict=strict)
         heads.eval()
         features.lm.eval()
-        t, g, enc = ctx.task, ctx.graph, features.encode_ids
-        out = {}
-        for split in ("val", "test"):
-            items = task.items(split)
-            if t.type == "link_prediction":
-                if t.edge_type not in ctx.relations:
-                    return {"val": {}, "test": {}}, None
-                r = ctx.relations.index(t.edge_type)
-                s, d = items
-                neg, valid = task.lp_candidates(split, s, d)
-                hs, hd = enc(t.edge_type[0], s), enc(t.edge_type[2], d)
-                hn = enc(t.edge_type[2], neg.reshape(-1)).view(neg.shape[0], neg.shape[1], -1)
-                pos = heads.decoder(hs, hd, r).float().cpu()
-                negs = heads.decoder.score_candidates(hs, hn, r).float().cpu()
-                out[split] = ranking_metrics(ranks_from_scores(pos, negs, valid))
-            elif heads.task_head is None:
-                out[split] = {}
-            elif t.type == "node_classification":
-                logits = heads.task_head(enc(t.node_type, items)).float().cpu()
-                y = torch.as_tensor(g.labels[t.node_type])[items]
-                out[split] = classification_metrics(logits, y, t.multilabel, ctx.cfg.task.threshold)
-            else:
-                s, d = task.edge_endpoints(items)
-                logits = heads.task_head(enc(t.edge_type[0], s), enc(t.edge_type[2], d)).float().cpu()
-                y = torch.as_tensor(g.edge_labels[t.edge_type])[items]
-                out[split] = classification_metrics(logits, y, False)
-        return out, None
+        self.heads = heads
+        t = ctx.task
+        self.has_metric = (t.edge_type in ctx.relations) if t.type == "link_prediction" else heads.task_head is not None
+
+    def embed(self, t: str, ids: torch.Tensor) -> torch.Tensor | None:
+        """LM rows ``[len(ids), hidden]`` of nodes ``ids`` of type ``t`` (``None``: no text)."""
+        return self.features.encode_ids(t, ids) if t in self.ctx.text_types else None
+
+    @torch.no_grad()
+    def logits(self, items: torch.Tensor) -> torch.Tensor:
+        """Task-head outputs ``[len(items), C]``: node ids of the task's type, or edge ids."""
+        t, enc = self.ctx.task, self.features.encode_ids
+        if t.type == "node_classification":
+            return self.heads.task_head(enc(t.node_type, items)).float().cpu()
+        s, d = self.task.edge_endpoints(items)
+        return self.heads.task_head(enc(t.edge_type[0], s), enc(t.edge_type[2], d)).float().cpu()
+
+    @torch.no_grad()
+    def scores(self, split: str) -> tuple[dict, dict | None]:
+        """``(metrics, outputs)`` on ``split``; ``({}, None)`` when stage 1 has no model of
+        the task (no task head; link prediction without the target relation)."""
+        if not self.has_metric:
+            return {}, None
+        ctx, t, g, enc, heads = self.ctx, self.ctx.task, self.ctx.graph, self.features.encode_ids, self.heads
+        items = self.task.items(split)
+        if t.type == "link_prediction":
+            r = ctx.relations.index(t.edge_type)
+            s, d = items
+            neg, valid = self.task.lp_candidates(split, s, d)
+            hs, hd = enc(t.edge_type[0], s), enc(t.edge_type[2], d)
+            hn = enc(t.edge_type[2], neg.reshape(-1)).view(neg.shape[0], neg.shape[1], -1)
+            pos = heads.decoder(hs, hd, r).float().cpu()
+            ranks = ranks_from_scores(pos, heads.decoder.score_candidates(hs, hn, r).float().cpu(), valid)
+            return ranking_metrics(ranks), {"src": s, "dst": d, "score": pos, "rank": ranks}
+        logits = self.logits(items)
+        if t.type == "node_classification":
+            y = torch.as_tensor(g.labels[t.node_type])[items]
+            return classification_metrics(logits, y, t.multilabel, ctx.cfg.task.threshold), \
+                {"ids": items, "logits": logits}
+        y = torch.as_tensor(g.edge_labels[t.edge_type])[items]
+        return classification_metrics(logits, y, False), {"ids": items, "logits": logits}
+
+    def split_outputs(self, split: str) -> dict | None:
+        """The evaluation's own outputs on ``split``."""
+        return self.scores(split)[1]

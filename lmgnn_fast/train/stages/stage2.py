@@ -13,7 +13,7 @@ from torch import nn
 from lmgnn_fast.train.context import RunContext
 from lmgnn_fast.train.data_parallel import wrap_modules
 from lmgnn_fast.train.features import FeatureSource
-from lmgnn_fast.train.stages.common import evaluate_gnn_checkpoint
+from lmgnn_fast.train.stages.common import GNNPredictor, evaluate_gnn_checkpoint
 from lmgnn_fast.train.tasks import GNNTask
 
 __all__ = ["Stage2"]
@@ -96,3 +96,8 @@ class Stage2:
     def evaluate(ctx: RunContext, features: FeatureSource, task: GNNTask) -> tuple[dict, nn.Module]:
         """Val/test metrics of the stage-2 checkpoint, and the loaded model."""
         return evaluate_gnn_checkpoint(ctx, features, task, 2)
+
+    @staticmethod
+    def predictor(ctx: RunContext, features: FeatureSource, task: GNNTask) -> GNNPredictor:
+        """What the outputs read when stage 2 is the run's final model."""
+        return GNNPredictor(ctx, features, task, 2)

@@ -20,7 +20,7 @@ from lmgnn_fast.train.context import RunContext
 from lmgnn_fast.train.data_parallel import wrap_modules
 from lmgnn_fast.train.features import FeatureSource
 from lmgnn_fast.train.seeds import derive_seed
-from lmgnn_fast.train.stages.common import evaluate_gnn_checkpoint, gnn_state
+from lmgnn_fast.train.stages.common import GNNPredictor, evaluate_gnn_checkpoint, gnn_state
 from lmgnn_fast.train.tasks import GNNTask
 
 __all__ = ["Stage3"]
@@ -158,3 +158,8 @@ class Stage3:
     def evaluate(ctx: RunContext, features: FeatureSource, task: GNNTask) -> tuple[dict, nn.Module]:
         """Val/test metrics of the stage-3 checkpoint, and the loaded model."""
         return evaluate_gnn_checkpoint(ctx, features, task, 3)
+
+    @staticmethod
+    def predictor(ctx: RunContext, features: FeatureSource, task: GNNTask) -> GNNPredictor:
+        """What the outputs read when stage 3 is the run's final model."""
+        return GNNPredictor(ctx, features, task, 3)
