@@ -34,7 +34,8 @@ def interrupted(toy, out):  # noqa: F811
 
 def resume(toy, out):  # noqa: F811
     lines = []
-    res = Trainer(small_config(toy, out, **OVER, **{"run.resume": "true"}), log=lambda *a: lines.append(" ".join(map(str, a)))).run()
+    cfg = small_config(toy, out, **OVER, **{"run.resume": "true"})
+    res = Trainer(cfg, log=lambda *a: lines.append(" ".join(map(str, a)))).run()
     return res, lines
 
 

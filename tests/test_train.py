@@ -279,3 +279,18 @@ def test_default_dataset_and_model(tmp_path):
     assert main(["--stages", "2", "--stage2.epochs", "1", "--run.out_dir", out, "--run.progress", "false"]) == 0
     m = json.load(open(os.path.join(out, "metrics.json")))
     assert m["task"]["name"] == "tactic" and "micro_f1" in m["stages"]["stage2"]["test"]
+
+
+@pytest.mark.parametrize("max_items", [0, 8])
+def test_task_objective_passes_over_the_training_items(toy, tmp_path, max_items):
+    """stage1.objective task: one step per task batch over every training item (or a
+    max_items subset), no link prediction; its own head gives stage 1's metrics."""
+    cfg = small_config(toy, str(tmp_path / "run"), **{"task.name": "topic", "run.stages": "1",
+                                                        "stage1.epochs": 1, "stage1.task_batch_size": 4,
+                                                        "stage1.max_items": max_items})
+    tr = Trainer(cfg, log=quiet)
+    res = tr.run()
+    n = tr.num_train_items()
+    steps = [h for h in tr.ctx.history["stage1"] if "loss" in h]
+    assert len(steps) == -(-(min(n, max_items) if max_items else n) // 4)
+    assert "accuracy" in res["stage1"]["val"] and tr.final_stage == 1
