@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from lmgnn_fast.nn.heads import EdgeHead, LinkDecoder, NodeHead
+from lmgnn_fast.nn.norm import LayerNorm
 from lmgnn_fast.nn.rgcn import RGCN
 
 __all__ = ["GraphModel"]
@@ -59,7 +60,7 @@ class GraphModel(nn.Module):
                                     for t in self.node_types if t not in self.text_types})
         for e in self.embed.values():
             nn.init.normal_(e.weight, std=0.1)
-        self.feature_norm = nn.ModuleDict({t: nn.LayerNorm(lm_dim) for t in self.text_types}
+        self.feature_norm = nn.ModuleDict({t: LayerNorm(lm_dim) for t in self.text_types}
                                           if feature_norm == "layer" else {})
         in_dims = {t: (lm_dim if t in self.text_types else featureless_dim) for t in self.node_types}
         self.encoder = RGCN(in_dims, hidden, hidden, self.node_types, [tuple(e) for e in edge_types],

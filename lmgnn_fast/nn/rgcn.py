@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from lmgnn_fast.graph import EdgeType
 from lmgnn_fast.nn.conv import RGCNConv
+from lmgnn_fast.nn.norm import LayerNorm
 from lmgnn_fast.sampling.block import Block
 
 _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
@@ -63,7 +64,7 @@ class RGCN(nn.Module):
         self.convs = nn.ModuleList(
             RGCNConv(dims[i], dims[i + 1], len(self.edge_types), num_bases=num_bases, aggr=aggr,
                      use_kernel=use_kernel) for i in range(num_layers))
-        self.norms = nn.ModuleList(nn.LayerNorm(hidden_channels) for _ in range(num_layers - 1)) if layer_norm else None
+        self.norms = nn.ModuleList(LayerNorm(hidden_channels) for _ in range(num_layers - 1)) if layer_norm else None
         self.act = _ACTIVATIONS[activation]
         self.dropout = nn.Dropout(dropout)
 
