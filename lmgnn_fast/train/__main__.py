@@ -17,6 +17,8 @@ USAGE = __doc__
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train as configured by ``argv`` (``--config FILE``, ``--section.key value`` overrides,
+    ``--help``); returns the exit status (errors: one line on stderr, see ``lmgnn_fast.cli``)."""
     from lmgnn_fast.cli import run_cli
     from lmgnn_fast.lm.model import LMLoadError
     from lmgnn_fast.train.config import ConfigError

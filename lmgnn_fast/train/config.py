@@ -4,13 +4,13 @@ always), printed in full at the start of a run and saved beside its outputs."""
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import re
 import typing
 from dataclasses import asdict, dataclass, field
 
 import yaml
+
+from lmgnn_fast.train.config_checks import config_problems
 
 __all__ = ["Config", "DataConfig", "LMConfig", "GNNConfig", "TaskConfig", "Stage1Config",
            "Stage2Config", "Stage3Config", "RunConfig", "ConfigError", "load_config",
@@ -153,12 +153,15 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict:
+        """Every section as a plain dict (what ``config.yaml`` holds)."""
         return asdict(self)
 
     def to_yaml(self) -> str:
+        """The configuration as YAML, sections in declaration order."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def save(self, path: str) -> None:
+        """Write :meth:`to_yaml` to ``path`` atomically (a temporary file, then a rename)."""
         tmp = f"{path}.tmp-{os.getpid()}"
         with open(tmp, "w") as f:
             f.write(self.to_yaml())
@@ -175,7 +178,7 @@ class Config:
             ConfigError: one line naming every bad option with its value and what is
                 allowed (``task.decoder must be 'distmult' or 'dot', got 'cosine'``).
         """
-        problems = _problems(self)
+        problems = config_problems(self)
         if problems:
             head = "" if len(problems) == 1 else f"{len(problems)} invalid config values: "
             raise ConfigError(head + "; ".join(problems))
@@ -183,6 +186,7 @@ class Config:
 
     @property
     def stage_list(self) -> list[int]:
+        """``run.stages`` as a sorted list of stage numbers (each of 1, 2, 3)."""
         try:
             stages = [int(s) for s in str(self.run.stages).replace(" ", "").split(",") if s]
         except ValueError:
@@ -195,6 +199,8 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
+        """Defaults updated by ``d`` (``{section: {key: value}}``); an unknown section or key,
+        or a value of the wrong type, raises :class:`ConfigError` naming it."""
         cfg = cls()
         for section, values in (d or {}).items():
             if section not in _sections():
@@ -206,143 +212,6 @@ class Config:
             for k, v in values.items():
                 _set(cfg, section, k, v)
         return cfg
-
-
-# Allowed values of the string options (the first is the default where there is one).
-CHOICES: dict[str, tuple[str, ...]] = {
-    "lm.pooling": ("cls", "mean"),
-    "lm.precision": ("auto", "bf16", "fp16", "fp32"),
-    "gnn.aggr": ("mean", "sum"),
-    "gnn.feature_norm": ("layer", "none"),
-    "task.decoder": ("distmult", "dot"),
-    "task.loss": ("contrastive", "bce"),
-    "task.negatives": ("uniform", "joint", "in_batch"),
-    "stage3.cache_policy": ("clock", "lru", "lfu", "static"),
-    "stage1.objective": ("task", "task+graph", "graph"),
-    "run.final_stage": ("best", "1", "2", "3"),
-}
-# Options whose null value means "derived from the graph and the device" (train/budget.py).
-AUTO = ("stage1.max_items", "stage2.batch_size")
-_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)$")
-
-# Numeric ranges: option -> (lowest, lowest allowed itself, highest, highest allowed itself).
-_INF = math.inf
-RANGES: dict[str, tuple[float, bool, float, bool]] = {
-    "lm.max_length": (2, True, _INF, False),
-    "lm.encode_batch_size": (1, True, _INF, False),
-    "gnn.hidden": (1, True, _INF, False),
-    "gnn.num_layers": (1, True, _INF, False),
-    "gnn.dropout": (0, True, 1, False),
-    "task.num_negatives": (1, True, _INF, False),
-    "task.eval_negatives": (1, True, _INF, False),
-    "task.threshold": (0, False, 1, False),
-    "stage1.epochs": (0, True, _INF, False),
-    "stage1.batch_size": (1, True, _INF, False),
-    "stage1.lr": (0, False, _INF, False),
-    "stage1.head_lr": (0, False, _INF, False),
-    "stage1.max_edges": (0, True, _INF, False),
-    "stage1.max_items": (0, True, _INF, False),
-    "stage1.num_negatives": (0, True, _INF, False),
-    "stage1.lp_weight": (0, True, _INF, False),
-    "stage1.task_weight": (0, True, _INF, False),
-    "stage1.task_batch_size": (1, True, _INF, False),
-    "stage1.weight_decay": (0, True, _INF, False),
-    "stage2.epochs": (0, True, _INF, False),
-    "stage2.batch_size": (1, True, _INF, False),
-    "stage2.lr": (0, False, _INF, False),
-    "stage2.weight_decay": (0, True, _INF, False),
-    "stage2.patience": (0, True, _INF, False),
-    "stage3.epochs": (0, True, _INF, False),
-    "stage3.batch_size": (1, True, _INF, False),
-    "stage3.lm_lr": (0, False, _INF, False),
-    "stage3.gnn_lr": (0, False, _INF, False),
-    "stage3.lm_train_nodes": (-1, True, _INF, False),
-    "stage3.refresh_every": (0, True, _INF, False),
-    "stage3.warmup_epochs": (0, True, _INF, False),
-    "stage3.cache_capacity": (0, True, _INF, False),
-    "stage3.max_steps_per_epoch": (0, True, _INF, False),
-    "run.seed": (0, True, 2**63 - 1, True),
-    "run.num_threads": (0, True, _INF, False),
-    "run.eval_batch_size": (1, True, _INF, False),
-    "run.checkpoint_every": (0, True, _INF, False),
-    "run.checkpoint_every_s": (0, True, _INF, False),
-    "run.interrupt_after_steps": (0, True, _INF, False),
-    "run.dist_timeout": (0, False, _INF, False),
-}
-
-
-def _range_text(lo: float, lo_in: bool, hi: float, hi_in: bool) -> str:
-    def num(v):
-        return str(int(v)) if float(v).is_integer() else str(v)
-
-    if hi == _INF:
-        return f"{'>=' if lo_in else '>'} {num(lo)}"
-    return f"in {'[' if lo_in else '('}{num(lo)}, {num(hi)}{']' if hi_in else ')'}"
-
-
-def _choice_text(ok: tuple[str, ...]) -> str:
-    quoted = [repr(c) for c in ok]
-    if len(quoted) == 2:
-        return f"{quoted[0]} or {quoted[1]}"
-    return "one of " + ", ".join(quoted)
-
-
-def _problems(cfg: "Config") -> list[str]:
-    """Every invalid value of ``cfg`` as ``"<section.key> must be ..., got <value>"``."""
-    out: list[str] = []
-
-    def get(key: str):
-        section, k = key.split(".")
-        return getattr(getattr(cfg, section), k)
-
-    for key, ok in CHOICES.items():
-        v = get(key)
-        if v not in ok:
-            out.append(f"{key} must be {_choice_text(ok)}, got {v!r}")
-    device = cfg.run.device
-    if not isinstance(device, str) or not _DEVICE_RE.match(device):
-        out.append(f"run.device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    for key, (lo, lo_in, hi, hi_in) in RANGES.items():
-        v = get(key)
-        if v is None and key in AUTO:
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            out.append(f"{key} must be a number, got {v!r}")
-            continue
-        ok = (math.isfinite(v) and (v >= lo if lo_in else v > lo) and (v <= hi if hi_in else v < hi))
-        if not ok:
-            out.append(f"{key} must be {_range_text(lo, lo_in, hi, hi_in)}, got {v!r}")
-    g = cfg.gnn
-    if g.num_bases is not None and (isinstance(g.num_bases, bool) or g.num_bases < 1):
-        out.append(f"gnn.num_bases must be >= 1 or null, got {g.num_bases!r}")
-    fan = list(g.fanouts or [])
-    bad = [f for f in fan if isinstance(f, bool) or not isinstance(f, int) or not (f == -1 or f >= 1)]
-    if bad or not fan:
-        out.append(f"gnn.fanouts must be a list of integers, each -1 (all neighbours) or >= 1, got {g.fanouts!r}")
-    elif isinstance(g.num_layers, int) and len(fan) != g.num_layers:
-        out.append(f"gnn.fanouts has {len(fan)} entries but gnn.num_layers is {g.num_layers}")
-    if not isinstance(cfg.data.name, str) or not cfg.data.name.strip():
-        out.append(f"data.name must name a built-in dataset or a directory, got {cfg.data.name!r}")
-    od = cfg.run.out_dir
-    if not isinstance(od, str) or not od.strip():
-        out.append(f"run.out_dir must be a folder path, got {od!r}")
-    elif os.path.exists(od) and not os.path.isdir(od):
-        out.append(f"run.out_dir {od!r} exists and is not a directory")
-    else:
-        parent = os.path.dirname(os.path.abspath(od))
-        while parent and not os.path.exists(parent):
-            parent = os.path.dirname(parent)
-        if parent and not os.path.isdir(parent):
-            out.append(f"run.out_dir {od!r} is inside {parent!r}, which is not a directory")
-    try:
-        stages = cfg.stage_list
-    except ConfigError as e:
-        out.append(str(e))
-    else:
-        fs = cfg.run.final_stage
-        if fs != "best" and fs in CHOICES["run.final_stage"] and int(fs) not in stages:
-            out.append(f"run.final_stage is {fs} but run.stages is {cfg.run.stages!r}")
-    return out
 
 
 def _sections() -> list[str]:
