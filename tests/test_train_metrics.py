@@ -100,8 +100,8 @@ def test_checkpoints_atomic_and_resumable(tmp_path):
     cm = CheckpointManager(str(tmp_path))
     cm.save_last({"stage": 2, "epoch": 1, "step": 3, "global_step": 9}, m.state_dict(), {"opt": opt})
     cm.save_last({"stage": 2, "epoch": 1, "step": 4, "global_step": 10}, m.state_dict(), {"opt": opt})
-    files = sorted(os.listdir(cm.dir))
-    assert files == ["last-2-10.safetensors", "last.json"]
+    files = sorted(os.listdir(cm.dir))  # two generations: the newest and the previous one
+    assert files == ["last-2-10.safetensors", "last-2-9.safetensors", "last.json", "prev.json"]
     state, model, optim = cm.load_last()
     assert state["global_step"] == 10 and torch.equal(state["rng"]["rng.torch"], torch.get_rng_state())
     torch.testing.assert_close(model["weight"], m.weight.detach())
