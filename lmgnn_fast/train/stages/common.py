@@ -8,7 +8,8 @@ from lmgnn_fast.train.context import RunContext
 from lmgnn_fast.train.features import FeatureSource
 from lmgnn_fast.train.tasks import GNNTask
 
-__all__ = ["OUTPUT_SEED", "gnn_state", "load_gnn_checkpoint", "evaluate_gnn_checkpoint", "GNNPredictor"]
+__all__ = ["OUTPUT_SEED", "gnn_state", "load_gnn_checkpoint", "evaluate_gnn_checkpoint", "GNNPredictor",
+           "GNNCheckpointReader"]
 
 # Sampling seed of the output rows that no evaluation computes (embeddings, and predictions
 # of items outside the val/test splits); val/test predictions are the evaluation's own.
@@ -74,3 +75,20 @@ class GNNPredictor:
     def split_outputs(self, split: str) -> dict:
         """The evaluation's own outputs on ``split`` (those its metrics are computed from)."""
         return self.task.scores(self.model, split, self.features.cache_features)[1]
+
+
+class GNNCheckpointReader:
+    """What stages 2 and 3 share about their saved checkpoint: its evaluation and its use as
+    the run's final model (a subclass sets ``number``)."""
+
+    number: int
+
+    @classmethod
+    def evaluate(cls, ctx: RunContext, features: FeatureSource, task: GNNTask) -> tuple[dict, GraphModel]:
+        """Val/test metrics of this stage's checkpoint, and the loaded model."""
+        return evaluate_gnn_checkpoint(ctx, features, task, cls.number)
+
+    @classmethod
+    def predictor(cls, ctx: RunContext, features: FeatureSource, task: GNNTask) -> GNNPredictor:
+        """What the outputs read when this stage is the run's final model."""
+        return GNNPredictor(ctx, features, task, cls.number)

@@ -13,13 +13,13 @@ from torch import nn
 from lmgnn_fast.train.context import RunContext
 from lmgnn_fast.train.data_parallel import wrap_modules
 from lmgnn_fast.train.features import FeatureSource
-from lmgnn_fast.train.stages.common import GNNPredictor, evaluate_gnn_checkpoint
+from lmgnn_fast.train.stages.common import GNNCheckpointReader
 from lmgnn_fast.train.tasks import GNNTask
 
 __all__ = ["Stage2"]
 
 
-class Stage2:
+class Stage2(GNNCheckpointReader):
     """Stage 2 under the loop's :class:`~lmgnn_fast.train.loop.Stage` protocol.
 
     Args:
@@ -91,13 +91,3 @@ class Stage2:
         self.ctx.ckpt.save_stage(2, {f"gnn.{k}": v for k, v in self.model.state_dict().items()},
                                  {"lm_source": self.source, "best_epoch": str(self.best_epoch)})
         return {}
-
-    @staticmethod
-    def evaluate(ctx: RunContext, features: FeatureSource, task: GNNTask) -> tuple[dict, nn.Module]:
-        """Val/test metrics of the stage-2 checkpoint, and the loaded model."""
-        return evaluate_gnn_checkpoint(ctx, features, task, 2)
-
-    @staticmethod
-    def predictor(ctx: RunContext, features: FeatureSource, task: GNNTask) -> GNNPredictor:
-        """What the outputs read when stage 2 is the run's final model."""
-        return GNNPredictor(ctx, features, task, 2)

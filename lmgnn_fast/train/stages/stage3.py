@@ -20,13 +20,13 @@ from lmgnn_fast.train.context import RunContext
 from lmgnn_fast.train.data_parallel import wrap_modules
 from lmgnn_fast.train.features import FeatureSource
 from lmgnn_fast.train.seeds import derive_seed
-from lmgnn_fast.train.stages.common import GNNPredictor, evaluate_gnn_checkpoint, gnn_state
+from lmgnn_fast.train.stages.common import GNNCheckpointReader, gnn_state
 from lmgnn_fast.train.tasks import GNNTask
 
 __all__ = ["Stage3"]
 
 
-class Stage3:
+class Stage3(GNNCheckpointReader):
     """Stage 3 under the loop's :class:`~lmgnn_fast.train.loop.Stage` protocol.
 
     Args:
@@ -153,13 +153,3 @@ class Stage3:
         ep = [r["epoch_time_s"] for r in self.ctx.history.get("stage3", []) if "epoch_time_s" in r]
         return {"epoch_time_s": ep, "steps_per_epoch": len(self.loader),
                 "lm_nodes_per_epoch": self.lm_nodes_seen / max(len(ep), 1)}
-
-    @staticmethod
-    def evaluate(ctx: RunContext, features: FeatureSource, task: GNNTask) -> tuple[dict, nn.Module]:
-        """Val/test metrics of the stage-3 checkpoint, and the loaded model."""
-        return evaluate_gnn_checkpoint(ctx, features, task, 3)
-
-    @staticmethod
-    def predictor(ctx: RunContext, features: FeatureSource, task: GNNTask) -> GNNPredictor:
-        """What the outputs read when stage 3 is the run's final model."""
-        return GNNPredictor(ctx, features, task, 3)
