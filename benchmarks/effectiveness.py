@@ -111,9 +111,20 @@ def rows_from_partial(path: str) -> list:
     return out
 
 
+def _done_runs(path: str) -> set:
+    """(dataset, task, variant, seed) of the runs a ``--partial`` file already holds."""
+    if not path or not os.path.exists(path):
+        return set()
+    with open(path) as f:
+        return {(r["dataset"], r["task"], r["variant"], r["seed"]) for r in map(json.loads, filter(str.strip, f))}
+
+
 def run_grid(datasets, seeds, kinds, variants, max_nodes, extra, partial: str = ""):
+    """Run every (dataset, task kind, variant, seed); with ``partial``, append each finished
+    run to that JSON-lines file and skip the runs it already holds (a stopped grid resumes)."""
     from lmgnn_fast.train import Trainer
 
+    done = _done_runs(partial)
     rows = []
     for ds in datasets:
         graph, tasks, sizes, edges = _tasks(ds, max_nodes.get(ds))
@@ -129,6 +140,8 @@ def run_grid(datasets, seeds, kinds, variants, max_nodes, extra, partial: str = 
                     over = {"run.stages": "1", "run.final_stage": "1", "stage1.objective": "graph",
                             "stage1.relations": f"[[{', '.join(et)}]]", "stage1.task_weight": 0, "stage1.epochs": 2}
                 for seed in seeds:
+                    if (ds, task, v, seed) in done:
+                        continue
                     with tempfile.TemporaryDirectory() as d:
                         cfg = _config(ds, task, seed, d, max_nodes.get(ds), {**extra, **over})
                         t0 = time.time()
@@ -138,12 +151,17 @@ def run_grid(datasets, seeds, kinds, variants, max_nodes, extra, partial: str = 
                         last = res[f"stage{tr.final_stage}"]
                         vals.append(last["test"].get(tr.task.primary_metric, float("nan")))
                         metric = tr.task.primary_metric
+                        stage_vals = {k: r["val"].get(metric) for k, r in res.items()
+                                      if isinstance(r, dict) and isinstance(r.get("val"), dict)}
                     if partial:
                         _append_partial(partial, {"dataset": ds, "task": task, "metric": metric, "variant": v,
                                                   "seed": seed, "value": vals[-1], "time_s": times[-1],
-                                                  "val": last["val"].get(metric), "sizes": sizes,
+                                                  "val": last["val"].get(metric), "final_stage": tr.final_stage,
+                                                  "stage_vals": stage_vals, "sizes": sizes,
                                                   "edges": edges, "max_nodes": max_nodes.get(ds),
                                                   "overrides": {**extra, **over}})
+                if not vals:
+                    continue
                 print(f"{ds} {task} {v}: {vals} ({statistics.mean(times):.0f}s)", flush=True)
                 rows.append({"dataset": ds, "task": task, "metric": metric, "variant": v, "values": vals,
                              "time_s": statistics.mean(times), "sizes": sizes, "edges": edges})
