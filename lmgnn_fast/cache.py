@@ -1,8 +1,9 @@
 """EmbeddingCache: a device-resident cache of hot rows in front of a host embedding table.
 
 The authoritative ``[num_rows, dim]`` table lives in host memory: a plain tensor, pinned
-memory (read in place by the CUDA gather kernel through unified addressing), or a
-memory-mapped file for tables larger than RAM. ``capacity`` rows of it are kept on the
+memory (read in place by the CUDA gather kernel through unified addressing), a
+memory-mapped file for tables larger than RAM, or a file mapped shared by several processes
+of one machine (each with its own device cache in front of the one table). ``capacity`` rows of it are kept on the
 device, found through a device hash map; admission on miss and eviction run in the
 ``lmgnn::cache_admit`` kernel, so a batch costs no per-row host work.
 
@@ -24,7 +25,7 @@ from torch import Tensor
 from lmgnn_fast.ops.cache import SKETCH_DEPTH, cache_admit, cache_admit_lfu, cache_gather, cache_lookup, cache_update
 
 POLICIES = ("clock", "lru", "lfu", "static")
-BACKINGS = ("auto", "memory", "pinned", "mmap")
+BACKINGS = ("auto", "memory", "pinned", "mmap", "shared")
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -75,9 +76,13 @@ class EmbeddingCache:
             ``"static"`` (contents set by :meth:`fill_static`, never changed by gathers).
         backing: ``"memory"`` (plain host tensor), ``"pinned"`` (page-locked, CUDA only: the
             gather kernel reads misses in place), ``"mmap"`` (``numpy.memmap`` file at
-            ``path``, kept when it exists with the right size) or ``"auto"`` (pinned when
-            the device is CUDA, memory otherwise).
-        path: the file of the mmap backing (a temporary file when None).
+            ``path``, kept when it exists with the right size), ``"shared"`` (the existing
+            file ``path`` of exactly ``num_rows x dim`` rows, mapped shared: every process
+            that maps it reads and writes the same rows; on CUDA it is page-locked in
+            place so the kernels read it directly) or ``"auto"`` (pinned when the device
+            is CUDA, memory otherwise).
+        path: the file of the mmap backing (a temporary file when None) or of the shared
+            backing (required).
         table: optional initial contents ``[num_rows, dim]`` (copied into the backing).
         sketch_width: ``lfu``: counters per sketch row, rounded up to a power of two
             (default: 8 x capacity, at least 64); the sketch takes ``16 x width`` bytes.
@@ -162,6 +167,8 @@ class EmbeddingCache:
 
     def _make_table(self, path) -> Tensor:
         shape = (self.num_rows, self.dim)
+        if self.backing == "shared":
+            return self._map_shared(path, shape)
         if self.backing == "mmap":
             if path is None:
                 fd, path = tempfile.mkstemp(prefix="lmgnn-cache-", suffix=".bin")
@@ -177,6 +184,24 @@ class EmbeddingCache:
             return t.view(self.dtype) if self.dtype == torch.bfloat16 else t
         t = torch.zeros(shape, dtype=self.dtype)
         return t.pin_memory() if self.backing == "pinned" else t
+
+    def _map_shared(self, path, shape) -> Tensor:
+        if path is None or not os.path.isfile(path):
+            raise ValueError(f"EmbeddingCache: backing='shared' needs the path of an existing table file, got {path!r}")
+        self.path = os.fspath(path)
+        nbytes = self.num_rows * self.dim * torch.empty((), dtype=self.dtype).element_size()
+        size = os.path.getsize(self.path)
+        if size != nbytes:
+            raise ValueError(f"EmbeddingCache: shared table file {self.path!r} has {size} bytes, expected "
+                             f"{nbytes} ({self.num_rows} x {self.dim} {self.dtype})")
+        if nbytes == 0:
+            return torch.zeros(shape, dtype=self.dtype)
+        t = torch.from_file(self.path, shared=True, size=self.num_rows * self.dim, dtype=self.dtype).view(shape)
+        if self.device.type == "cuda":
+            # Page-lock the mapping in place; if the driver refuses, gathers go through the
+            # staged path (misses copied through a pinned buffer).
+            torch.cuda.cudart().cudaHostRegister(t.data_ptr(), nbytes, 0)
+        return t
 
     def flush(self) -> None:
         """Write a memory-mapped table back to its file (no-op for other backings)."""
@@ -278,6 +303,26 @@ class EmbeddingCache:
             slots = cache_lookup(ids_w, self.keys, self.vals, self.num_rows)
             hit = slots >= 0
             self.rows[slots[hit]] = vals_w[hit]
+
+    @torch.no_grad()
+    def reload(self, ids: Tensor, step: int | None = None) -> None:
+        """Rows ``ids`` of a shared table were rewritten by another process: record their
+        version and re-read their cached copies from the table.
+
+        Args:
+            ids: Tensor  # [N] int32/int64
+            step: the step the rows were computed at (default: ``self.step``).
+        """
+        ids = self._ids(ids, "reload")
+        self._check_range(ids, "reload")
+        ids_l = ids.long()
+        self.versions[ids_l] = self.step if step is None else int(step)
+        if self.capacity == 0 or ids_l.numel() == 0:
+            return
+        slots = cache_lookup(ids_l, self.keys, self.vals, self.num_rows)
+        hit = slots >= 0
+        if bool(hit.any()):
+            self.rows[slots[hit]] = self.table[ids_l[hit].cpu()].to(self.device, self.dtype)
 
     def version(self, ids: Tensor) -> Tensor:
         """Tensor  # [N] int64, the step each row of ``ids`` was computed at (on device)."""

@@ -171,3 +171,12 @@ def broadcast_object(obj, ctx: DistContext):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def all_gather_object(obj, ctx: DistContext) -> list:
+    """Every rank's picklable ``obj``, in rank order (``[obj]`` for one process)."""
+    if not ctx.is_distributed:
+        return [obj]
+    out = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out

@@ -12,14 +12,16 @@ Layout::
 
 Loading maps the arrays copy-on-write (``numpy.load(mmap_mode="c")``), so a graph of tens
 of millions of edges reloads in well under a second (the pages are read on first touch);
-only strings are decoded into Python lists. The folder is written to a temporary sibling
-and renamed into place, so a reader never sees half a cache.
+only strings are decoded into Python lists (or, with ``lazy_strings=True``, kept as
+:class:`StringColumn` views over the mapped bytes, decoded on access). The folder is written
+to a temporary sibling and renamed into place, so a reader never sees half a cache.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +64,8 @@ class _Writer:
             return None
         return self.array(name, t.detach().cpu().contiguous().numpy())
 
-    def strings(self, name: str, values: list[str]) -> str:
-        arr = pa.array(values, type=pa.large_string())
+    def strings(self, name: str, values) -> str:
+        arr = values._arr if isinstance(values, StringColumn) else pa.array(values, type=pa.large_string())
         _, off, dat = arr.buffers()
         n = len(arr)
         offsets = np.frombuffer(off, dtype=np.int64, count=n + 1) if off is not None else np.zeros(1, np.int64)
@@ -74,10 +76,55 @@ class _Writer:
         return name
 
 
+class StringColumn(Sequence):
+    """A read-only column of strings over int64 offsets and UTF-8 bytes (Arrow's
+    ``large_string`` layout), decoded one string at a time on access.
+
+    :func:`load_binary` returns these with ``lazy_strings=True``, so several processes that
+    map the same files share one copy of the texts and ids instead of each holding a
+    Python list.
+
+    Args:
+        offsets: ``[N + 1]`` int64 byte offsets.
+        data: ``[offsets[-1]]`` uint8, the strings back to back.
+    """
+
+    def __init__(self, offsets: np.ndarray, data: np.ndarray):
+        self._arr = pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
+
+    def __len__(self) -> int:
+        return len(self._arr)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        j = int(i) + n if int(i) < 0 else int(i)
+        if not 0 <= j < n:
+            raise IndexError(f"StringColumn: index {i} out of range for {n} strings")
+        return self._arr[j].as_py()
+
+    def __iter__(self):
+        step = 65536
+        for s in range(0, len(self), step):
+            yield from self._arr.slice(s, step).to_pylist()
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str) or len(other) != len(self):
+            return False
+        return all(a == b for a, b in zip(self, other))
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"StringColumn({len(self)} strings)"
+
+
 class _Reader:
-    def __init__(self, root: Path, mmap: bool):
+    def __init__(self, root: Path, mmap: bool, lazy_strings: bool = False):
         self.root = root
         self.mode = "c" if mmap else None
+        self.lazy = lazy_strings
 
     def _np(self, file: str) -> np.ndarray:
         folder = self.root / "arrays"
@@ -93,9 +140,11 @@ class _Reader:
             return None
         return torch.from_numpy(self._np(f"{name}.npy"))
 
-    def strings(self, name: str) -> list[str]:
+    def strings(self, name: str) -> list[str] | StringColumn:
         off = np.ascontiguousarray(self._np(f"{name}.off.npy"))
         dat = np.ascontiguousarray(self._np(f"{name}.dat.npy"))
+        if self.lazy:
+            return StringColumn(off, dat)
         n = len(off) - 1
         arr = pa.LargeStringArray.from_buffers(n, pa.py_buffer(off), pa.py_buffer(dat))
         return arr.to_pylist()
@@ -164,12 +213,14 @@ def save_binary(g: HeteroGraph, path) -> None:
     replace_dir(tmp, dest)
 
 
-def load_binary(path, mmap: bool = True) -> HeteroGraph:
+def load_binary(path, mmap: bool = True, lazy_strings: bool = False) -> HeteroGraph:
     """Load a graph written by :func:`save_binary`.
 
     Args:
         path: the folder written by :func:`save_binary`.
         mmap: memory-map the arrays (copy-on-write) instead of reading them.
+        lazy_strings: string ids and texts as :class:`StringColumn` views over the
+            arrays (decoded on access) instead of Python lists.
 
     Raises:
         ValueError: ``path`` holds no binary graph cache of this format version.
@@ -180,7 +231,7 @@ def load_binary(path, mmap: bool = True) -> HeteroGraph:
                          f"({FORMAT} version {FORMAT_VERSION}); write one with save_binary")
     with open(root / "graph.json", encoding="utf-8") as f:
         head = json.load(f)
-    rd = _Reader(root, mmap)
+    rd = _Reader(root, mmap, lazy_strings)
     g = HeteroGraph(node_types=[], edge_types=[], num_nodes={}, csc={}, name=head["name"],
                     report=head["report"])
     for nd in head["nodes"]:
@@ -217,4 +268,4 @@ def load_binary(path, mmap: bool = True) -> HeteroGraph:
     return g
 
 
-__all__ = ["save_binary", "load_binary", "is_binary", "edge_type_str"]
+__all__ = ["save_binary", "load_binary", "is_binary", "edge_type_str", "StringColumn"]

@@ -59,7 +59,7 @@ def _main(argv: list[str]) -> int:
     trainer.run()
     from lmgnn_fast.train.data_parallel import teardown
 
-    teardown(trainer.dist)
+    teardown(trainer.dist, trainer.ctx.share)
     return 0
 
 

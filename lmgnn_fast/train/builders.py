@@ -35,12 +35,16 @@ def make_sampler(graph, fanouts: list[int], seed: int = 0):
     return NeighborSampler(graph, list(fanouts), replace=False, seed=seed)
 
 
-def make_cache(num_rows: int, dim: int, device, capacity: float = 1.0, policy: str = "clock"):
+def make_cache(num_rows: int, dim: int, device, capacity: float = 1.0, policy: str = "clock",
+               shared_path: str | None = None):
     """One ``EmbeddingCache`` per node type. On CPU the table itself is the device copy
     (capacity 0); on CUDA ``capacity`` rows (a fraction of ``num_rows`` when <= 1) stay on
-    the GPU in front of a pinned host table."""
+    the GPU in front of a pinned host table — or, with ``shared_path``, in front of the
+    float32 table file the ranks of the machine share (``backing="shared"``)."""
     from lmgnn_fast.cache import EmbeddingCache
 
     device = torch.device(device)
     rows = 0 if device.type == "cpu" else (int(capacity * num_rows) if capacity <= 1 else int(capacity))
-    return EmbeddingCache(num_rows, dim, dtype=torch.float32, device=device, capacity=rows, policy=policy)
+    backing = "auto" if shared_path is None else "shared"
+    return EmbeddingCache(num_rows, dim, dtype=torch.float32, device=device, capacity=rows, policy=policy,
+                          backing=backing, path=shared_path)

@@ -136,6 +136,10 @@ class RunConfig:
     progress: bool = True
     interrupt_after_steps: int = 0  # testing aid: raise after this many steps (0 = off)
     dist_timeout: float = 300.0  # seconds: bound on every collective under torchrun
+    # under torchrun: one copy per machine of the graph, token ids and embedding tables,
+    # shared by its ranks (false: every rank holds its own); shared_dir "" = /dev/shm
+    share_memory: bool = True
+    shared_dir: str = ""
     # which stage's model is the run's result (predictions, embeddings): "best" = the highest
     # validation value of the task's primary metric, or a stage number
     final_stage: str = "best"

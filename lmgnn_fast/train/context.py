@@ -20,6 +20,7 @@ from lmgnn_fast.train.budget import resolve_auto
 from lmgnn_fast.train.config import Config
 from lmgnn_fast.train.data import TargetTask, resolve_relations, resolve_task, split_items, text_types
 from lmgnn_fast.train.errors import DataError, TrainingError
+from lmgnn_fast.train.shared_copy import MachineShare
 
 __all__ = ["RunContext", "resolve_device"]
 
@@ -64,6 +65,8 @@ class RunContext:
         log: progress lines (a no-op on ranks other than 0).
         history: per stage (``"stage{k}"``) the loss and validation records.
         global_step: optimizer steps taken so far over all stages.
+        share: the machine's shared copy (graph, tokens, embedding tables) under
+            ``torchrun`` with ``run.share_memory``; ``None`` otherwise.
     """
 
     cfg: Config
@@ -79,6 +82,7 @@ class RunContext:
     log: Callable[..., None]
     history: dict[str, list[dict]] = field(default_factory=dict)
     global_step: int = 0
+    share: MachineShare | None = None
 
     @classmethod
     def create(cls, cfg: Config, graph=None, log=None) -> "RunContext":
@@ -101,6 +105,9 @@ class RunContext:
         if cfg.run.num_threads > 0:
             torch.set_num_threads(cfg.run.num_threads)
         stages = cfg.stage_list
+        share = MachineShare(dist, cfg.run.shared_dir or None) if dist.is_distributed and cfg.run.share_memory else None
+        if graph is None and share is not None:
+            graph = share.share_graph(lambda: builders.load_graph(cfg.data.name, cfg.data.options))
         graph = graph if graph is not None else builders.load_graph(cfg.data.name, cfg.data.options)
         task = resolve_task(graph, cfg.task)
         relations = resolve_relations(graph, cfg.stage1.relations)
@@ -121,4 +128,4 @@ class RunContext:
         os.makedirs(cfg.run.out_dir, exist_ok=True)
         return cls(cfg=cfg, graph=graph, task=task, relations=relations, text_types=texts, stages=stages,
                    device=dist.device, dist=dist, ckpt=data_parallel.RankZeroCheckpoints(cfg.run.out_dir, dist, log),
-                   out_dir=cfg.run.out_dir, log=log)
+                   out_dir=cfg.run.out_dir, log=log, share=share)

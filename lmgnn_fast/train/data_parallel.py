@@ -16,7 +16,9 @@ process with batch ``B`` computes:
   means = the mean over the global batch);
 - the embedding refresh and the evaluation cut the *same* batches/chunks the single
   process would run, give each rank a contiguous run of them and all-gather the rows, so
-  every rank holds identical tables and the metrics are computed on identical tensors.
+  every rank holds identical tables and the metrics are computed on identical tensors;
+  with one table per machine (:mod:`lmgnn_fast.train.shared_copy`) each rank writes its
+  run of the refresh into the shared table instead (:func:`encode_all_shared`).
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ from lmgnn_fast.distributed import (
 from lmgnn_fast.train.checkpoint import CheckpointManager
 
 __all__ = ["setup", "teardown", "rank_slice", "shard_batches", "wrap_modules", "mean_over_ranks",
-           "map_chunks", "encode_all_sharded", "sync_cache_update", "RankZeroCheckpoints",
+           "map_chunks", "encode_all_sharded", "encode_all_shared", "sync_cache_update", "RankZeroCheckpoints",
            "maybe_fail", "FAIL_ENV"]
 
 #: Testing aid: ``"<rank>:<step>"`` makes that rank ``os._exit(1)`` once the global step
@@ -51,10 +53,13 @@ def setup(device: torch.device, timeout_s: float) -> DistContext:
     return init_distributed(device, timeout_s=timeout_s)
 
 
-def teardown(ctx: DistContext) -> None:
-    """Leave the process group after a successful run (all ranks reach this point)."""
+def teardown(ctx: DistContext, share=None) -> None:
+    """Leave the process group after a successful run (all ranks reach this point); the
+    machine share's leader removes its folder."""
     if ctx.is_distributed:
         barrier(ctx)
+    if share is not None:
+        share.close()
     shutdown(ctx)
 
 
@@ -180,10 +185,54 @@ def encode_all_sharded(lm, tokens, cache, batch_size: int, step: int, ctx: DistC
         cache.update(order.to(rows.device), rows, step)
 
 
+@torch.no_grad()
+def encode_all_shared(lm, tokens, cache, batch_size: int, step: int, ctx: DistContext, share) -> None:
+    """The embedding refresh into a table the ranks of each machine share (``cache`` has
+    ``backing="shared"``; ``share`` is the :class:`~lmgnn_fast.train.shared_copy.MachineShare`).
+
+    The single process's longest-first batches are split into contiguous runs as in
+    :func:`encode_all_sharded`. On one machine each rank writes the rows of its run straight
+    into the shared table (nothing is gathered); across machines the rows are all-gathered
+    and each rank writes its :meth:`~MachineShare.local_split` of them, so every row is
+    written once per machine. Barriers before (no rank still reads the old rows) and after
+    (every row is written); then every rank records the versions and re-reads its cached
+    copies (:meth:`EmbeddingCache.reload`).
+    """
+    n = len(tokens)
+    order = torch.argsort(tokens.lengths, descending=True, stable=True)
+    was_training = lm.training
+    lm.eval()
+    barrier(ctx)
+    try:
+        if share.machines == 1:
+            k = -(-n // batch_size) if n else 0
+            a, b = split_range(k, ctx)
+            for i in range(a, b):
+                ids = order[i * batch_size:min(n, (i + 1) * batch_size)]
+                rows = lm.encode(tokens, ids)
+                cache.update(ids.to(rows.device), rows, step)
+        else:
+            rows = map_chunks(n, batch_size, lambda s, e: lm.encode(tokens, order[s:e]), ctx,
+                              lm.hidden_size, next(lm.model.parameters()).device)
+            lo, hi = share.local_split(n)
+            if hi > lo:
+                cache.update(order[lo:hi].to(rows.device), rows[lo:hi], step)
+            del rows
+    finally:
+        lm.train(was_training)
+    if cache.device.type == "cuda":
+        torch.cuda.synchronize(cache.device)  # the kernels write the host table asynchronously
+    barrier(ctx)
+    if n:
+        cache.reload(order, step)
+
+
 def sync_cache_update(cache, ids: Tensor, rows: Tensor, step: int, ctx: DistContext) -> None:
     """Write recomputed rows into ``cache``; with several ranks, every rank's rows go into
     every rank's cache (called by all ranks, possibly with zero rows), so the caches stay
-    identical between full refreshes."""
+    identical between full refreshes. With a table shared by the ranks of a machine each
+    of them writes the same gathered rows (identical bytes, each row once per rank, no
+    barrier needed: a rank reads a row only after having written it itself)."""
     if ctx.is_distributed:
         ids = all_gather_variable(ids.to(cache.device).long(), ctx)
         rows = all_gather_variable(rows.detach().float(), ctx)

@@ -80,24 +80,31 @@ class FeatureSource:
 
     def tokenize(self) -> None:
         """Tokenize every text node type once; reuse ``<out_dir>/tokens/<type>.safetensors``
-        when texts, tokenizer and ``max_length`` are unchanged."""
-        from lmgnn_fast.lm import TokenizedTexts, texts_fingerprint
-
+        when texts, tokenizer and ``max_length`` are unchanged. With a machine share only
+        its leader tokenizes (or reads the cache), and the ranks map its token ids."""
         ctx = self.ctx
         os.makedirs(os.path.join(ctx.out_dir, "tokens"), exist_ok=True)
         for t in ctx.text_types:
-            texts = list(ctx.graph.text[t])
-            fp = texts_fingerprint(texts, self.lm.name, ctx.cfg.lm.max_length)
-            path = safe_join(os.path.join(ctx.out_dir, "tokens"), t, ".safetensors", "node type")
-            if os.path.exists(path):
-                tok = TokenizedTexts.load(path)
-                if tok.fingerprint == fp:
-                    self.tokens[t] = tok
-                    continue
-            tok = self.lm.tokenize(texts, ctx.cfg.lm.max_length)
-            if ctx.dist.is_main:
-                tok.save(path)
-            self.tokens[t] = tok
+            if ctx.share is not None:
+                self.tokens[t] = ctx.share.share_tokens(lambda t=t: self._tokenize_type(t))
+            else:
+                self.tokens[t] = self._tokenize_type(t)
+
+    def _tokenize_type(self, t: str):
+        from lmgnn_fast.lm import TokenizedTexts, texts_fingerprint
+
+        ctx = self.ctx
+        texts = list(ctx.graph.text[t])
+        fp = texts_fingerprint(texts, self.lm.name, ctx.cfg.lm.max_length)
+        path = safe_join(os.path.join(ctx.out_dir, "tokens"), t, ".safetensors", "node type")
+        if os.path.exists(path):
+            tok = TokenizedTexts.load(path)
+            if tok.fingerprint == fp:
+                return tok
+        tok = self.lm.tokenize(texts, ctx.cfg.lm.max_length)
+        if ctx.dist.is_main:
+            tok.save(path)
+        return tok
 
     def lm_source_for(self, stage: int) -> str:
         """The LM weights stage ``stage`` starts from: stage 1's when it ran (now or before)."""
@@ -108,12 +115,14 @@ class FeatureSource:
     def encode_all(self, step: int = 0) -> None:
         """Fill one embedding cache per text node type with the current LM (version ``step``)."""
         ctx = self.ctx
-        cap = ctx.cfg.stage3.cache_capacity
         for t in ctx.text_types:
             n = ctx.graph.num_nodes[t]
             if t not in self.caches:
-                self.caches[t] = builders.make_cache(n, self.lm.hidden_size, ctx.device, capacity=cap,
-                                                     policy=ctx.cfg.stage3.cache_policy)
+                self.caches[t] = self._new_cache(n)
+            if ctx.share is not None:
+                data_parallel.encode_all_shared(self.lm, self.tokens[t], self.caches[t],
+                                                ctx.cfg.lm.encode_batch_size, step, ctx.dist, ctx.share)
+                continue
             if ctx.dist.is_distributed:
                 data_parallel.encode_all_sharded(self.lm, self.tokens[t], self.caches[t],
                                                  ctx.cfg.lm.encode_batch_size, step, ctx.dist)
@@ -121,6 +130,14 @@ class FeatureSource:
             self.lm.encode_all(self.tokens[t], self.caches[t], batch_size=ctx.cfg.lm.encode_batch_size,
                                step=step, desc=f"encode {t}", progress=ctx.cfg.run.progress)
         self.cache_source = self.lm_source
+
+    def _new_cache(self, n: int):
+        ctx = self.ctx
+        cap, policy, dim = ctx.cfg.stage3.cache_capacity, ctx.cfg.stage3.cache_policy, self.lm.hidden_size
+        if ctx.share is None:
+            return builders.make_cache(n, dim, ctx.device, capacity=cap, policy=policy)
+        return ctx.share.shared_cache(lambda path: builders.make_cache(n, dim, ctx.device, capacity=cap, policy=policy,
+                                                                       shared_path=path), n, dim)
 
     def ensure_cache(self) -> None:
         """:meth:`encode_all` unless the caches already hold the current LM's rows."""
