@@ -23,6 +23,7 @@ import pytest
 from _toy_graph import write_toy_dir
 from lmgnn_fast.io import read_dir
 from lmgnn_fast.lm import make_tiny_bert
+from lmgnn_fast.train.shared_copy import remove_stale
 
 TOL = 1e-4
 
@@ -104,6 +105,27 @@ def test_two_processes_match_one_process_and_write_once(toy, tmp_path):
     assert pr1["id"] == pr2["id"] and pr1["pred"] == pr2["pred"]
 
 
+def test_shared_copy_changes_nothing(toy, tmp_path):
+    """One copy per machine (the default) against a copy per rank: the same numbers, bit
+    for bit, through stage 2's refresh and stage 3's write-backs; no file left behind."""
+    cfg = _config(toy, tmp_path / "run.yaml", "2,3")
+    shm = tmp_path / "shm"
+    runs = {}
+    for share in ("true", "false"):
+        out = str(tmp_path / share)
+        p, _ = _run(["--config", cfg, "--run.out_dir", out, "--run.share_memory", share,
+                     "--run.shared_dir", str(shm)], 2)
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert ("one copy per machine: 2 local ranks" in p.stdout) == (share == "true")
+        runs[share] = json.load(open(os.path.join(out, "metrics.json")))
+    on, off = runs["true"], runs["false"]
+    for s in (2, 3):
+        assert _losses(on, s) and _losses(on, s) == _losses(off, s)
+        for split in ("val", "test"):
+            assert on["stages"][f"stage{s}"][split] == off["stages"][f"stage{s}"][split]
+    assert os.listdir(shm) == []
+
+
 def test_two_processes_all_stages_link_prediction_and_resume(toy, tmp_path):
     """Stages 1-3 under DDP (LM + GNN), interrupted mid-stage-3 and resumed with 2 ranks."""
     cfg = _config(toy, tmp_path / "run.yaml", "1,2,3", task="cites")
@@ -122,9 +144,16 @@ def test_two_processes_all_stages_link_prediction_and_resume(toy, tmp_path):
 
 def test_killed_rank_stops_the_job(toy, tmp_path):
     cfg = _config(toy, tmp_path / "run.yaml", "2")
-    p, elapsed = _run(["--config", cfg, "--run.out_dir", str(tmp_path / "run")], 2, timeout=90,
-                      LMGNN_TEST_FAIL_RANK="1:2")
+    shm = tmp_path / "shm"
+    p, elapsed = _run(["--config", cfg, "--run.out_dir", str(tmp_path / "run"), "--run.shared_dir", str(shm)], 2,
+                      timeout=90, LMGNN_TEST_FAIL_RANK="1:2")
     assert p.returncode != 0
     assert elapsed < 60  # torchrun tears the job down; no rank waits out a collective forever
     assert "exiting abruptly at step 2" in p.stderr
     assert "FAILED" in p.stderr or "ChildFailedError" in p.stderr
+    # the shared pieces were unlinked once mapped: at most the job folder's marker is left,
+    # and the next job's leader removes it (its leader process is gone)
+    left = [os.path.join(d, f) for d, _, fs in os.walk(shm) for f in fs]
+    assert all(os.path.basename(f) == "job" for f in left), left
+    remove_stale(str(shm))
+    assert os.listdir(shm) == []

@@ -106,8 +106,11 @@ class RunContext:
             torch.set_num_threads(cfg.run.num_threads)
         stages = cfg.stage_list
         share = MachineShare(dist, cfg.run.shared_dir or None) if dist.is_distributed and cfg.run.share_memory else None
-        if graph is None and share is not None:
-            graph = share.share_graph(lambda: builders.load_graph(cfg.data.name, cfg.data.options))
+        if share is not None:
+            log(f"one copy per machine: {share.local_world} local ranks share the graph, token ids and "
+                f"embedding tables ({share.path}; run.share_memory false to turn off)")
+            if graph is None:
+                graph = share.share_graph(lambda: builders.load_graph(cfg.data.name, cfg.data.options))
         graph = graph if graph is not None else builders.load_graph(cfg.data.name, cfg.data.options)
         task = resolve_task(graph, cfg.task)
         relations = resolve_relations(graph, cfg.stage1.relations)

@@ -114,13 +114,12 @@ class MachineShare:
         self.ctx = ctx
         root = root or default_root()
         host = os.environ.get("LMGNN_TEST_HOST") or _host_key()  # testing aid: fake machines
-        self.is_leader = False
         mine = None
-        infos = all_gather_object((host, ctx.local_rank), ctx)
-        ranks_here = [r for r, (h, _) in enumerate(infos) if h == host]
+        hosts = all_gather_object(host, ctx)
+        ranks_here = [r for r, h in enumerate(hosts) if h == host]
         self.local_index = ranks_here.index(ctx.rank)
         self.local_world = len(ranks_here)
-        self.machines = len({h for h, _ in infos})
+        self.machines = len(set(hosts))
         self.is_leader = self.local_index == 0
         if self.is_leader:
             os.makedirs(root, exist_ok=True)
@@ -147,9 +146,6 @@ class MachineShare:
     def _name(self, what: str) -> str:
         self._n += 1
         return os.path.join(self.path, f"{self._n}-{what}")
-
-    def _publish(self, tmp: str, dest: str) -> None:
-        os.replace(tmp, dest)
 
     def _after_mapped(self, path: str) -> None:
         """Every rank has mapped ``path``: the leader unlinks it (the mappings keep it alive)."""
@@ -204,7 +200,7 @@ class MachineShare:
             with open(os.path.join(tmp, "meta.json"), "w") as f:
                 json.dump({"pad_id": tok.pad_id, "fingerprint": tok.fingerprint}, f)
             del tok
-            self._publish(tmp, dest)
+            os.replace(tmp, dest)
         barrier(self.ctx)
         with open(os.path.join(dest, "meta.json")) as f:
             meta = json.load(f)
@@ -228,7 +224,7 @@ class MachineShare:
             tmp = f"{dest}.tmp-{os.getpid()}"
             with open(tmp, "wb") as f:
                 f.truncate(num_rows * dim * torch.empty((), dtype=dtype).element_size())
-            self._publish(tmp, dest)
+            os.replace(tmp, dest)
         barrier(self.ctx)
         cache = make(dest)
         self._after_mapped(dest)
