@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import weakref
 
 import numpy as np
 import torch
@@ -200,7 +201,9 @@ class EmbeddingCache:
         if self.device.type == "cuda":
             # Page-lock the mapping in place; if the driver refuses, gathers go through the
             # staged path (misses copied through a pinned buffer).
-            torch.cuda.cudart().cudaHostRegister(t.data_ptr(), nbytes, 0)
+            cudart = torch.cuda.cudart()
+            if int(cudart.cudaHostRegister(t.data_ptr(), nbytes, 0)) == 0:
+                weakref.finalize(t, cudart.cudaHostUnregister, t.data_ptr())
         return t
 
     def flush(self) -> None:

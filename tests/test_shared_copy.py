@@ -15,6 +15,7 @@ from _toy_graph import write_toy_dir
 from lmgnn_fast.cache import EmbeddingCache
 from lmgnn_fast.io import load_binary, read_dir, save_binary
 from lmgnn_fast.io.binary import StringColumn
+from lmgnn_fast.testing import with_devices
 from lmgnn_fast.train.shared_copy import PREFIX, remove_stale
 
 
@@ -45,20 +46,24 @@ def _table_file(path, rows, dim):
     return str(path)
 
 
-def test_shared_backing_one_table_two_caches(tmp_path):
+@with_devices
+def test_shared_backing_one_table_two_caches(tmp_path, device):
     path = _table_file(tmp_path / "t.bin", 50, 4)
-    a = EmbeddingCache(50, 4, capacity=10, backing="shared", path=path)
-    b = EmbeddingCache(50, 4, capacity=10, backing="shared", path=path)
-    ids = torch.tensor([1, 7, 49])
-    assert torch.equal(b.gather(ids), torch.zeros(3, 4))  # b now caches the zero rows
-    rows = torch.randn(3, 4)
+    a = EmbeddingCache(50, 4, capacity=10, backing="shared", path=path, device=device)
+    b = EmbeddingCache(50, 4, capacity=10, backing="shared", path=path, device=device)
+    if device == "cuda":  # page-locked in place: the kernels read the mapping directly
+        assert a.table.is_pinned() and b.table.is_pinned()
+    ids = torch.tensor([1, 7, 49], device=device)
+    zeros = torch.zeros(3, 4, device=device)
+    assert torch.equal(b.gather(ids), zeros)  # b now caches the zero rows
+    rows = torch.randn(3, 4, device=device)
     a.update(ids, rows, step=5)
-    assert torch.equal(b.table[ids], rows)  # written once, seen by the other cache
-    assert torch.equal(b.gather(ids), torch.zeros(3, 4))  # stale cached copies until ...
+    assert torch.equal(b.table[ids.cpu()], rows.cpu())  # written once, seen by the other cache
+    assert torch.equal(b.gather(ids), zeros)  # stale cached copies until ...
     b.reload(ids, step=5)  # ... the writer's peers re-read them
     assert torch.equal(b.gather(ids), rows)
     assert b.version(ids).tolist() == [5, 5, 5]
-    assert torch.equal(b.gather(torch.arange(50)), a.table)
+    assert torch.equal(b.gather(torch.arange(50, device=device)).cpu(), a.table)
 
 
 def test_shared_backing_bad_file(tmp_path):
