@@ -26,4 +26,13 @@ def build_info() -> dict:
     return info
 
 
-__all__ = ["CSC", "GraphFormatError", "HeteroGraph", "Task", "build_info", "ops", "__version__"]
+def __getattr__(name: str):
+    # ``lmgnn_fast.Predictor`` sits on top of the trainer: imported on first use only
+    if name == "Predictor":
+        from lmgnn_fast.predict import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'lmgnn_fast' has no attribute {name!r}")
+
+
+__all__ = ["CSC", "GraphFormatError", "HeteroGraph", "Predictor", "Task", "build_info", "ops", "__version__"]
