@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["accuracy", "macro_f1", "multilabel_f1", "ranks_from_scores", "ranking_metrics",
-           "classification_metrics", "eval_negatives", "PRIMARY_METRIC"]
+           "classification_metrics", "per_class_metrics", "eval_negatives", "PRIMARY_METRIC"]
 
 # The validation metric used for model selection, per task type (higher is better).
 PRIMARY_METRIC = {"node_classification": "accuracy", "edge_classification": "accuracy",
@@ -70,6 +70,37 @@ def classification_metrics(logits: Tensor, target: Tensor, multilabel: bool,
         return {"micro_f1": micro, "macro_f1": macro, "subset_accuracy": exact}
     pred = logits.argmax(-1)
     return {"accuracy": accuracy(pred, target), "macro_f1": macro_f1(pred, target, logits.shape[-1])}
+
+
+def per_class_metrics(logits: Tensor, target: Tensor, multilabel: bool, names: list[str],
+                      threshold: float = 0.5) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 and support of every class, keyed by its name.
+
+    Args:
+        logits: ``[N, C]`` head outputs.
+        target: ``[N]`` class ids (single-label) or ``[N, C]`` multi-hot.
+        multilabel: sigmoid > ``threshold`` per class instead of the argmax.
+        names: ``C`` class names (index = class id).
+
+    Returns:
+        ``{name: {"precision", "recall", "f1", "support"}}`` (``support``: items of the class
+        in ``target``; precision/recall of a class never predicted / never present are 0).
+        The mean F1 over the classes present in ``target`` or the predictions is
+        :func:`classification_metrics`' ``macro_f1``.
+    """
+    c = logits.shape[-1]
+    if multilabel:
+        pred, true = torch.sigmoid(logits.float()) > threshold, target.bool()
+    else:
+        pred = torch.nn.functional.one_hot(logits.argmax(-1), c).bool()
+        true = torch.nn.functional.one_hot(target.long().clamp_min(0), c).bool() & (target.long() >= 0).unsqueeze(1)
+    tp = (pred & true).sum(0).float()
+    n_pred, n_true = pred.sum(0).float(), true.sum(0).float()
+    prec, rec = tp / n_pred.clamp_min(1), tp / n_true.clamp_min(1)
+    f1 = 2 * tp / (n_pred + n_true).clamp_min(1)
+    return {str(names[k]) if k < len(names) else str(k):
+            {"precision": float(prec[k]), "recall": float(rec[k]), "f1": float(f1[k]), "support": int(n_true[k])}
+            for k in range(c)}
 
 
 def eval_negatives(src: Tensor, dst: Tensor, num_dst_nodes: int, k: int, seed: int,

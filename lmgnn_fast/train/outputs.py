@@ -8,7 +8,14 @@ stage ``run.final_stage`` chose: by default the best on validation).
   (and ``prob``: per-class probabilities) for every node of the target type; edge
   classification — ``src``, ``dst``, ``split``, ``label``, ``pred`` for every edge of the
   relation; link prediction — ``src``, ``dst``, ``split``, ``score``, ``rank`` for the
-  val/test edges (rank under the evaluation protocol).
+  val/test edges (rank under the evaluation protocol). Where the task's classes have names
+  (string labels, or ``label_names`` in the metadata), ``label_names`` and ``pred_names``
+  beside ``label`` and ``pred`` (a name, or a list of names when multi-label; null for an
+  unlabelled item).
+
+:func:`write_outputs` returns, for classification tasks with class names, the per-class
+precision/recall/F1/support of the final model on val and test (``metrics.json``'s
+``per_class``).
 
 The val/test rows are the evaluation's own outputs, so metrics recomputed from
 ``predictions.parquet`` equal ``metrics.json``; other rows are computed with a fixed
@@ -25,6 +32,7 @@ import torch
 from lmgnn_fast.io.paths import safe_join
 from lmgnn_fast.train.context import RunContext
 from lmgnn_fast.train.data import edge_endpoints_all
+from lmgnn_fast.train.metrics import per_class_metrics
 from lmgnn_fast.train.tasks import GNNTask
 
 __all__ = ["write_outputs"]
@@ -55,8 +63,24 @@ def _split_of(masks: dict, n: int) -> list:
     return out
 
 
+def _names(ids: list, names: list | None, multilabel: bool) -> list | None:
+    """Class ids (``-1``: none) or lists of class ids as class names."""
+    if not names:
+        return None
+    if multilabel:
+        return [[names[c] for c in row] for row in ids]
+    return [names[c] if c >= 0 else None for c in ids]
+
+
+def _per_class(outs: dict, y: torch.Tensor, names: list | None, multilabel: bool, threshold: float) -> dict | None:
+    if not names:
+        return None
+    return {split: per_class_metrics(o["logits"], y[o["ids"].long()], multilabel, names, threshold)
+            for split, o in outs.items()}
+
+
 @torch.no_grad()
-def write_outputs(ctx: RunContext, gnn_task: GNNTask, predictor) -> None:
+def write_outputs(ctx: RunContext, gnn_task: GNNTask, predictor) -> dict | None:
     """Write ``embeddings/<type>.parquet`` and ``predictions.parquet`` (see the module
     docstring).
 
@@ -67,6 +91,10 @@ def write_outputs(ctx: RunContext, gnn_task: GNNTask, predictor) -> None:
             ids)`` (``None`` for a type it has no rows for), ``logits(items)`` and
             ``split_outputs(split)`` (the evaluation's outputs, ``None`` when the model has
             none for the task).
+
+    Returns:
+        ``{"val": {name: {...}}, "test": {...}}`` per-class metrics of a classification task
+        whose classes have names, else ``None``.
     """
     g, task = ctx.graph, ctx.task
     emb_dir = os.path.join(ctx.out_dir, "embeddings")
@@ -80,7 +108,7 @@ def write_outputs(ctx: RunContext, gnn_task: GNNTask, predictor) -> None:
                      safe_join(emb_dir, t, ".parquet", "node type"))
     outs = {split: predictor.split_outputs(split) for split in ("val", "test")}
     if any(o is None for o in outs.values()):
-        return  # the final model has no model of the task (e.g. stage 1 without a task head)
+        return None  # the final model has no model of the task (e.g. stage 1 without a task head)
     path = os.path.join(ctx.out_dir, "predictions.parquet")
     if task.type == "node_classification":
         t = task.node_type
@@ -96,8 +124,14 @@ def write_outputs(ctx: RunContext, gnn_task: GNNTask, predictor) -> None:
         else:
             prob = torch.softmax(logits, -1)
             pred, label = logits.argmax(-1).tolist(), y.tolist()
-        _write_table(pa.table({"id": _raw_ids(g, t, ids), "split": _split_of(g.masks[t], ids.numel()),
-                               "label": label, "pred": pred, "prob": prob.numpy().tolist()}), path)
+        names = (g.label_names or {}).get(t)
+        cols = {"id": _raw_ids(g, t, ids), "split": _split_of(g.masks[t], ids.numel()), "label": label, "pred": pred,
+                "prob": prob.numpy().tolist()}
+        if names:
+            cols["label_names"] = _names(label, names, task.multilabel)
+            cols["pred_names"] = _names(pred, names, task.multilabel)
+        _write_table(pa.table(cols), path)
+        return _per_class(outs, y, names, task.multilabel, ctx.cfg.task.threshold)
     elif task.type == "edge_classification":
         src_all, dst_all = edge_endpoints_all(g, task.edge_type)  # held-out LP edges of the relation too
         eid = torch.nonzero(src_all >= 0).flatten()
@@ -107,10 +141,16 @@ def write_outputs(ctx: RunContext, gnn_task: GNNTask, predictor) -> None:
         for o in outs.values():
             logits[torch.searchsorted(eid, o["ids"].long())] = o["logits"]
         masks = {k: torch.as_tensor(v).bool()[eid] for k, v in g.edge_masks[task.edge_type].items()}
-        _write_table(pa.table({"src": _raw_ids(g, st, src), "dst": _raw_ids(g, dt, dst),
-                               "split": _split_of(masks, src.numel()),
-                               "label": torch.as_tensor(g.edge_labels[task.edge_type])[eid].tolist(),
-                               "pred": logits.argmax(-1).tolist()}), path)
+        y = torch.as_tensor(g.edge_labels[task.edge_type])
+        label, pred = y[eid].tolist(), logits.argmax(-1).tolist()
+        cols = {"src": _raw_ids(g, st, src), "dst": _raw_ids(g, dt, dst), "split": _split_of(masks, src.numel()),
+                "label": label, "pred": pred}
+        names = (getattr(g, "edge_label_names", None) or {}).get(task.edge_type)
+        if names:
+            cols["label_names"] = _names(label, names, False)
+            cols["pred_names"] = _names(pred, names, False)
+        _write_table(pa.table(cols), path)
+        return _per_class(outs, y, names, False, ctx.cfg.task.threshold)
     else:
         st, _, dt = task.edge_type
         cols = {"src": [], "dst": [], "split": [], "score": [], "rank": []}
@@ -121,3 +161,4 @@ def write_outputs(ctx: RunContext, gnn_task: GNNTask, predictor) -> None:
             cols["score"] += out["score"].tolist()
             cols["rank"] += out["rank"].tolist()
         _write_table(pa.table(cols), path)
+        return None

@@ -53,6 +53,7 @@ class Trainer:
         self.gnn_task = GNNTask(self.ctx)
         self.results: dict[str, dict] = {}
         self.final_stage: int | None = None
+        self.per_class: dict | None = None
 
     @property
     def cfg(self) -> Config:
@@ -126,7 +127,10 @@ class Trainer:
         self.final_stage = self._select_final_stage()
         self._write_metrics()
         if self.final_stage is not None:
-            write_outputs(ctx, self.gnn_task, STAGES[self.final_stage].predictor(ctx, self.features, self.gnn_task))
+            self.per_class = write_outputs(ctx, self.gnn_task,
+                                           STAGES[self.final_stage].predictor(ctx, self.features, self.gnn_task))
+            if self.per_class is not None:
+                self._write_metrics()
         ctx.log(format_table(self.results, ctx.task, self.final_stage))
         return self.results
 
@@ -148,10 +152,11 @@ class Trainer:
         ctx = self.ctx
         if not ctx.dist.is_main:
             return
-        atomic_write_json(os.path.join(ctx.out_dir, "metrics.json"),
-                          {"task": {"name": ctx.task.name, "type": ctx.task.type,
-                                    "primary_metric": ctx.task.primary_metric},
-                           "final_stage": self.final_stage, "stages": self.results, "history": ctx.history})
+        m = {"task": {"name": ctx.task.name, "type": ctx.task.type, "primary_metric": ctx.task.primary_metric},
+             "final_stage": self.final_stage, "stages": self.results, "history": ctx.history}
+        if self.per_class is not None:  # the final model's, per named class
+            m["per_class"] = {"stage": self.final_stage, **self.per_class}
+        atomic_write_json(os.path.join(ctx.out_dir, "metrics.json"), m)
         try:
             from lmgnn_fast.train.plots import plot_curves
 
