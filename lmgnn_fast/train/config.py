@@ -37,6 +37,12 @@ class LMConfig:
     precision: str = "auto"  # auto (bf16/fp16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32
     gradient_checkpointing: bool = False
     encode_batch_size: int = 128  # texts per forward in encode_all
+    # LoRA in stages 1 and 3 (needs peft: lmgnn_fast[lora]); 0 = every LM weight trains.
+    # Checkpoints hold the merged weights (base + alpha / r * B @ A), loadable without peft.
+    lora_r: int = 0  # adapter rank
+    lora_alpha: float = 16.0  # update scale alpha / r
+    lora_dropout: float = 0.05  # dropout on the adapters' input
+    lora_targets: list = field(default_factory=lambda: ["query", "value"])  # linear layers adapted
 
 
 @dataclass

@@ -30,6 +30,9 @@ _INF = math.inf
 RANGES: dict[str, tuple[float, bool, float, bool]] = {
     "lm.max_length": (2, True, _INF, False),
     "lm.encode_batch_size": (1, True, _INF, False),
+    "lm.lora_r": (0, True, _INF, False),
+    "lm.lora_alpha": (0, False, _INF, False),
+    "lm.lora_dropout": (0, True, 1, False),
     "gnn.hidden": (1, True, _INF, False),
     "gnn.num_layers": (1, True, _INF, False),
     "gnn.dropout": (0, True, 1, False),
@@ -121,6 +124,13 @@ def config_problems(cfg) -> list[str]:
         out.append(f"gnn.fanouts must be a list of integers, each -1 (all neighbours) or >= 1, got {g.fanouts!r}")
     elif isinstance(g.num_layers, int) and len(fan) != g.num_layers:
         out.append(f"gnn.fanouts has {len(fan)} entries but gnn.num_layers is {g.num_layers}")
+    lm = cfg.lm
+    if isinstance(lm.lora_r, float) and not lm.lora_r.is_integer():
+        out.append(f"lm.lora_r must be an integer (0 = off), got {lm.lora_r!r}")
+    targets = lm.lora_targets
+    if not isinstance(targets, list) or not targets or \
+            not all(isinstance(t, str) and t.strip() for t in targets):
+        out.append(f"lm.lora_targets must be a non-empty list of module names (e.g. [query, value]), got {targets!r}")
     if not isinstance(cfg.data.name, str) or not cfg.data.name.strip():
         out.append(f"data.name must name a built-in dataset or a directory, got {cfg.data.name!r}")
     od = cfg.run.out_dir

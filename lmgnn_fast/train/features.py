@@ -67,6 +67,27 @@ class FeatureSource:
             self.lm.model.load_state_dict({k[3:]: v for k, v in sd.items() if k.startswith("lm.")})
         self.lm_source = source
 
+    def trainable_lm_parameters(self) -> list:
+        """The LM parameters a stage trains: with ``lm.lora_r > 0`` LoRA adapters injected
+        into ``lm.lora_targets`` (every other LM weight frozen), else every LM weight.
+
+        Raises:
+            LMLoadError: LoRA asked for without ``peft`` installed, or a target not in the LM.
+        """
+        c = self.ctx.cfg.lm
+        if not c.lora_r:
+            return list(self.lm.model.parameters())
+        from lmgnn_fast.lm.lora import add_lora
+
+        return add_lora(self.lm.model, int(c.lora_r), c.lora_alpha, c.lora_dropout, list(c.lora_targets))
+
+    def merge_lora(self) -> None:
+        """Fold LoRA adapters (if any) into the LM's weights and remove them."""
+        if self.ctx.cfg.lm.lora_r:
+            from lmgnn_fast.lm.lora import merge_lora
+
+            merge_lora(self.lm.model)
+
     def lm_weights_changed(self, source: str, cache_current: bool = False) -> None:
         """Record that training changed the LM in place: it now holds ``source``.
 

@@ -77,8 +77,9 @@ class Stage1:
         torch.manual_seed(derive_seed(ctx.cfg.run.seed, "stage1-init"))
         self.heads = build_heads(ctx, features.hidden_size)
         lm = features.lm
+        lm_params = features.trainable_lm_parameters()
         self.modules = nn.ModuleDict({"lm": lm.model, "s1": self.heads})
-        groups = [{"params": lm.model.parameters(), "lr": c1.lr},
+        groups = [{"params": lm_params, "lr": c1.lr},
                   {"params": self.heads.decoder.parameters(), "lr": c1.head_lr}]
         if self.heads.task_head is not None:
             groups.append({"params": self.heads.task_head.parameters(), "lr": c1.head_lr})
@@ -228,7 +229,9 @@ class Stage1:
         return loss
 
     def finish(self) -> dict:
-        """Save ``checkpoints/stage1.safetensors`` (LM and heads); the LM now holds stage 1."""
+        """Save ``checkpoints/stage1.safetensors`` (LM, LoRA merged, and heads); the LM now
+        holds stage 1."""
+        self.features.merge_lora()
         state = {f"lm.{k}": v for k, v in self.features.lm.model.state_dict().items()}
         state.update({f"s1.{k}": v for k, v in self.heads.state_dict().items()})
         self.ctx.ckpt.save_stage(1, state, {"relations": repr(self.ctx.relations)})

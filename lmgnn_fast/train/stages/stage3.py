@@ -47,7 +47,8 @@ class Stage3(GNNCheckpointReader):
         if ctx.ckpt.has_stage(2):
             self.model.load_state_dict(gnn_state(ctx.ckpt.load_stage(2)))
         self.lm = features.lm
-        self.opt_lm = torch.optim.AdamW(self.lm.model.parameters(), lr=c3.lm_lr, weight_decay=0.01, foreach=True)
+        self.lm_params = features.trainable_lm_parameters()  # LoRA adapters or every weight
+        self.opt_lm = torch.optim.AdamW(self.lm_params, lr=c3.lm_lr, weight_decay=0.01, foreach=True)
         self.opt_gnn = torch.optim.AdamW(self.model.parameters(), lr=c3.gnn_lr, foreach=True)
         self.optimizers = {"lm": self.opt_lm, "gnn": self.opt_gnn}
         self.modules = nn.ModuleDict({"lm": self.lm.model, "gnn": self.model})
@@ -61,7 +62,8 @@ class Stage3(GNNCheckpointReader):
     def start_epoch(self, epoch: int) -> None:
         """Freeze the LM during the warm-up epochs."""
         self.warm = epoch < self.ctx.cfg.stage3.warmup_epochs
-        self.lm.model.requires_grad_(not self.warm)
+        for p in self.lm_params:
+            p.requires_grad_(not self.warm)
 
     def make_batches(self, epoch: int):
         """The training loader at ``epoch`` (this rank's share of each shuffled batch; cut
@@ -77,7 +79,7 @@ class Stage3(GNNCheckpointReader):
         self.opt_lm.zero_grad(set_to_none=True)
         self.opt_gnn.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.lm.model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(self.lm_params, 1.0)
         if not self.warm:
             self.opt_lm.step()
         self.opt_gnn.step()
@@ -140,9 +142,10 @@ class Stage3(GNNCheckpointReader):
         self.refreshed_epoch = state["refreshed_epoch"]
 
     def finish(self) -> dict:
-        """Save ``checkpoints/stage3.safetensors`` (LM and GNN); returns the stage's timing
-        figures (epoch times, steps per epoch, LM nodes per epoch)."""
+        """Save ``checkpoints/stage3.safetensors`` (LM, LoRA merged, and GNN); returns the
+        stage's timing figures (epoch times, steps per epoch, LM nodes per epoch)."""
         c3 = self.ctx.cfg.stage3
+        self.features.merge_lora()
         self.lm.model.requires_grad_(True)
         state = {f"lm.{k}": v for k, v in self.lm.model.state_dict().items()}
         state.update({f"gnn.{k}": v for k, v in self.model.state_dict().items()})
