@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from lmgnn_fast.train.budget import CPU_STAGE1_ITEMS, resolve_auto, stage2_batch_size
+from lmgnn_fast.train.budget import CPU_STAGE1_TEXTS, resolve_auto, stage2_batch_size
 from lmgnn_fast.train.config import Config, ConfigError, apply_overrides
 from lmgnn_fast.train.data import TargetTask
 from lmgnn_fast.train.runner import format_table
@@ -69,7 +69,14 @@ def test_stage2_batch_size_gives_about_20_steps_an_epoch(n, expected):
 def test_auto_values_follow_the_device_and_keep_explicit_ones():
     cfg = Config()
     lines = resolve_auto(cfg, 670, "cpu")
-    assert cfg.stage1.max_items == CPU_STAGE1_ITEMS and cfg.stage2.batch_size == 32 and len(lines) == 2
+    assert cfg.stage1.max_items == CPU_STAGE1_TEXTS and cfg.stage2.batch_size == 32 and len(lines) == 2
+    # the CPU budget counts LM texts: two endpoints per edge, plus the batch's negatives for LP
+    cfg = Config()
+    resolve_auto(cfg, 670, "cpu", "edge_classification")
+    assert cfg.stage1.max_items == CPU_STAGE1_TEXTS // 2
+    cfg = apply_overrides(Config(), ["--stage1.num_negatives", "16", "--stage1.batch_size", "16"])
+    resolve_auto(cfg, 670, "cpu", "link_prediction")
+    assert cfg.stage1.max_items == CPU_STAGE1_TEXTS // 3
     cfg = Config()
     resolve_auto(cfg, 670, "cuda")
     assert cfg.stage1.max_items == 0

@@ -89,7 +89,7 @@ class Stage1Config:
     epoch) plus ``task_weight`` x the task loss on ``task_batch_size`` items per step.
     """
     objective: str = "task"  # task | task+graph | graph
-    max_items: int | None = None  # task items per epoch; 0 = all; None = auto (CPU 2048, GPU all)
+    max_items: int | None = None  # task items per epoch; 0 = all; None = auto (CPU: 2048 LM texts, GPU all)
     epochs: int = 2
     batch_size: int = 16  # edges per step
     lr: float = 5e-5  # LM

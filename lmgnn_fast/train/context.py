@@ -126,7 +126,7 @@ class RunContext:
             raise DataError(f"stages 1 and 3 train the LM but {why}; use --run.stages 2")
         train = split_items(graph, task, "train")
         for line in resolve_auto(cfg, int((train[0] if isinstance(train, tuple) else train).numel()),
-                                 dist.device.type):
+                                 dist.device.type, task.type):
             log(line)
         os.makedirs(cfg.run.out_dir, exist_ok=True)
         return cls(cfg=cfg, graph=graph, task=task, relations=relations, text_types=texts, stages=stages,
