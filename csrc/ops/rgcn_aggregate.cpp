@@ -78,6 +78,7 @@
 
 #include "utils/check.h"
 #include "utils/cpu_buffer.h"
+#include "utils/cpu_fixed_order.h"
 
 namespace lmgnn {
 
@@ -203,20 +204,45 @@ void weight_grads_from_dw(const at::Tensor& dw, const at::Tensor& weight,
   }
   const int64_t R = dw.size(0), F_in = dw.size(1), F_out = dw.size(2), B = weight.size(0);
   const auto dwf = dw.view({R, F_in * F_out});
+  const auto vt = weight.view({B, F_in * F_out}).t();
+  if (dw.is_cpu()) {  // dcomp sums over F_in * F_out: in a fixed order (utils/cpu_fixed_order.h)
+    if (needs[1]) dweight = mm_fixed_order(comp->t(), dwf).view({B, F_in, F_out});
+    if (needs[2]) dcomp = mm_fixed_order(dwf, vt);
+    return;
+  }
   if (needs[1]) dweight = at::mm(comp->t(), dwf).view({B, F_in, F_out});
-  if (needs[2]) dcomp = at::mm(dwf, weight.view({B, F_in * F_out}).t());
+  if (needs[2]) dcomp = at::mm(dwf, vt);
 }
 
 at::Tensor mm_large(const at::Tensor& a, const at::Tensor& b) {
   auto out = empty_large({a.size(0), b.size(1)}, a.options());
+  if (a.is_cpu()) return mm_fixed_order_out(out, a, b);
   at::mm_out(out, a, b);
   return out;
 }
 
+namespace {
+
+// out += a @ b (CPU: in the fixed order of utils/cpu_fixed_order.h).
+at::Tensor& mm_accumulate(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  if (out.is_cpu()) return mm_fixed_order_out(out, a, b, /*accumulate=*/true);
+  return out.addmm_(a, b);
+}
+
+// bias (broadcast over rows) + a @ b into an empty_large buffer.
+at::Tensor addmm_large(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b) {
+  auto out = empty_large({a.size(0), b.size(1)}, a.options());
+  if (!a.is_cpu()) return at::addmm_out(out, bias, a, b);
+  out.copy_(bias.expand({a.size(0), b.size(1)}));
+  return mm_accumulate(out, a, b);
+}
+
+}  // namespace
+
 at::Tensor weight_grad_mm(const at::Tensor& a, const at::Tensor& b, std::optional<at::Tensor> out) {
   at::Tensor res = out.has_value() ? *out : empty_large({a.size(1), b.size(1)}, a.options());
   if (a.is_cpu()) {
-    res.copy_(at::mm(b.t(), a).t());
+    res.copy_(mm_fixed_order(b.t(), a).t());
   } else {
     at::mm_out(res, a.t(), b);
   }
@@ -228,7 +254,11 @@ void root_grads(const at::Tensor& g, const std::optional<at::Tensor>& x_root,
                 at::Tensor& dxr, at::Tensor& dwr, at::Tensor& db) {
   if (needs[3]) dxr = mm_large(g, root_weight->t());
   if (needs[4]) dwr = weight_grad_mm(*x_root, g);
-  if (needs[5]) db = at::sum(g, {0}, false, at::toOpMathType(g.scalar_type())).to(g.scalar_type());
+  if (needs[5] && g.is_cpu()) {
+    db = column_sum_fixed_order(g);
+  } else if (needs[5]) {
+    db = at::sum(g, {0}, false, at::toOpMathType(g.scalar_type())).to(g.scalar_type());
+  }
 }
 
 std::pair<at::Tensor, bool> root_term(const std::optional<at::Tensor>& x_root,
@@ -236,8 +266,7 @@ std::pair<at::Tensor, bool> root_term(const std::optional<at::Tensor>& x_root,
                                       const std::optional<at::Tensor>& bias) {
   if (x_root.has_value()) {
     if (!bias.has_value()) return {mm_large(*x_root, *root_weight), false};
-    auto out = empty_large({x_root->size(0), root_weight->size(1)}, x_root->options());
-    return {at::addmm_out(out, *bias, *x_root, *root_weight), false};
+    return {addmm_large(*bias, *x_root, *root_weight), false};
   }
   if (bias.has_value()) return {bias->contiguous(), true};
   return {at::Tensor(), false};
@@ -246,10 +275,12 @@ std::pair<at::Tensor, bool> root_term(const std::optional<at::Tensor>& x_root,
 at::Tensor root_plus_product(const at::Tensor& z, const at::Tensor& w, const std::optional<at::Tensor>& x_root,
                              const std::optional<at::Tensor>& root_weight,
                              const std::optional<at::Tensor>& bias) {
-  if (x_root.has_value()) return root_term(x_root, root_weight, bias).first.addmm_(z, w);
+  if (x_root.has_value()) {
+    auto out = root_term(x_root, root_weight, bias).first;
+    return mm_accumulate(out, z, w);
+  }
   if (!bias.has_value()) return mm_large(z, w);
-  auto out = empty_large({z.size(0), w.size(1)}, z.options());
-  return at::addmm_out(out, *bias, z, w);
+  return addmm_large(*bias, z, w);
 }
 
 TORCH_LIBRARY_FRAGMENT(lmgnn, m) {

@@ -61,11 +61,13 @@ at::Tensor mm_large(const at::Tensor& a, const at::Tensor& b);
 // a^T @ b for a [N, K], b [N, M] with a long N (a weight gradient: activations^T @ grad),
 // as a contiguous [K, M] tensor, into `out` when given. On the CPU computed as
 // (b^T @ a)^T and copied: MKL's sgemm ran this reduction 1.2-1.6x faster in that
-// orientation (1 thread, N = 10,000, M = 128: K = 512 12.5 -> 8.7 ms, K = 768 21 -> 13.5 ms).
+// orientation (1 thread, N = 10,000, M = 128: K = 512 12.5 -> 8.7 ms, K = 768 21 -> 13.5 ms),
+// in the fixed order of utils/cpu_fixed_order.h (the same bits for any thread count).
 at::Tensor weight_grad_mm(const at::Tensor& a, const at::Tensor& b, std::optional<at::Tensor> out = std::nullopt);
 
 // Gradients of the root term and bias, on any device: dx_root = g W_root^T,
-// dW_root = x_root^T g, db = sum_i g[i] (accumulated in the op-math type).
+// dW_root = x_root^T g, db = sum_i g[i] (accumulated in the op-math type); on the CPU the
+// two reductions over rows in a fixed order (utils/cpu_fixed_order.h).
 void root_grads(const at::Tensor& g, const std::optional<at::Tensor>& x_root,
                 const std::optional<at::Tensor>& root_weight, std::array<bool, 6> needs,
                 at::Tensor& dxr, at::Tensor& dwr, at::Tensor& db);

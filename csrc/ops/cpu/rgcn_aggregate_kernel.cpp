@@ -2,12 +2,13 @@
 // and cost model: ops/rgcn_aggregate.cpp).
 //
 // Aggregate, then transform: per-pair sums run in parallel over pairs (each pair owns its
-// output row), the per-relation GEMMs go to at::mm on contiguous row ranges of the pair
-// buffer (MKL / oneDNN). Orders 0 and 1 go relation by relation: sum the relation's pairs,
+// output row), the per-relation GEMMs go to MKL on contiguous row ranges of the pair buffer,
+// tiled in a fixed order (utils/cpu_fixed_order.h). Orders 0 and 1 go relation by relation: sum the relation's pairs,
 // multiply them into a buffer the size of the largest relation, add the products onto
 // their destination rows (distinct within a relation) while they are still in cache; every
 // row thus sums its terms in relation order — deterministic for any thread count, no
-// atomics. Rows named by the edges are prefetched a few edges ahead (utils/prefetch.h); the
+// atomics; the GEMMs and the weight gradients' long reductions run in a fixed order too, so
+// every output and gradient has the same bits for any thread count. Rows named by the edges are prefetched a few edges ahead (utils/prefetch.h); the
 // large buffers come from a cache of freed blocks (utils/cpu_buffer.h), not fresh pages.
 #include <ATen/Parallel.h>
 #include <ATen/OpMathType.h>
@@ -26,6 +27,7 @@
 #include "ops/rgcn_aggregate.h"
 #include "utils/check.h"
 #include "utils/cpu_buffer.h"
+#include "utils/cpu_fixed_order.h"
 #include "utils/dispatch.h"
 #include "utils/prefetch.h"
 
@@ -309,10 +311,13 @@ void basis_pair_grads(const at::Tensor& dz, const at::Tensor& agg, const at::Ten
   });
 }
 
-// W = comp @ V  ->  [R, F_in, F_out]
+// W = comp @ V  ->  [R, F_in, F_out], the same bits for any thread count (MKL's threaded
+// GEMM rounds this short, wide product differently at 1 and 2 threads).
 at::Tensor form_weight(const at::Tensor& comp, const at::Tensor& v) {
   const int64_t B = v.size(0), F_in = v.size(1), F_out = v.size(2);
-  return mm_large(comp, v.reshape({B, F_in * F_out})).view({comp.size(0), F_in, F_out});
+  auto w = empty_large({comp.size(0), F_in * F_out}, v.options());
+  mm_fixed_order_out(w, comp, v.reshape({B, F_in * F_out}));
+  return w.view({comp.size(0), F_in, F_out});
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cpu(
@@ -381,7 +386,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cpu(
           if (n == 0) continue;
           segment_sum<scalar_t, index_t>(x, l, mean, lo, lo + n, agg);
           auto y_r = y.narrow(0, 0, n);
-          at::mm_out(y_r, agg.narrow(0, lo, n), w.select(0, r));
+          mm_fixed_order_out(y_r, agg.narrow(0, lo, n), w.select(0, r));
           add_pair_rows<scalar_t, index_t, acc_t>(y_r, l, lo, n, acc);
         }
         out = acc.scalar_type() == x.scalar_type() ? acc : acc.to(x.scalar_type());
@@ -444,7 +449,8 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
             auto dc = at::zeros({l.R, B}, dots.options());
             const int64_t* rp = l.rel_ptr.const_data_ptr<int64_t>();
             for (int64_t r = 0; r < l.R; ++r) {
-              if (rp[r + 1] > rp[r]) dc[r].copy_(dots.narrow(0, rp[r], rp[r + 1] - rp[r]).sum(0));
+              const int64_t n = rp[r + 1] - rp[r];
+              if (n > 0) dc[r].copy_(column_sum_fixed_order(dots.narrow(0, rp[r], n)));
             }
             dcomp = dc.to(x_in.scalar_type());
           }
@@ -470,7 +476,7 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
             at::index_select_out(g_r, g, 0, l.pair_dst.narrow(0, lo, n));
             if (needs[0]) {
               auto d_r = dagg.narrow(0, lo, n);
-              at::mm_out(d_r, g_r, w.select(0, r).t());
+              mm_fixed_order_out(d_r, g_r, w.select(0, r).t());
             }
             if (need_dw) weight_grad_mm(agg.narrow(0, lo, n), g_r, dw.select(0, r));
           }
