@@ -142,6 +142,9 @@ class RunConfig:
     progress: bool = True
     interrupt_after_steps: int = 0  # testing aid: raise after this many steps (0 = off)
     dist_timeout: float = 300.0  # seconds: bound on every collective under torchrun
+    # record how far stages 1 and 3 move the LM's embeddings (a fixed sample of nodes per
+    # text type encoded at the stage's start and end; metrics.json "lm_drift")
+    diagnostics: bool = False
     # under torchrun: one copy per machine of the graph, token ids and embedding tables,
     # shared by its ranks (false: every rank holds its own); shared_dir "" = /dev/shm
     share_memory: bool = True

@@ -170,7 +170,10 @@ def run_epochs(stage: Stage, ctx: RunContext, resume: ResumeState | None = None)
             loss = data_parallel.mean_over_ranks(stage.step(batch, epoch, i), ctx.dist)
             ctx.global_step += 1
             data_parallel.maybe_fail(ctx.dist, ctx.global_step)
-            hist.append({"step": ctx.global_step, "epoch": epoch, "loss": float(loss)})
+            rec = {"step": ctx.global_step, "epoch": epoch, "loss": float(loss)}
+            if getattr(stage, "lm_grad_norm", None) is not None:  # stages that train the LM
+                rec["lm_grad_norm"] = stage.lm_grad_norm
+            hist.append(rec)
             bar.set_postfix(loss=f"{float(loss):.4f}")
             bar.update(1)
             if i + 1 < len(batches) and _checkpoint_due(ctx, last_save):

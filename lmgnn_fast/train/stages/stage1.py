@@ -29,6 +29,7 @@ from torch import nn
 
 from lmgnn_fast.train.context import RunContext
 from lmgnn_fast.train.data_parallel import rank_slice, shard_batches, wrap_modules
+from lmgnn_fast.train.diagnostics import DriftProbe, grad_norm
 from lmgnn_fast.train.features import FeatureSource
 from lmgnn_fast.train.seeds import derive_seed
 from lmgnn_fast.train.stages.stage1_model import Stage1Predictor, build_heads
@@ -78,6 +79,8 @@ class Stage1:
         self.heads = build_heads(ctx, features.hidden_size)
         lm = features.lm
         lm_params = features.trainable_lm_parameters()
+        self.lm_params, self.lm_grad_norm = lm_params, None
+        self.probe = DriftProbe(ctx, features) if ctx.cfg.run.diagnostics and ctx.text_types else None
         self.modules = nn.ModuleDict({"lm": lm.model, "s1": self.heads})
         groups = [{"params": lm_params, "lr": c1.lr},
                   {"params": self.heads.decoder.parameters(), "lr": c1.head_lr}]
@@ -130,6 +133,7 @@ class Stage1:
         loss = self.forward(lambda: self.batch_loss(batch, epoch, i))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        self.lm_grad_norm = grad_norm(self.lm_params)
         torch.nn.utils.clip_grad_norm_(self.modules.parameters(), 1.0)
         self.opt.step()
         return float(loss.detach())
@@ -236,7 +240,7 @@ class Stage1:
         state.update({f"s1.{k}": v for k, v in self.heads.state_dict().items()})
         self.ctx.ckpt.save_stage(1, state, {"relations": repr(self.ctx.relations)})
         self.features.lm_weights_changed("stage1")
-        return {}
+        return {"lm_drift": self.probe.measure()} if self.probe is not None else {}
 
     @staticmethod
     def evaluate(ctx: RunContext, features: FeatureSource, task: GNNTask) -> tuple[dict, None]:

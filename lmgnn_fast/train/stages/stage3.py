@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from lmgnn_fast.train.context import RunContext
 from lmgnn_fast.train.data_parallel import wrap_modules
+from lmgnn_fast.train.diagnostics import DriftProbe, grad_norm
 from lmgnn_fast.train.features import FeatureSource
 from lmgnn_fast.train.seeds import derive_seed
 from lmgnn_fast.train.stages.common import GNNCheckpointReader, gnn_state
@@ -48,6 +49,8 @@ class Stage3(GNNCheckpointReader):
             self.model.load_state_dict(gnn_state(ctx.ckpt.load_stage(2)))
         self.lm = features.lm
         self.lm_params = features.trainable_lm_parameters()  # LoRA adapters or every weight
+        self.lm_grad_norm = None
+        self.probe = DriftProbe(ctx, features) if ctx.cfg.run.diagnostics else None
         self.opt_lm = torch.optim.AdamW(self.lm_params, lr=c3.lm_lr, weight_decay=0.01, foreach=True)
         self.opt_gnn = torch.optim.AdamW(self.model.parameters(), lr=c3.gnn_lr, foreach=True)
         self.optimizers = {"lm": self.opt_lm, "gnn": self.opt_gnn}
@@ -79,6 +82,7 @@ class Stage3(GNNCheckpointReader):
         self.opt_lm.zero_grad(set_to_none=True)
         self.opt_gnn.zero_grad(set_to_none=True)
         loss.backward()
+        self.lm_grad_norm = grad_norm(self.lm_params)
         torch.nn.utils.clip_grad_norm_(self.lm_params, 1.0)
         if not self.warm:
             self.opt_lm.step()
@@ -154,5 +158,8 @@ class Stage3(GNNCheckpointReader):
         self.features.lm_weights_changed("stage3", cache_current=self.refreshed_epoch == c3.epochs - 1
                                          and self.features.cache_source == "stage3-training")
         ep = [r["epoch_time_s"] for r in self.ctx.history.get("stage3", []) if "epoch_time_s" in r]
-        return {"epoch_time_s": ep, "steps_per_epoch": len(self.loader),
-                "lm_nodes_per_epoch": self.lm_nodes_seen / max(len(ep), 1)}
+        out = {"epoch_time_s": ep, "steps_per_epoch": len(self.loader),
+               "lm_nodes_per_epoch": self.lm_nodes_seen / max(len(ep), 1)}
+        if self.probe is not None:
+            out["lm_drift"] = self.probe.measure()
+        return out
