@@ -147,3 +147,74 @@ def test_rgcn_bad_inputs():
     model = RGCN(4, 4, 2, NODE_TYPES, EDGE_TYPES, num_layers=2)
     with pytest.raises(ValueError, match="got 1 blocks for 2 layers"):
         model({}, [random_block({t: 3 for t in NODE_TYPES}, {t: 1 for t in NODE_TYPES})])
+
+
+def _per_layer_reference(model, x, blocks):
+    """The encoder layer by layer through RGCNConv's per-type dict path (concatenation per
+    call), the way it ran before the stacked layouts."""
+    h = {t: model.act(model.proj[t](x[t][: blocks[0].num_src(t)])) for t in NODE_TYPES if blocks[0].num_src(t)}
+    for i, (conv, block) in enumerate(zip(model.convs, blocks)):
+        h = conv(h, None, block)
+        if i < len(model.convs) - 1:
+            if model.norms is not None:
+                h = {t: model.norms[i](v) for t, v in h.items()}
+            h = {t: model.act(v) for t, v in h.items()}
+    return h
+
+
+@pytest.mark.parametrize("use_kernel", [True, False])
+@pytest.mark.parametrize("num_bases", [None, 2])
+@pytest.mark.parametrize("case", ["nested", "strict_prefix", "absent_type", "one_layer"])
+def test_rgcn_stacked_layouts_match_per_layer_path(use_kernel, num_bases, case):
+    n0 = {"paper": 40, "author": 30, "venue": 5}
+    sizes = {"nested": [n0, {"paper": 15, "author": 10, "venue": 2}, {"paper": 4, "author": 2, "venue": 0}],
+             # block 1 reads fewer sources than block 0 wrote destinations
+             "strict_prefix": [n0, {"paper": 15, "author": 10, "venue": 2}, {"paper": 4, "author": 2, "venue": 0}],
+             # 'venue' has no nodes past the input layer, 'author' none at the seeds
+             "absent_type": [n0, {"paper": 12, "author": 6, "venue": 0}, {"paper": 5, "author": 0, "venue": 0}],
+             "one_layer": [n0, {"paper": 7, "author": 3, "venue": 1}]}[case]
+    blocks = []
+    for i in range(len(sizes) - 1):
+        src = dict(sizes[i])
+        if case == "strict_prefix" and i == 1:
+            src = {"paper": 11, "author": 8, "venue": 1}
+        blocks.append(random_block(src, sizes[i + 1], seed=10 + i, empty=(3,) if i == 0 else (1,)))
+    dims = {"paper": 12, "author": 7, "venue": 3}
+    model = RGCN(dims, 16, 5, node_types=NODE_TYPES, edge_types=EDGE_TYPES, num_layers=len(blocks),
+                 num_bases=num_bases, activation="gelu", layer_norm=True, use_kernel=use_kernel).double().eval()
+    x = {t: v.requires_grad_() for t, v in _feats(n0, dims, 3, "cpu").items()}
+    got = model(x, blocks)
+    want = _per_layer_reference(model, x, blocks)
+    assert set(got) == set(NODE_TYPES)
+    for t in NODE_TYPES:
+        assert got[t].shape == (sizes[-1][t], 5)
+        torch.testing.assert_close(got[t], want[t] if t in want else got[t].new_zeros((0, 5)))
+    g = {t: torch.randn(v.shape, dtype=v.dtype, generator=torch.Generator().manual_seed(7)) for t, v in got.items()}
+    grads_got = torch.autograd.grad(sum((got[t] * g[t]).sum() for t in got), [*model.parameters(), *x.values()],
+                                    allow_unused=True)
+    grads_want = torch.autograd.grad(sum((want[t] * g[t]).sum() for t in want), [*model.parameters(), *x.values()],
+                                     allow_unused=True)
+    for a, b in zip(grads_got, grads_want):
+        if a is None or b is None:
+            assert (a is None or not a.any()) and (b is None or not b.any())
+        else:
+            torch.testing.assert_close(a, b)
+
+
+def test_stacked_layouts_rows_and_errors():
+    from lmgnn_fast.ops import layouts_from_blocks
+
+    n0, n1, n2 = {"paper": 6, "author": 4, "venue": 2}, {"paper": 3, "author": 2, "venue": 0}, \
+        {"paper": 1, "author": 1, "venue": 0}
+    blocks = [random_block(n0, n1, seed=1), random_block(n1, n2, seed=2)]
+    st = layouts_from_blocks(blocks)
+    assert layouts_from_blocks(blocks) is st  # cached for this sequence
+    assert st.num_input == 12 and [lay.num_src for lay in st.layouts] == [12, 5]
+    assert [lay.num_dst for lay in st.layouts] == [5, 2]
+    # seeds first (by type), then the rest of layer 1's sources, then the rest of layer 0's
+    assert st.input_slices == [("paper", 0, 1), ("author", 0, 1), ("paper", 1, 3), ("author", 1, 2),
+                               ("paper", 3, 6), ("author", 2, 4), ("venue", 0, 2)]
+    assert st.output_slices == {"paper": (0, 1), "author": (1, 1), "venue": (2, 0)}
+    too_many = random_block({"paper": 4, "author": 2, "venue": 0}, n2, seed=3)
+    with pytest.raises(ValueError, match="block 1 has 4 source nodes of type 'paper', more than the 3"):
+        layouts_from_blocks([blocks[0], too_many])

@@ -96,9 +96,19 @@ class RGCNConv(nn.Module):
             return False
         return kernel_available(x.device)
 
-    def _aggregate(self, x_src: Tensor, x_dst: Optional[Tensor], layout: RelLayout) -> Tensor:
-        """The layer on concatenated rows: the fused op where it has a kernel for the
-        input's device (and ``use_kernel`` allows), else its pure-torch reference."""
+    def aggregate_rows(self, x_src: Tensor, x_dst: Optional[Tensor], layout: RelLayout) -> Tensor:
+        """The layer on rows already in ``layout``'s numbering: the fused op where it has a
+        kernel for the input's device (and ``use_kernel`` allows), else its pure-torch
+        reference.
+
+        Args:
+            x_src: Tensor  # [layout.num_src, F_in]
+            x_dst: Tensor  # [layout.num_dst, F_in] root rows (ignored without a root weight)
+            layout: the :class:`~lmgnn_fast.ops.layout.RelLayout` of the layer.
+
+        Returns:
+            Tensor  # [layout.num_dst, F_out]
+        """
         if layout.num_relations != self.num_relations:
             raise ValueError(f"RGCNConv: the graph has {layout.num_relations} relations, the layer "
                              f"{self.num_relations}")
@@ -139,7 +149,7 @@ class RGCNConv(nn.Module):
         if isinstance(x_src, dict):
             if x_dst is None:
                 x_dst = x_src
-            out = self._aggregate(_concat(x_src, layout, layout.num_src_per_type, "source"),
+            out = self.aggregate_rows(_concat(x_src, layout, layout.num_src_per_type, "source"),
                                   _concat(x_dst, layout, layout.num_dst_per_type, "destination"), layout)
             return {t: out[layout.dst_offset[t]: layout.dst_offset[t] + layout.num_dst_per_type[t]]
                     for t in layout.node_types}
@@ -148,12 +158,12 @@ class RGCNConv(nn.Module):
                              "(the destination rows in the layout's order)")
         if x_src.shape[0] != layout.num_src:
             raise ValueError(f"RGCNConv: x_src has {x_src.shape[0]} rows, the block {layout.num_src} sources")
-        return self._aggregate(x_src, x_dst, layout)
+        return self.aggregate_rows(x_src, x_dst, layout)
 
     def _forward_coo(self, x, edge_index: Tensor, edge_type: Tensor) -> Tensor:
         x_src, x_dst = x if isinstance(x, (tuple, list)) else (x, x)
         layout = layout_from_coo(edge_index, edge_type, x_src.shape[0], x_dst.shape[0], self.num_relations)
-        return self._aggregate(x_src, x_dst, layout)
+        return self.aggregate_rows(x_src, x_dst, layout)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, num_relations={self.num_relations}, "

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from lmgnn_fast.graph import EdgeType
 from lmgnn_fast.nn.conv import RGCNConv
 from lmgnn_fast.nn.norm import LayerNorm
+from lmgnn_fast.ops.layout import layouts_from_blocks
 from lmgnn_fast.sampling.block import Block
 
 _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
@@ -77,19 +78,29 @@ class RGCN(nn.Module):
     def forward(self, x: dict, blocks: Sequence[Block]) -> dict:
         if len(blocks) != len(self.convs):
             raise ValueError(f"RGCN: got {len(blocks)} blocks for {len(self.convs)} layers")
-        h = {}
+        # One row numbering for all layers (ops.layouts_from_blocks): each layer reads its
+        # sources and root rows as leading rows of the previous layer's output, in place.
+        stack = layouts_from_blocks(blocks)
+        h0 = {}
         for t in self.node_types:
             n = blocks[0].num_src(t) if t in blocks[0].src_nodes else 0
             if n == 0:
-                h[t] = self.proj[t].weight.new_zeros((0, self.proj[t].out_features))
                 continue
             if t not in x:
                 raise KeyError(f"RGCN: no input features for node type '{t}' ({n} source nodes in blocks[0])")
-            h[t] = self.dropout(self.act(self.proj[t](x[t][:n])))
-        for i, (conv, block) in enumerate(zip(self.convs, blocks)):
-            h = conv(h, None, block)
+            h0[t] = self.dropout(self.act(self.proj[t](x[t][:n])))
+        parts = []
+        for t, lo, hi in stack.input_slices:
+            if t not in h0:
+                raise KeyError(f"RGCN: node type '{t}' has {hi - lo} source nodes in the blocks but is not one "
+                               f"of the encoder's node types")
+            parts.append(h0[t][lo:hi])
+        proj_w = next(iter(self.proj.values())).weight
+        h = torch.cat(parts, 0) if parts else proj_w.new_zeros((0, proj_w.shape[0]))
+        for i, (conv, layout) in enumerate(zip(self.convs, stack.layouts)):
+            h = conv.aggregate_rows(h[:layout.num_src], h[:layout.num_dst], layout)
             if i < len(self.convs) - 1:
                 if self.norms is not None:
-                    h = {t: self.norms[i](v) for t, v in h.items()}
-                h = {t: self.dropout(self.act(v)) for t, v in h.items()}
-        return h
+                    h = self.norms[i](h)
+                h = self.dropout(self.act(h))
+        return {t: h[o:o + n] for t, (o, n) in stack.output_slices.items()}

@@ -19,14 +19,15 @@ from lmgnn_fast.ops.cache import (
 )
 from lmgnn_fast.ops.convert import coo_to_csc, coo_to_csc_ref, csc_to_coo
 from lmgnn_fast.ops.kernels import kernel_available
-from lmgnn_fast.ops.layout import RelLayout, build_layout, layout_from_block, layout_from_coo
+from lmgnn_fast.ops.layout import (RelLayout, StackedLayouts, build_layout, layout_from_block, layout_from_coo,
+                                  layouts_from_blocks)
 from lmgnn_fast.ops.sampling import hetero_neighbor_sample, hetero_neighbor_sample_ref
 
 __all__ = [
     "coo_to_csc", "coo_to_csc_ref", "csc_to_coo",
     "hetero_neighbor_sample", "hetero_neighbor_sample_ref",
     "choose_order", "rgcn_aggregate", "rgcn_aggregate_ref",
-    "RelLayout", "build_layout", "layout_from_block", "layout_from_coo", "kernel_available",
+    "RelLayout", "StackedLayouts", "build_layout", "layout_from_block", "layout_from_coo", "layouts_from_blocks", "kernel_available",
     "cpu_buffer_cache_info", "empty_cpu_buffer_cache",
     "cache_lookup", "cache_gather", "cache_admit", "cache_admit_lfu", "cache_update",
     "cache_lookup_ref", "cache_gather_ref", "cache_admit_ref", "cache_admit_lfu_ref", "cache_update_ref",

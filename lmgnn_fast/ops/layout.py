@@ -161,6 +161,45 @@ def layout_from_coo(edge_index: Tensor, edge_type: Tensor, num_src: int, num_dst
     return build_layout(indptr.diff(), seg_dst, seg_rel, col, num_src, num_dst, num_relations, index_dtype)
 
 
+def _block_segments(block, r: int, ns: dict, nd: dict):
+    """Checked CSC of relation ``r`` of ``block``: ``(counts [nd[d]], local sources [E])``."""
+    s, rel, d = block.edge_types[r]
+    device = block.device
+    indptr = block.indptr[r].to(device).long()
+    if indptr.numel() != nd[d] + 1:
+        raise ValueError(f"layout: relation {r} {(s, rel, d)} has indptr of {indptr.numel()} "
+                         f"entries, expected num_dst['{d}'] + 1 = {nd[d] + 1}")
+    idx = block.indices[r].to(device).long()[int(indptr[0]):int(indptr[-1])]
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= ns[s]):
+        bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
+        raise IndexError(f"layout: relation {r} {(s, rel, d)} holds source id {bad} out of range "
+                         f"for node type '{s}' ({ns[s]} nodes)")
+    return indptr.diff(), idx
+
+
+def _block_sizes(block) -> tuple[dict, dict]:
+    ns = {t: block.num_src(t) if t in block.src_nodes else 0 for t in block.node_types}
+    nd = {t: int(block.num_dst.get(t, 0)) for t in block.node_types}
+    return ns, nd
+
+
+def _layout_with_positions(block, src_pos, dst_pos, num_src: int, num_dst: int, index_dtype):
+    """The layout of ``block`` with source row ``src_pos(t, local ids)`` and destination row
+    ``dst_pos(t, local ids)`` for the nodes of type ``t``."""
+    ns, nd = _block_sizes(block)
+    device = block.device
+    counts, seg_dst, seg_rel, cols = [], [], [], []
+    for r, (s, _, d) in enumerate(block.edge_types):
+        cnt, idx = _block_segments(block, r, ns, nd)
+        counts.append(cnt)
+        seg_dst.append(dst_pos(d, torch.arange(nd[d], device=device)))
+        seg_rel.append(torch.full((nd[d],), r, dtype=torch.long, device=device))
+        cols.append(src_pos(s, idx))
+    cat = lambda xs: torch.cat(xs) if xs else torch.zeros(0, dtype=torch.long, device=device)  # noqa: E731
+    return build_layout(cat(counts), cat(seg_dst), cat(seg_rel), cat(cols), num_src, num_dst,
+                        len(block.edge_types), index_dtype)
+
+
 def layout_from_block(block, index_dtype: Optional[torch.dtype] = None) -> RelLayout:
     """Layout of a sampler :class:`~lmgnn_fast.sampling.Block`, cached in ``block.derived``."""
     key = ("rgcn_layout", index_dtype)
@@ -168,37 +207,105 @@ def layout_from_block(block, index_dtype: Optional[torch.dtype] = None) -> RelLa
     if hit is not None:
         return hit
     types = list(block.node_types)
-    src_off, dst_off, ns, nd = {}, {}, {}, {}
+    ns, nd = _block_sizes(block)
+    src_off, dst_off = {}, {}
     s_total = d_total = 0
     for t in types:
         src_off[t], dst_off[t] = s_total, d_total
-        ns[t] = block.num_src(t) if t in block.src_nodes else 0
-        nd[t] = int(block.num_dst.get(t, 0))
         s_total += ns[t]
         d_total += nd[t]
-    device = block.device
-    counts, seg_dst, seg_rel, cols = [], [], [], []
-    for r, (s, rel, d) in enumerate(block.edge_types):
-        indptr = block.indptr[r].to(device).long()
-        if indptr.numel() != nd[d] + 1:
-            raise ValueError(f"layout: relation {r} {(s, rel, d)} has indptr of {indptr.numel()} "
-                             f"entries, expected num_dst['{d}'] + 1 = {nd[d] + 1}")
-        idx = block.indices[r].to(device).long()[int(indptr[0]):int(indptr[-1])]
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= ns[s]):
-            bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
-            raise IndexError(f"layout: relation {r} {(s, rel, d)} holds source id {bad} out of range "
-                             f"for node type '{s}' ({ns[s]} nodes)")
-        counts.append(indptr.diff())
-        seg_dst.append(torch.arange(nd[d], device=device) + dst_off[d])
-        seg_rel.append(torch.full((nd[d],), r, dtype=torch.long, device=device))
-        cols.append(idx + src_off[s])
-    cat = lambda xs: torch.cat(xs) if xs else torch.zeros(0, dtype=torch.long, device=device)  # noqa: E731
-    layout = build_layout(cat(counts), cat(seg_dst), cat(seg_rel), cat(cols), s_total, d_total,
-                          len(block.edge_types), index_dtype)
+    layout = _layout_with_positions(block, lambda t, i: i + src_off[t], lambda t, i: i + dst_off[t],
+                                    s_total, d_total, index_dtype)
     layout.node_types, layout.src_offset, layout.dst_offset = types, src_off, dst_off
     layout.num_src_per_type, layout.num_dst_per_type = ns, nd
     block.derived[key] = layout
     return layout
 
 
-__all__ = ["RelLayout", "build_layout", "layout_from_block", "layout_from_coo"]
+@dataclass
+class StackedLayouts:
+    """Layouts of a block sequence over one row numbering shared by all its layers.
+
+    Attributes:
+        layouts: one :class:`RelLayout` per block; layer ``i`` reads its sources from rows
+            ``[0, layouts[i].num_src)`` and writes rows ``[0, layouts[i].num_dst)``, which are
+            the next layer's sources, and its root term reads rows ``[0, num_dst)`` of its input.
+        node_types: the blocks' node types.
+        input_slices: ``(t, lo, hi)`` in row order: the input is
+            ``cat([x[t][lo:hi] for t, lo, hi in input_slices])``, ``num_input`` rows.
+        num_input: rows of the input (``layouts[0].num_src``).
+        output_slices: ``{t: (start, n)}``: the last layer's destinations of type ``t`` are
+            its output rows ``[start, start + n)``.
+    """
+
+    layouts: list
+    node_types: list
+    input_slices: list
+    num_input: int
+    output_slices: dict
+
+
+def layouts_from_blocks(blocks, index_dtype: Optional[torch.dtype] = None) -> StackedLayouts:
+    """Layouts of ``blocks`` (input layer first) over one shared row numbering, so that a
+    multi-layer encoder runs on one tensor per layer with no copies between layers.
+
+    The sampler's node sets are nested per type: ``blocks[i]``'s destinations of type ``t``
+    are the first ``num_dst[t]`` of its sources, and ``blocks[i + 1]``'s sources are the first
+    rows of those. Rows are numbered deepest level first: the last layer's destinations (by
+    type), then the rest of its sources, then the rest of the layer before, and so on; every
+    layer's sources and destinations are then leading rows of that numbering. Cached in
+    ``blocks[0].derived`` (for this exact sequence of blocks).
+
+    Raises:
+        ValueError: a block's sources of some type outnumber the previous block's
+            destinations, or the blocks disagree on node types or relations.
+    """
+    key = ("rgcn_stacked_layouts", index_dtype)
+    hit = blocks[0].derived.get(key) if blocks else None
+    if hit is not None and hit[0] == tuple(id(b) for b in blocks):
+        return hit[1]
+    if not blocks:
+        raise ValueError("layouts_from_blocks: no blocks")
+    types = list(blocks[0].node_types)
+    for i, b in enumerate(blocks[1:], 1):
+        if list(b.node_types) != types or list(b.edge_types) != list(blocks[0].edge_types):
+            raise ValueError(f"layouts_from_blocks: block {i} has other node types or relations than block 0")
+    # cuts[t]: sizes of the nested row sets of type t, outermost first (sources, destinations of each block)
+    cuts = {t: [] for t in types}
+    for i, b in enumerate(blocks):
+        ns, nd = _block_sizes(b)
+        for t in types:
+            if cuts[t] and ns[t] > cuts[t][-1]:
+                raise ValueError(f"layouts_from_blocks: block {i} has {ns[t]} source nodes of type '{t}', "
+                                 f"more than the {cuts[t][-1]} destinations of block {i - 1}")
+            if nd[t] > ns[t]:
+                raise ValueError(f"layouts_from_blocks: block {i} has {nd[t]} destinations of type '{t}' "
+                                 f"but only {ns[t]} sources")
+            cuts[t] += [ns[t], nd[t]]
+    device = blocks[0].device
+    levels = 2 * len(blocks)
+    pos = {t: torch.empty(cuts[t][0], dtype=torch.long, device=device) for t in types}
+    input_slices, start, level_start = [], 0, {}
+    for k in range(levels - 1, -1, -1):  # deepest level first
+        for t in types:
+            lo, hi = (cuts[t][k + 1] if k + 1 < levels else 0), cuts[t][k]
+            if k == levels - 1:
+                level_start[t] = start
+            if hi > lo:
+                pos[t][lo:hi] = torch.arange(start, start + hi - lo, device=device)
+                input_slices.append((t, lo, hi))
+                start += hi - lo
+    layouts = []
+    for i, b in enumerate(blocks):
+        n_src = sum(cuts[t][2 * i] for t in types)
+        n_dst = sum(cuts[t][2 * i + 1] for t in types)
+        layouts.append(_layout_with_positions(b, lambda t, j: pos[t][j], lambda t, j: pos[t][j], n_src, n_dst,
+                                              index_dtype))
+    out = StackedLayouts(layouts=layouts, node_types=types, input_slices=input_slices, num_input=start,
+                         output_slices={t: (level_start[t], cuts[t][-1]) for t in types})
+    blocks[0].derived[key] = (tuple(id(b) for b in blocks), out)
+    return out
+
+
+__all__ = ["RelLayout", "StackedLayouts", "build_layout", "layout_from_block", "layout_from_coo",
+           "layouts_from_blocks"]
