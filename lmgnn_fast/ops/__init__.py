@@ -19,8 +19,14 @@ from lmgnn_fast.ops.cache import (
 )
 from lmgnn_fast.ops.convert import coo_to_csc, coo_to_csc_ref, csc_to_coo
 from lmgnn_fast.ops.kernels import kernel_available
-from lmgnn_fast.ops.layout import (RelLayout, StackedLayouts, build_layout, layout_from_block, layout_from_coo,
-                                  layouts_from_blocks)
+from lmgnn_fast.ops.layout import (
+    RelLayout,
+    StackedLayouts,
+    build_layout,
+    layout_from_block,
+    layout_from_coo,
+    layouts_from_blocks,
+)
 from lmgnn_fast.ops.sampling import hetero_neighbor_sample, hetero_neighbor_sample_ref
 
 __all__ = [
