@@ -104,6 +104,7 @@ def rows_from_partial(path: str) -> list:
             row["seeds"].append(r["seed"])
             row["times"].append(r["time_s"])
             row.setdefault("vals", []).append(r.get("val"))
+            row.setdefault("final_stages", []).append(r.get("final_stage"))
             row["max_nodes"] = r.get("max_nodes")
     out = list(rows.values())
     for r in out:
@@ -216,6 +217,36 @@ def grouped_markdown(rows) -> str:
     return "\n".join(out)
 
 
+def targets_markdown(rows) -> str:
+    """The issue's targets per task: the default recipe's test mean against the better of (a)
+    and (b) and against (e), with the pooled standard deviation (sqrt of the mean of the two
+    sample variances), and which stage the default recipe's validation picked per seed."""
+    by: dict = {}
+    for r in rows:
+        by.setdefault((r["dataset"], r["task"]), {})[r["variant"]] = r
+
+    def ms(r):
+        v = r["values"]
+        return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else float("nan")), len(v)
+
+    out = ["| task | default (n) | better of (a), (b) (n) | diff | pooled std | >= | ahead by > 1 pooled std "
+           "| (e) (n) | ahead of (e) | final stage per seed |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for (ds, task), vs in by.items():
+        if "default" not in vs:
+            continue
+        d_m, d_s, d_n = ms(vs["default"])
+        base = [(ms(vs[k]), k) for k in ("lm", "frozen") if k in vs]
+        (b_m, b_s, b_n), bk = max(base) if base else ((float("nan"),) * 3, "-")
+        pooled = ((d_s ** 2 + b_s ** 2) / 2) ** 0.5
+        e = ms(vs["notext"]) if "notext" in vs else None
+        fs = ",".join("-" if x is None else str(x) for x in vs["default"].get("final_stages", []))
+        yes = lambda c: "yes" if c else "**no**"  # noqa: E731
+        out.append(f"| {ds} / {task} | {d_m:.4f} ± {d_s:.4f} ({d_n}) | {LABELS.get(bk, bk)}: {b_m:.4f} ± {b_s:.4f} "
+                   f"({b_n}) | {d_m - b_m:+.4f} | {pooled:.4f} | {yes(d_m >= b_m)} | {yes(d_m - b_m > pooled)} | "
+                   + (f"{e[0]:.4f} ({e[2]}) | {yes(d_m > e[0])} | " if e else "- | - | ") + f"{fs} |")
+    return "\n".join(out)
+
+
 def to_markdown(rows, speed, args) -> str:
     lines = [f"Machine: {args.machine}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
              f"seeds {args.seeds}; default trainer settings unless stated; metric on the test split of "
@@ -262,7 +293,8 @@ def main(argv=None):
     extra = dict(kv.split("=", 1) for kv in args.set.split(sep) if kv)
     if args.aggregate:
         args.speedup = ""
-        print(grouped_markdown(rows_from_partial(args.aggregate)))
+        rows = rows_from_partial(args.aggregate)
+        print(targets_markdown(rows) + "\n\n" + grouped_markdown(rows))
         return 0
     variants = [v for v in args.variants.split(",") if v]
     rows = run_grid(args.datasets.split(","), args.seeds, args.tasks.split(","), variants, max_nodes, extra,
