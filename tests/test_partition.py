@@ -1,0 +1,135 @@
+"""Node partitions and the partitioned table: every rank holds only its part and fetches any
+rows through all-to-alls, in 2 real gloo processes, against the full single-process table."""
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from _toy_graph import write_toy_dir
+from lmgnn_fast.distributed import DistContext
+from lmgnn_fast.io import read_dir
+from lmgnn_fast.partition import NodePartition, PartitionedTable, partition_graph
+
+
+@pytest.mark.parametrize("make", ["contiguous", "random"])
+@pytest.mark.parametrize("n,parts", [(37, 2), (10, 3), (5, 5), (0, 2), (3, 4)])
+def test_partition_owned_and_local_agree(make, n, parts):
+    p = NodePartition.contiguous(n, parts) if make == "contiguous" else NodePartition.random(n, parts, seed=3)
+    assert p.counts.sum() == n and int(p.counts.max() - p.counts.min()) <= 1  # balanced
+    seen = []
+    for k in range(parts):
+        ids = p.owned(k)
+        assert torch.equal(ids, torch.sort(ids).values)
+        assert (p.owner[ids] == k).all()
+        assert torch.equal(p.local[ids], torch.arange(ids.numel()))  # row i of part k is owned(k)[i]
+        seen += ids.tolist()
+    assert sorted(seen) == list(range(n))
+
+
+def test_partition_rejects_bad_owners():
+    with pytest.raises(ValueError, match="owner 3 out of range for 3 parts"):
+        NodePartition(torch.tensor([0, 3, 1]), 3)
+    with pytest.raises(ValueError, match="owner -1 out of range"):
+        NodePartition(torch.tensor([0, -1]), 2)
+    with pytest.raises(ValueError, match="1-D integer"):
+        NodePartition(torch.tensor([0.0, 1.0]), 2)
+    with pytest.raises(ValueError, match="num_parts must be >= 1"):
+        NodePartition(torch.tensor([0]), 0)
+    with pytest.raises(ValueError, match="part 2 out of range"):
+        NodePartition.contiguous(4, 2).owned(2)
+
+
+def test_partition_graph_covers_every_type(tmp_path):
+    g = read_dir(write_toy_dir(str(tmp_path / "d"), num_papers=20))
+    parts = partition_graph(g, 3, method="random", seed=1)
+    assert set(parts) == set(g.node_types)
+    for t, p in parts.items():
+        assert p.num_nodes == g.num_nodes[t] and p.num_parts == 3
+    with pytest.raises(ValueError, match="method must be one of"):
+        partition_graph(g, 2, method="metis")
+
+
+def test_single_process_table_is_the_whole_table():
+    full = torch.randn(9, 3)
+    p = NodePartition.contiguous(9, 1)
+    t = PartitionedTable(p, 3, DistContext())
+    t.write(torch.arange(9), full)
+    ids = torch.tensor([8, 0, 0, 4], dtype=torch.int32)
+    assert torch.equal(t.fetch(ids), full[ids.long()])
+    assert t.stats()["rows_local"] == 4 and t.stats()["rows_remote"] == 0
+    with pytest.raises(IndexError, match="id 9 out of range for 9 nodes"):
+        t.fetch(torch.tensor([9]))
+    with pytest.raises(ValueError, match=r"rows must have shape \(2, 3\)"):
+        t.write(torch.tensor([0, 1]), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="partition has 2 parts but the job has 1 ranks"):
+        PartitionedTable(NodePartition.contiguous(9, 2), 3, DistContext())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+N, D = 53, 6
+
+
+def _requests(rank: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(100 + rank)
+    return [torch.randint(0, N, (40,), generator=g),  # duplicates, both owners
+            torch.empty(0, dtype=torch.long) if rank == 1 else torch.arange(N - 1, -1, -1),  # one rank asks nothing
+            torch.tensor([rank])]
+
+
+def _worker(rank, world, port, method, q):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from lmgnn_fast.distributed import init_distributed
+
+    ctx = init_distributed("cpu", timeout_s=60)
+    try:
+        full = torch.randn(N, D, generator=torch.Generator().manual_seed(7))  # the single-process table
+        part = NodePartition.contiguous(N, world) if method == "contiguous" else NodePartition.random(N, world, 5)
+        table = PartitionedTable(part, D, ctx)
+        table.write(part.owned(rank), full[part.owned(rank)])
+        try:
+            table.write(part.owned(1 - rank)[:1], full[part.owned(1 - rank)[:1]])
+            wrong_owner = ""
+        except ValueError as e:
+            wrong_owner = str(e)
+        got = [table.fetch(ids) for ids in _requests(rank)]
+        q.put((rank, table.rows.shape[0], [torch.equal(a, full[ids]) for a, ids in zip(got, _requests(rank))],
+               table.stats(), wrong_owner))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("method", ["contiguous", "random"])
+def test_two_ranks_fetch_what_one_process_reads(method):
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_worker, args=(r, 2, port, method, q)) for r in range(2)]
+    for p in procs:
+        p.start()
+    res = sorted(q.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    part = NodePartition.contiguous(N, 2) if method == "contiguous" else NodePartition.random(N, 2, 5)
+    for rank, held, equal, stats, wrong_owner in res:
+        assert held == int(part.counts[rank])  # each rank holds only its part
+        assert equal == [True, True, True]
+        reqs = torch.cat(_requests(rank))
+        remote = int((part.owner[reqs] != rank).sum())
+        assert stats["rows_remote"] == remote and stats["rows_local"] == reqs.numel() - remote
+        # what it asked others for came back as rows: 8-byte ids out, D x 4-byte rows in
+        other = 1 - rank
+        answered = int((part.owner[torch.cat(_requests(other))] == rank).sum())
+        assert stats["bytes_received"] == remote * D * 4 + answered * 8
+        assert stats["bytes_sent"] == remote * 8 + answered * D * 4
+        assert f"owned by rank {1 - rank}, not by rank {rank}" in wrong_owner
