@@ -28,7 +28,7 @@ from torch import Tensor
 
 from lmgnn_fast.distributed import DistContext
 
-__all__ = ["NodePartition", "PartitionedTable", "partition_graph", "METHODS"]
+__all__ = ["NodePartition", "PartitionedTable", "partition_graph", "local_graph", "METHODS"]
 
 METHODS = ("contiguous", "random")
 
@@ -116,6 +116,41 @@ def partition_graph(graph, num_parts: int, method: str = "contiguous", seed: int
         out[t] = (NodePartition.contiguous(n, num_parts) if method == "contiguous"
                   else NodePartition.random(n, num_parts, seed + i))
     return out
+
+
+def local_graph(graph, parts: dict[str, NodePartition], rank: int):
+    """The part of ``graph``'s structure that rank ``rank`` stores: per relation the in-edges
+    of the destination nodes it owns.
+
+    A shallow copy of ``graph`` (node data shared) whose CSC keeps, per relation, the
+    neighbour lists of owned destinations unchanged (same order, same edge ids) and empty
+    lists for the others; ``indptr`` keeps its full length (8 B per destination node). The
+    sampler's draws depend on the seed, the hop, the relation and the node id only, so an
+    owner sampling its own nodes on this graph draws exactly what a single process draws on
+    the whole graph (hop ``h`` of a frontier: fanouts ``[0] * h + [f]``).
+
+    Args:
+        graph: a ``HeteroGraph``.
+        parts: a partition per node type (:func:`partition_graph`).
+        rank: the part to keep.
+
+    Returns:
+        the ``HeteroGraph`` of part ``rank``.
+    """
+    import copy
+
+    from lmgnn_fast.graph import CSC
+
+    g = copy.copy(graph)
+    g.csc = {}
+    for et, c in graph.csc.items():
+        own = parts[et[2]].owner == rank  # [N_dst]
+        deg = c.indptr[1:] - c.indptr[:-1]
+        indptr = torch.zeros_like(c.indptr)
+        indptr[1:] = torch.cumsum(torch.where(own, deg, torch.zeros_like(deg)), 0)
+        keep = torch.repeat_interleave(own, deg)  # [E]
+        g.csc[et] = CSC(indptr, c.indices[keep], c.eid[keep])
+    return g
 
 
 class PartitionedTable:

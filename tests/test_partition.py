@@ -133,3 +133,66 @@ def test_two_ranks_fetch_what_one_process_reads(method):
         assert stats["bytes_received"] == remote * D * 4 + answered * 8
         assert stats["bytes_sent"] == remote * 8 + answered * D * 4
         assert f"owned by rank {1 - rank}, not by rank {rank}" in wrong_owner
+
+
+def _blocks_equal(a, b) -> bool:
+    return all(x.node_types == y.node_types and all(torch.equal(x.src_nodes[t], y.src_nodes[t]) for t in x.node_types)
+               and x.num_dst == y.num_dst
+               and all(torch.equal(p, q) for p, q in zip(x.indptr + x.indices + x.eid, y.indptr + y.indices + y.eid))
+               for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("method", ["contiguous", "random"])
+def test_owners_sample_what_one_process_samples(tmp_path, method):
+    from lmgnn_fast.partition import local_graph
+    from lmgnn_fast.sampling import NeighborSampler
+
+    g = read_dir(write_toy_dir(str(tmp_path / "d"), num_papers=40))
+    parts = partition_graph(g, 2, method=method, seed=4)
+    locals_ = [local_graph(g, parts, r) for r in range(2)]
+    for et, c in g.csc.items():  # the parts' edges are the graph's, split by destination owner
+        assert sum(lg.csc[et].indices.numel() for lg in locals_) == c.indices.numel()
+        own = parts[et[2]].owner
+        for r, lg in enumerate(locals_):
+            deg = lg.csc[et].indptr[1:] - lg.csc[et].indptr[:-1]
+            assert (deg[own != r] == 0).all()
+            assert torch.equal(deg[own == r], (c.indptr[1:] - c.indptr[:-1])[own == r])
+    assert locals_[0].text is g.text  # node data shared, not copied
+    for r, lg in enumerate(locals_):
+        seeds = {t: parts[t].owned(r)[:7] for t in g.node_types}
+        for fanouts in ([3], [0, 2], [0, 0, 4]):  # hop h of a frontier: h zero fanouts first
+            full = NeighborSampler(g, fanouts, seed=11).sample(seeds, seed=5)
+            mine = NeighborSampler(lg, fanouts, seed=11).sample(seeds, seed=5)
+            assert _blocks_equal(full, mine), (r, fanouts)
+            assert sum(b.indices[i].numel() for b in full for i in range(len(b.indices))) > 0
+
+
+def _edges(block) -> set:
+    """(relation, global dst, global src, edge id) of every sampled edge of a block."""
+    out = set()
+    for r, (s, _, d) in enumerate(block.edge_types):
+        ptr, idx, eid = block.indptr[r], block.indices[r], block.eid[r]
+        for v in range(ptr.numel() - 1):
+            for k in range(int(ptr[v]), int(ptr[v + 1])):
+                out.add((r, int(block.src_nodes[d][v]), int(block.src_nodes[s][idx[k]]), int(eid[k])))
+    return out
+
+
+def test_owners_of_a_frontier_together_draw_the_single_process_hop(tmp_path):
+    """A frontier mixing both parts' nodes: each owner samples its own nodes on its part (at
+    other positions of a shorter seed list) and the union is the single process's hop."""
+    from lmgnn_fast.partition import local_graph
+    from lmgnn_fast.sampling import NeighborSampler
+
+    g = read_dir(write_toy_dir(str(tmp_path / "d"), num_papers=40))
+    parts = partition_graph(g, 2, method="random", seed=9)
+    frontier = {t: torch.randperm(g.num_nodes[t], generator=torch.Generator().manual_seed(1))[:12]
+                for t in g.node_types}
+    for fanouts in ([3], [0, 2]):
+        whole = _edges(NeighborSampler(g, fanouts).sample(frontier, seed=8)[-1 if len(fanouts) == 1 else 0])
+        union = set()
+        for r in range(2):
+            mine = {t: f[parts[t].owner[f] == r] for t, f in frontier.items()}
+            blocks = NeighborSampler(local_graph(g, parts, r), fanouts).sample(mine, seed=8)
+            union |= _edges(blocks[-1 if len(fanouts) == 1 else 0])
+        assert whole and union == whole, fanouts
