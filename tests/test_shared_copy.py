@@ -143,7 +143,7 @@ def _spawn(tmp_path, toy_graph, hosts):
     procs = [ctx.Process(target=_worker, args=(r, 2, port, data, root, hosts, q)) for r in range(2)]
     for p in procs:
         p.start()
-    res = sorted(q.get(timeout=180) for _ in procs)
+    res = sorted(q.get(timeout=300) for _ in procs)  # generous: CI machines may be loaded
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
