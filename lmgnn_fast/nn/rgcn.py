@@ -98,7 +98,8 @@ class RGCN(nn.Module):
         proj_w = next(iter(self.proj.values())).weight
         h = torch.cat(parts, 0) if parts else proj_w.new_zeros((0, proj_w.shape[0]))
         for i, (conv, layout) in enumerate(zip(self.convs, stack.layouts)):
-            h = conv.aggregate_rows(h[:layout.num_src], h[:layout.num_dst], layout)
+            x_src = h if h.shape[0] == layout.num_src else h[:layout.num_src]  # no slice (and its backward) when whole
+            h = conv.aggregate_rows(x_src, h[:layout.num_dst], layout)
             if i < len(self.convs) - 1:
                 if self.norms is not None:
                     h = self.norms[i](h)
