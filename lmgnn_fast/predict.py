@@ -553,7 +553,9 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     from lmgnn_fast.cli import ArgumentParser, UsageError
 
-    ap = ArgumentParser(prog="python -m lmgnn_fast.predict", description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog="python -m lmgnn_fast.predict", description=__doc__.split("\n\n")[0],
+                        epilog="Other --section.key value pairs override the run's config (e.g. --run.device cpu). "
+                               "Request format and outputs: docs/predict.md.")
     ap.add_argument("run_dir", help="a finished run directory")
     ap.add_argument("--data", help="folder of new nodes/ and edges/ tables (directory format)")
     ap.add_argument("--nodes", action="append", default=[], metavar="TYPE:FILE", help="a table of new nodes")
