@@ -10,7 +10,9 @@ fetched, the share owned by another rank, bytes sent + received (ids and rows), 
 the fetch alone and of the step.
 
 ``python benchmarks/bench_partition_fetch.py --graph DIR`` (a binary graph written by
-``bench_shared_memory.py`` or ``lmgnn_fast.io.save_binary``).
+``bench_shared_memory.py`` or ``lmgnn_fast.io.save_binary``); without ``--graph`` a synthetic
+graph is built (``LMGNN_BENCH=full``: 1M nodes / 10M edges; quick, the default and CI's: 20k /
+200k, 1 and 2 processes, 2 steps).
 """
 from __future__ import annotations
 
@@ -67,16 +69,29 @@ def worker(a) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--worker", action="store_true")
-    ap.add_argument("--graph", required=True)
+    quick = os.environ.get("LMGNN_BENCH", "quick") != "full"
+    ap.add_argument("--graph")
     ap.add_argument("--out")
-    ap.add_argument("--dim", type=int, default=384)
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--dim", type=int, default=64 if quick else 384)
+    ap.add_argument("--steps", type=int, default=2 if quick else 10)
     ap.add_argument("--method", default="random")
-    ap.add_argument("--procs", default="1,2,4")
+    ap.add_argument("--procs", default="1,2" if quick else "1,2,4")
     a = ap.parse_args()
     if a.worker:
         worker(a)
         return
+    with tempfile.TemporaryDirectory() as tmp:
+        if a.graph is None:
+            from lmgnn_fast.datasets import load_dataset
+            from lmgnn_fast.io import save_binary
+
+            nodes, edges = (20_000, 200_000) if quick else (1_000_000, 10_000_000)
+            a.graph = os.path.join(tmp, "graph")
+            save_binary(load_dataset("synthetic", num_nodes=nodes, num_edges=edges, with_text=False), a.graph)
+        _compare(a)
+
+
+def _compare(a) -> None:
     print(f"graph {a.graph}, d={a.dim} float32, partition {a.method}, {a.steps} steps of a global batch of "
           "1024 seeds, fanouts [15, 10]; per rank and step (mean over ranks)")
     print("| processes | rows fetched | owned elsewhere | MB sent + received | fetch (ms) | step (ms) |")
