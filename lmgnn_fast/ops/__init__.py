@@ -4,6 +4,7 @@ Each family lives in its own module with its fake kernel, autograd registration 
 pure-torch reference (``*_ref``) used by the tests and as a fallback.
 """
 from lmgnn_fast.ops.aggregate import choose_order, rgcn_aggregate, rgcn_aggregate_ref
+from lmgnn_fast.ops.attention import hetero_attention, hetero_attention_ref
 from lmgnn_fast.ops.buffers import cpu_buffer_cache_info, empty_cpu_buffer_cache
 from lmgnn_fast.ops.cache import (
     cache_admit,
@@ -33,6 +34,7 @@ __all__ = [
     "coo_to_csc", "coo_to_csc_ref", "csc_to_coo",
     "hetero_neighbor_sample", "hetero_neighbor_sample_ref",
     "choose_order", "rgcn_aggregate", "rgcn_aggregate_ref",
+    "hetero_attention", "hetero_attention_ref",
     "RelLayout", "StackedLayouts", "build_layout", "layout_from_block", "layout_from_coo", "layouts_from_blocks",
     "kernel_available",
     "cpu_buffer_cache_info", "empty_cpu_buffer_cache",
