@@ -139,7 +139,7 @@ def hetero_attention_ref(q: Tensor, k: Tensor, v: Tensor, layout: RelLayout, sca
     pair_rel = torch.repeat_interleave(torch.arange(R, device=q.device), layout.rel_ptr.diff())
     dst, rel = layout.pair_dst.long()[pair], pair_rel[pair]
     slot = dst * R + rel  # the (destination, relation) row of every edge
-    logit = scale * (q.reshape(n_dst * R, H, -1)[slot] * k[src]).sum(-1).to(_acc_dtype(q.dtype))  # [E, H]
+    logit = scale * (q.reshape(n_dst * R, H, q.shape[-1])[slot] * k[src]).sum(-1).to(_acc_dtype(q.dtype))  # [E, H]
     group, n_groups = (dst, n_dst) if scope == "per_dst" else (slot, n_dst * R)
     idx = group[:, None].expand_as(logit)
     top = logit.new_full((n_groups, H), -math.inf).scatter_reduce(0, idx, logit.detach(), "amax")

@@ -344,7 +344,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> hetero_attention_backward_cpu(
                                src_pairs, need_src);
   const auto g = grad_out_in.contiguous(), q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
   const auto alpha = alpha_in.contiguous();
-  const auto empty = q.new_empty({0});
   at::Tensor dq, dk, dv, ds;
   if (needs[0]) dq = at::empty(q.sizes(), q.options());
   if (needs[1]) dk = at::empty(k.sizes(), k.options());
@@ -360,7 +359,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> hetero_attention_backward_cpu(
       if (need_src) attention_backward_src<scalar_t, index_t>(g, q, alpha, ds, l, scale, dk, dv);
     });
   });
-  return {needs[0] ? dq : empty, needs[1] ? dk : empty, needs[2] ? dv : empty};
+  const auto none = [&] { return q.new_empty({0}); };  // one tensor per output: no aliasing
+  return {needs[0] ? dq : none(), needs[1] ? dk : none(), needs[2] ? dv : none()};
 }
 
 }  // namespace

@@ -350,9 +350,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> hetero_attention_backward_cuda(
   } else if (needs[0]) {
     dq.zero_();
   }
-  const auto empty = q.new_empty({0});
-  return {needs[0] ? dq : empty, needs[1] ? dk.to(q.scalar_type()) : empty,
-          needs[2] ? dv.to(q.scalar_type()) : empty};
+  const auto none = [&] { return q.new_empty({0}); };  // one tensor per output: no aliasing
+  return {needs[0] ? dq : none(), needs[1] ? dk.to(q.scalar_type()) : none(),
+          needs[2] ? dv.to(q.scalar_type()) : none()};
 }
 
 }  // namespace

@@ -1,0 +1,219 @@
+"""lmgnn::hetero_attention against its pure-torch reference, its gradients, its edge cases;
+the HGT and RGAT encoders against pure-torch versions of themselves; a short training run
+with each."""
+import pytest
+import torch
+
+import lmgnn_fast  # noqa: F401
+from lmgnn_fast.ops import hetero_attention, hetero_attention_ref, layout_from_coo
+from lmgnn_fast.testing import with_devices
+
+SCOPES = ["per_dst", "per_dst_rel"]
+
+
+def _graph(num_src=40, num_dst=15, num_rel=5, num_edges=150, seed=0, device="cpu", index_dtype=None):
+    """Random COO graph: the last relation has no edges, the last 3 destinations none, half
+    the sources none; few sources, so some (source, destination, relation) edges repeat."""
+    g = torch.Generator().manual_seed(seed)
+    hi_rel = max(1, num_rel - 1)
+    src = torch.randint(0, max(1, num_src // 2), (num_edges,), generator=g)
+    dst = torch.randint(0, max(1, num_dst - 3), (num_edges,), generator=g)
+    et = torch.randint(0, hi_rel, (num_edges,), generator=g)
+    layout = layout_from_coo(torch.stack([src, dst]).to(device), et.to(device), num_src, num_dst, num_rel,
+                             index_dtype=index_dtype)
+    return layout, g
+
+
+def _qkv(layout, heads, d, dv, dtype, device, g):
+    rnd = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).to(device, dtype)  # noqa: E731
+    return (rnd(layout.num_dst, layout.num_relations, heads, d), rnd(layout.num_src, heads, d),
+            rnd(layout.num_src, heads, dv))
+
+
+def _run(fn, q, k, v, layout, scope, grad):
+    q, k, v = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    out, alpha = fn(q, k, v, layout, scope=scope, return_alpha=True)
+    out.backward(grad)
+    return out.detach(), alpha, q.grad, k.grad, v.grad
+
+
+@with_devices
+@pytest.mark.parametrize("scope", SCOPES)
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_matches_reference(device, scope, index_dtype):
+    layout, g = _graph(device=device, index_dtype=index_dtype)
+    assert layout.col.dtype == index_dtype
+    q, k, v = _qkv(layout, 3, 8, 6, torch.float32, device, g)
+    grad = torch.randn(layout.num_dst, layout.num_relations, 3, 6, generator=g).to(device)
+    got = _run(hetero_attention, q, k, v, layout, scope, grad)
+    want = _run(hetero_attention_ref, q, k, v, layout, scope, grad)
+    for name, a, b in zip(("out", "alpha", "dq", "dk", "dv"), got, want):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
+    out, alpha = got[:2]
+    assert alpha.dtype == torch.float32 and alpha.shape == (layout.num_edges, 3)
+    # empty relation slots and destinations without edges: zeros; weights of a scope sum to 1
+    assert out[:, -1].abs().max() == 0 and out[-3:].abs().max() == 0
+    assert got[2][:, -1].abs().max() == 0
+    pair = torch.repeat_interleave(torch.arange(layout.num_pairs, device=device), layout.pair_ptr.diff())
+    key = layout.pair_dst.long()[pair] if scope == "per_dst" else pair
+    sums = torch.zeros(layout.num_dst * layout.num_relations, 3, device=device, dtype=alpha.dtype)
+    sums.index_add_(0, key, alpha)
+    nonzero = sums[sums.sum(1) > 0]
+    torch.testing.assert_close(nonzero, torch.ones_like(nonzero))
+
+
+@with_devices
+@pytest.mark.parametrize("scope", SCOPES)
+@pytest.mark.parametrize("case", ["no_edges", "no_dst", "no_src", "single_relation", "one_edge", "many_relations",
+                                  "all_duplicates", "large_logits"])
+def test_edge_cases(device, scope, case):
+    kw = dict(device=device)
+    if case == "no_edges":
+        kw.update(num_edges=0)
+    elif case == "no_dst":
+        kw.update(num_dst=0, num_edges=0)
+    elif case == "no_src":
+        kw.update(num_src=0, num_edges=0)
+    elif case == "single_relation":
+        kw.update(num_rel=1)
+    elif case == "one_edge":
+        kw.update(num_edges=1)
+    elif case == "many_relations":
+        kw.update(num_rel=40, num_edges=60)
+    elif case == "all_duplicates":
+        kw.update(num_src=2, num_dst=4, num_rel=2, num_edges=30)
+    layout, g = _graph(**kw)
+    q, k, v = _qkv(layout, 2, 4, 5, torch.float64, device, g)
+    if case == "large_logits":  # exp would overflow without the max subtraction
+        q = q * 300
+    grad = torch.randn(layout.num_dst, layout.num_relations, 2, 5, generator=g, dtype=torch.float64).to(device)
+    got = _run(hetero_attention, q, k, v, layout, scope, grad)
+    want = _run(hetero_attention_ref, q, k, v, layout, scope, grad)
+    assert got[0].shape == (layout.num_dst, layout.num_relations, 2, 5)
+    for name, a, b in zip(("out", "alpha", "dq", "dk", "dv"), got, want):
+        assert torch.isfinite(a).all(), name
+        torch.testing.assert_close(a, b, msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+def test_gradcheck(scope):
+    layout, g = _graph(num_src=10, num_dst=7, num_rel=3, num_edges=30)
+    q, k, v = (t.requires_grad_() for t in _qkv(layout, 2, 3, 4, torch.float64, "cpu", g))
+    assert torch.autograd.gradcheck(lambda q, k, v: hetero_attention(q, k, v, layout, 0.7, scope), (q, k, v))
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+def test_grad_only_where_needed(scope):
+    layout, g = _graph()
+    full = _qkv(layout, 2, 4, 4, torch.float64, "cpu", g)
+    want = _run(hetero_attention_ref, *full, layout, scope, torch.ones(layout.num_dst, layout.num_relations, 2, 4,
+                                                                       dtype=torch.float64))
+    for i in range(3):
+        ts = [t.detach().clone().requires_grad_(j == i) for j, t in enumerate(full)]
+        hetero_attention(*ts, layout, scope=scope).sum().backward()
+        torch.testing.assert_close(ts[i].grad, want[2 + i])
+        assert all(t.grad is None for j, t in enumerate(ts) if j != i)
+
+
+@with_devices
+@pytest.mark.parametrize("scope", SCOPES)
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 3e-2), (torch.float16, 5e-3)])
+def test_low_precision_against_float32(device, scope, dtype, tol):
+    layout, g = _graph(num_src=200, num_dst=60, num_rel=6, num_edges=800, device=device)
+    q, k, v = _qkv(layout, 4, 16, 16, torch.float32, device, g)
+    grad = torch.randn(layout.num_dst, layout.num_relations, 4, 16, generator=g).to(device)
+    low = _run(hetero_attention, *(t.to(dtype) for t in (q, k, v)), layout, scope, grad.to(dtype))
+    want = _run(hetero_attention_ref, *(t.to(dtype).float() for t in (q, k, v)), layout, scope, grad.to(dtype).float())
+    assert low[0].dtype == dtype and low[1].dtype == torch.float32
+    for name, a, b in zip(("out", "alpha", "dq", "dk", "dv"), low, want):
+        s = b.abs().max().item()
+        assert (a.float() - b).abs().max().item() <= 2 * tol * s, name
+
+
+@with_devices
+@pytest.mark.parametrize("scope", SCOPES)
+def test_non_contiguous_inputs(device, scope):
+    layout, g = _graph(device=device)
+    q, k, v = _qkv(layout, 3, 4, 4, torch.float32, device, g)
+    qt = q.permute(3, 1, 2, 0).contiguous().permute(3, 1, 2, 0)
+    kt, vt = k.transpose(0, 2).contiguous().transpose(0, 2), v[:, :, :].transpose(1, 2).contiguous().transpose(1, 2)
+    assert not (qt.is_contiguous() or kt.is_contiguous() or vt.is_contiguous())
+    grad = torch.randn(layout.num_dst, layout.num_relations, 3, 4, generator=g).to(device)
+    nc = _run(hetero_attention, qt, kt, vt, layout, scope, grad.transpose(0, 1).contiguous().transpose(0, 1))
+    c = _run(hetero_attention, q, k, v, layout, scope, grad)
+    for a, b in zip(nc, c):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+def test_same_bits_for_any_thread_count(scope):
+    layout, g = _graph(num_src=3000, num_dst=1500, num_rel=4, num_edges=20000)
+    q, k, v = _qkv(layout, 4, 16, 16, torch.float32, "cpu", g)
+    grad = torch.randn(layout.num_dst, layout.num_relations, 4, 16, generator=g)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _run(hetero_attention, q, k, v, layout, scope, grad)
+        torch.set_num_threads(2)
+        two = _run(hetero_attention, q, k, v, layout, scope, grad)
+    finally:
+        torch.set_num_threads(old)
+    for name, a, b in zip(("out", "alpha", "dq", "dk", "dv"), one, two):
+        assert torch.equal(a, b), f"{name} differs between 1 and 2 threads"
+
+
+def _lay(layout):
+    return (layout.col, layout.pair_ptr, layout.pair_dst, layout.rel_ptr, layout.dst_ptr, layout.dst_pairs,
+            layout.src_ptr, layout.src_pairs)
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+def test_opcheck(scope):
+    layout, g = _graph(num_src=20, num_dst=8, num_edges=40)
+    q, k, v = (t.requires_grad_() for t in _qkv(layout, 2, 3, 4, torch.float32, "cpu", g))
+    torch.library.opcheck(torch.ops.lmgnn.hetero_attention.default, (q, k, v, *_lay(layout), 0.5, scope))
+    out, alpha = torch.ops.lmgnn.hetero_attention(q, k, v, *_lay(layout), 0.5, scope)
+    for needs in ([True, True, True], [False, True, False]):
+        torch.library.opcheck(torch.ops.lmgnn.hetero_attention_backward.default,
+                              (torch.randn_like(out), q.detach(), k.detach(), v.detach(), alpha.detach(),
+                               *_lay(layout), 0.5, scope, needs))
+
+
+def test_torch_compile_fullgraph():
+    layout, g = _graph()
+    q, k, v = _qkv(layout, 2, 4, 4, torch.float32, "cpu", g)
+    k.requires_grad_()
+
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def f(q, k, v):
+        return hetero_attention(q, k, v, layout, scope="per_dst").relu().sum()
+
+    f(q, k, v).backward()
+    k2 = k.detach().clone().requires_grad_()
+    hetero_attention_ref(q, k2, v, layout, scope="per_dst").relu().sum().backward()
+    torch.testing.assert_close(k.grad, k2.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_inputs():
+    layout, g = _graph()
+    q, k, v = _qkv(layout, 2, 4, 4, torch.float32, "cpu", g)
+    with pytest.raises(ValueError, match="hetero_attention: scope must be"):
+        hetero_attention(q, k, v, layout, scope="per_edge")
+    with pytest.raises(RuntimeError, match=r"hetero_attention: q must be \[N_dst = 15, R = 5, H = 2, D = 4\]"):
+        hetero_attention(q[:, :3], k, v, layout)
+    with pytest.raises(RuntimeError, match=r"hetero_attention: v must be \[N_src = 40, H = 2"):
+        hetero_attention(q, k, v[:, :1], layout)
+    with pytest.raises(RuntimeError, match="hetero_attention: k is Double but q is Float"):
+        hetero_attention(q, k.double(), v, layout)
+    with pytest.raises(RuntimeError, match="hetero_attention: src_ptr must have N_src"):
+        hetero_attention(q, k[:10], v[:10], layout)
+    bad = layout.col.clone()
+    bad[3] = 40
+    lay = _lay(layout)
+    with pytest.raises(IndexError, match=r"hetero_attention: col holds id 40 out of range"):
+        torch.ops.lmgnn.hetero_attention(q, k, v, bad, *lay[1:], 1.0, "per_dst")
+    out, alpha = torch.ops.lmgnn.hetero_attention(q, k, v, *lay, 1.0, "per_dst")
+    with pytest.raises(RuntimeError, match=r"hetero_attention_backward: alpha must be \[E = 150, H = 2\]"):
+        torch.ops.lmgnn.hetero_attention_backward(out, q, k, v, alpha[:3], *lay, 1.0, "per_dst", [True] * 3)
+    with pytest.raises(RuntimeError, match="hetero_attention_backward: grad_out must be"):
+        torch.ops.lmgnn.hetero_attention_backward(out[:, :2], q, k, v, alpha, *lay, 1.0, "per_dst", [True] * 3)
