@@ -12,7 +12,7 @@ from lmgnn_fast.nn.norm import LayerNorm
 from lmgnn_fast.ops.layout import layouts_from_blocks
 from lmgnn_fast.sampling.block import Block
 
-_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": torch.relu, "gelu": nn.functional.gelu, "elu": nn.functional.elu,
     "leaky_relu": nn.functional.leaky_relu, "tanh": torch.tanh, "identity": lambda t: t,
 }
@@ -51,8 +51,8 @@ class RGCN(nn.Module):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"RGCN: num_layers must be >= 1, got {num_layers}")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"RGCN: activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"RGCN: activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.node_types = list(node_types)
         self.edge_types = [tuple(e) for e in edge_types]
         if not isinstance(in_channels, dict):
@@ -66,7 +66,7 @@ class RGCN(nn.Module):
             RGCNConv(dims[i], dims[i + 1], len(self.edge_types), num_bases=num_bases, aggr=aggr,
                      use_kernel=use_kernel) for i in range(num_layers))
         self.norms = nn.ModuleList(LayerNorm(hidden_channels) for _ in range(num_layers - 1)) if layer_norm else None
-        self.act = _ACTIVATIONS[activation]
+        self.act = ACTIVATIONS[activation]
         self.dropout = nn.Dropout(dropout)
 
     def reset_parameters(self) -> None:
