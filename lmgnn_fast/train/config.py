@@ -47,6 +47,8 @@ class LMConfig:
 
 @dataclass
 class GNNConfig:
+    model: str = "rgcn"  # rgcn | rgat | hgt (the graph encoder)
+    heads: int = 4  # attention heads of rgat and hgt (hidden must be divisible by it)
     hidden: int = 128
     num_layers: int = 2
     fanouts: list = field(default_factory=lambda: [10, 10])  # per layer, -1 = all neighbours

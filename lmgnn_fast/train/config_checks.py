@@ -12,6 +12,7 @@ __all__ = ["CHOICES", "AUTO", "RANGES", "config_problems"]
 CHOICES: dict[str, tuple[str, ...]] = {
     "lm.pooling": ("cls", "mean"),
     "lm.precision": ("auto", "bf16", "fp16", "fp32"),
+    "gnn.model": ("rgcn", "rgat", "hgt"),
     "gnn.aggr": ("mean", "sum"),
     "gnn.feature_norm": ("layer", "none"),
     "task.decoder": ("distmult", "dot"),
@@ -35,6 +36,7 @@ RANGES: dict[str, tuple[float, bool, float, bool]] = {
     "lm.lora_dropout": (0, True, 1, False),
     "gnn.hidden": (1, True, _INF, False),
     "gnn.num_layers": (1, True, _INF, False),
+    "gnn.heads": (1, True, _INF, False),
     "gnn.dropout": (0, True, 1, False),
     "task.num_negatives": (1, True, _INF, False),
     "task.eval_negatives": (1, True, _INF, False),
@@ -118,6 +120,9 @@ def config_problems(cfg) -> list[str]:
     g = cfg.gnn
     if g.num_bases is not None and (isinstance(g.num_bases, bool) or g.num_bases < 1):
         out.append(f"gnn.num_bases must be >= 1 or null, got {g.num_bases!r}")
+    if g.model in ("rgat", "hgt") and isinstance(g.heads, int) and isinstance(g.hidden, int) and g.heads >= 1 \
+            and g.hidden % g.heads:
+        out.append(f"gnn.hidden ({g.hidden}) must be divisible by gnn.heads ({g.heads}) for gnn.model {g.model}")
     fan = list(g.fanouts or [])
     bad = [f for f in fan if isinstance(f, bool) or not isinstance(f, int) or not (f == -1 or f >= 1)]
     if bad or not fan:

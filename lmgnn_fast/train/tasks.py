@@ -59,7 +59,7 @@ class GNNTask:
                           lm_dim, self.ctx.text_types, c.gnn.hidden, c.gnn.num_layers, num_bases=c.gnn.num_bases,
                           aggr=c.gnn.aggr, dropout=c.gnn.dropout, layer_norm=c.gnn.layer_norm,
                           feature_norm=c.gnn.feature_norm, decoder=c.task.decoder,
-                          link_loss=c.task.loss).to(self.ctx.device)
+                          link_loss=c.task.loss, encoder=c.gnn.model, heads=c.gnn.heads).to(self.ctx.device)
 
     def items(self, split: str):
         """Items of ``split``: node ids, edge ids, or ``(src, dst)`` for link prediction."""
