@@ -132,6 +132,28 @@ def test_low_precision_against_float32(device, scope, dtype, tol):
 
 @with_devices
 @pytest.mark.parametrize("scope", SCOPES)
+def test_shared_keys_and_values(device, scope):
+    # k and v one tensor: the backward returns their gradients summed, once
+    layout, g = _graph(device=device)
+    q, k, _ = _qkv(layout, 2, 4, 4, torch.float64, device, g)
+    grad = torch.randn(layout.num_dst, layout.num_relations, 2, 4, generator=g, dtype=torch.float64).to(device)
+    for fn in (hetero_attention, hetero_attention_ref):
+        qs, ks = q.detach().clone().requires_grad_(), k.detach().clone().requires_grad_()
+        fn(qs, ks, ks, layout, scope=scope).backward(grad)
+        if fn is hetero_attention:
+            got = (qs.grad, ks.grad)
+        else:
+            torch.testing.assert_close(got[0], qs.grad)
+            torch.testing.assert_close(got[1], ks.grad)
+    if device == "cpu":
+        out, alpha = torch.ops.lmgnn.hetero_attention(q.float(), k.float(), k.float(), *_lay(layout), None, 0.5, scope)
+        torch.library.opcheck(torch.ops.lmgnn.hetero_attention_backward.default,
+                              (grad.float(), q.float(), k.float(), k.float(), alpha, *_lay(layout), None, 0.5, scope,
+                               [True, True, True], True))
+
+
+@with_devices
+@pytest.mark.parametrize("scope", SCOPES)
 def test_non_contiguous_inputs(device, scope):
     layout, g = _graph(device=device)
     q, k, v = _qkv(layout, 3, 4, 4, torch.float32, device, g)
@@ -171,12 +193,60 @@ def _lay(layout):
 def test_opcheck(scope):
     layout, g = _graph(num_src=20, num_dst=8, num_edges=40)
     q, k, v = (t.requires_grad_() for t in _qkv(layout, 2, 3, 4, torch.float32, "cpu", g))
-    torch.library.opcheck(torch.ops.lmgnn.hetero_attention.default, (q, k, v, *_lay(layout), 0.5, scope))
-    out, alpha = torch.ops.lmgnn.hetero_attention(q, k, v, *_lay(layout), 0.5, scope)
+    torch.library.opcheck(torch.ops.lmgnn.hetero_attention.default, (q, k, v, *_lay(layout), None, 0.5, scope))
+    out, alpha = torch.ops.lmgnn.hetero_attention(q, k, v, *_lay(layout), None, 0.5, scope)
     for needs in ([True, True, True], [False, True, False]):
         torch.library.opcheck(torch.ops.lmgnn.hetero_attention_backward.default,
                               (torch.randn_like(out), q.detach(), k.detach(), v.detach(), alpha.detach(),
-                               *_lay(layout), 0.5, scope, needs))
+                               *_lay(layout), None, 0.5, scope, needs))
+
+
+def _typed_graph(seed=0, device="cpu"):
+    """Two destination 'types': relations 0, 1 into rows 0-6, relations 2, 3 into rows 7-14."""
+    g = torch.Generator().manual_seed(seed)
+    E = 120
+    et = torch.randint(0, 4, (E,), generator=g)
+    dst = torch.where(et < 2, torch.randint(0, 7, (E,), generator=g), torch.randint(7, 15, (E,), generator=g))
+    src = torch.randint(0, 20, (E,), generator=g)
+    return layout_from_coo(torch.stack([src, dst]).to(device), et.to(device), 25, 15, 4), g
+
+
+@with_devices
+@pytest.mark.parametrize("scope", SCOPES)
+def test_relation_slots(device, scope):
+    layout, g = _typed_graph(device=device)
+    slots = torch.tensor([1, 0, 0, 1], device=device)
+    q4, k, v = _qkv(layout, 2, 4, 3, torch.float64, device, g)
+    # the slot layout's q: relation r of row i at column slots[r]
+    q2 = torch.zeros(15, 2, 2, 4, dtype=torch.float64, device=device)
+    q2[:7, slots[:2]] = q4[:7, :2]
+    q2[7:, slots[2:]] = q4[7:, 2:]
+    grad4 = torch.randn(15, 4, 2, 3, generator=g, dtype=torch.float64).to(device)
+    grad2 = torch.zeros(15, 2, 2, 3, dtype=torch.float64, device=device)
+    grad2[:7, slots[:2]] = grad4[:7, :2]
+    grad2[7:, slots[2:]] = grad4[7:, 2:]
+    dense = _run(hetero_attention, q4, k, v, layout, scope, grad4)
+    for fn in (hetero_attention, hetero_attention_ref):
+        qs, ks, vs = (t.detach().clone().requires_grad_() for t in (q2, k, v))
+        out, alpha = fn(qs, ks, vs, layout, scope=scope, rel_slot=slots, return_alpha=True)
+        out.backward(grad2)
+        assert out.shape == (15, 2, 2, 3)
+        torch.testing.assert_close(out[:7, slots[:2]], dense[0][:7, :2])
+        torch.testing.assert_close(out[7:, slots[2:]], dense[0][7:, 2:])
+        torch.testing.assert_close(alpha, dense[1])
+        torch.testing.assert_close(qs.grad[:7, slots[:2]], dense[2][:7, :2])
+        torch.testing.assert_close(qs.grad[7:, slots[2:]], dense[2][7:, 2:])
+        torch.testing.assert_close(ks.grad, dense[3])
+        torch.testing.assert_close(vs.grad, dense[4])
+    if device == "cpu":
+        q, k, v = (t.float().requires_grad_() for t in (q2, k, v))
+        torch.library.opcheck(torch.ops.lmgnn.hetero_attention.default, (q, k, v, *_lay(layout), slots, 0.5, scope))
+        with pytest.raises(RuntimeError, match="hetero_attention: destination 0 has edges of two relations in slot 0"):
+            hetero_attention(q, k, v, layout, rel_slot=torch.tensor([0, 0, 0, 1]))
+        with pytest.raises(IndexError, match=r"hetero_attention: rel_slot\[3\] = 2 out of range for 2 slots"):
+            hetero_attention(q, k, v, layout, rel_slot=torch.tensor([0, 1, 0, 2]))
+        with pytest.raises(RuntimeError, match="hetero_attention: rel_slot must have R = 4 entries"):
+            hetero_attention(q, k, v, layout, rel_slot=torch.tensor([0, 1]))
 
 
 def test_torch_compile_fullgraph():
@@ -211,12 +281,12 @@ def test_bad_inputs():
     bad[3] = 40
     lay = _lay(layout)
     with pytest.raises(IndexError, match=r"hetero_attention: col holds id 40 out of range"):
-        torch.ops.lmgnn.hetero_attention(q, k, v, bad, *lay[1:], 1.0, "per_dst")
-    out, alpha = torch.ops.lmgnn.hetero_attention(q, k, v, *lay, 1.0, "per_dst")
+        torch.ops.lmgnn.hetero_attention(q, k, v, bad, *lay[1:], None, 1.0, "per_dst")
+    out, alpha = torch.ops.lmgnn.hetero_attention(q, k, v, *lay, None, 1.0, "per_dst")
     with pytest.raises(RuntimeError, match=r"hetero_attention_backward: alpha must be \[E = 150, H = 2\]"):
-        torch.ops.lmgnn.hetero_attention_backward(out, q, k, v, alpha[:3], *lay, 1.0, "per_dst", [True] * 3)
+        torch.ops.lmgnn.hetero_attention_backward(out, q, k, v, alpha[:3], *lay, None, 1.0, "per_dst", [True] * 3)
     with pytest.raises(RuntimeError, match="hetero_attention_backward: grad_out must be"):
-        torch.ops.lmgnn.hetero_attention_backward(out[:, :2], q, k, v, alpha, *lay, 1.0, "per_dst", [True] * 3)
+        torch.ops.lmgnn.hetero_attention_backward(out[:, :2], q, k, v, alpha, *lay, None, 1.0, "per_dst", [True] * 3)
 
 
 # --------------------------------------------------------------------------- encoders
@@ -269,14 +339,15 @@ def _compare(fused, pure, x, call):
 
 
 @with_devices
-@pytest.mark.parametrize("cls", [HGTConv, RGATConv])
+@pytest.mark.parametrize("cls,kw", [(HGTConv, dict(layer_norm=True)), (RGATConv, {}),
+                                    (RGATConv, dict(share_kv=False))], ids=["hgt", "rgat", "rgat_separate_kv"])
 @pytest.mark.parametrize("dims", [(8, 8), (6, 8)])
-def test_conv_matches_pure_torch(device, cls, dims):
+def test_conv_matches_pure_torch(device, cls, kw, dims):
     # venue: no nodes in the block; relation 3 empty; some destinations without edges
     num_src = {"paper": 30, "author": 20, "venue": 0}
     num_dst = {"paper": 10, "author": 6, "venue": 0}
     block = random_block(num_src, num_dst, device=device)
-    kw = dict(heads=2, layer_norm=True) if cls is HGTConv else dict(heads=2)
+    kw = dict(kw, heads=2)
     fused, pure = _pair(cls, *dims, NODE_TYPES, EDGE_TYPES, **kw)
     fused, pure = fused.to(device), pure.to(device)
     g = torch.Generator().manual_seed(1)

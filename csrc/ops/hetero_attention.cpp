@@ -7,8 +7,11 @@
 //   alpha_e[h] = softmax of logit[h] over the scope of e (max-subtracted):
 //     scope "per_dst":     every in-edge of i, all relations together (HGT)
 //     scope "per_dst_rel": the in-edges of i of relation r (relation-wise GAT / RGAT)
-//   out[i, r, h] = sum_{e in N_r(i)} alpha_e[h] * v[j, h]
-// Relation slots (i, r) without edges are zeros in `out` (and in grad_q).
+//   out[i, s(r), h] = sum_{e in N_r(i)} alpha_e[h] * v[j, h]
+// with the relation slot s(r) = rel_slot[r] (rel_slot None: s(r) = r). Slots let relations
+// that never share a destination share a column of q and out: in a heterogeneous graph
+// every destination type has its own relations, so S = the most relations into one type
+// (e.g. 3 of 8) rather than R. Slots (i, s) without edges are zeros in `out` and grad_q.
 //
 // The caller folds relation-specific transforms into q (one query per destination and
 // relation, e.g. HGT's W_att^r and prior), so k and v are shared by every relation that
@@ -20,20 +23,24 @@
 // pointers; checked by check_rgcn_layout (ops/rgcn_layout_check.cpp) on the CPU, on CUDA
 // by in-kernel asserts and under LMGNN_CHECK_INPUTS=full on a host copy.
 //
-// Inputs: q [N_dst, R, H, D], k [N_src, H, D], v [N_src, H, Dv] (any strides; float32,
-// float64, float16, bfloat16, all one dtype), scale (a float), scope (a string, above).
-// Outputs: out [N_dst, R, H, Dv] (q's dtype) and alpha [E, H], the attention weight of every
+// Inputs: q [N_dst, S, H, D], k [N_src, H, D], v [N_src, H, Dv] (any strides; float32,
+// float64, float16, bfloat16, all one dtype), rel_slot [R] int64 (optional; values in
+// [0, S); the pairs of one destination must have distinct slots — checked on the CPU, and
+// on CUDA under LMGNN_CHECK_INPUTS=full), scale (a float), scope (a string, above).
+// Outputs: out [N_dst, S, H, Dv] (q's dtype) and alpha [E, H], the attention weight of every
 // edge (edges in layout order, i.e. col's), in the op-math type (float32 for float16 /
 // bfloat16 / float32, float64 for float64) — what the backward reads instead of per-edge
 // [E, H, D] tensors; dots and sums accumulate in that type.
 //
-// Backward (grad_out g [N_dst, R, H, Dv]), each gradient only where `needs` asks for it:
+// Backward (grad_out g [N_dst, S, H, Dv]), each gradient only where `needs` asks for it:
 //   dp_e      = <g[i, r, h], v[j, h]>
 //   delta     = sum over the scope of alpha_e * dp_e        (= <g, out> summed over the scope)
 //   ds_e      = alpha_e * (dp_e - delta)
-//   grad_q[i, r, h] = scale * sum_{e in N_r(i)} ds_e * k[j, h]
-//   grad_k[j, h]    = scale * sum_{e from j} ds_e * q[i_e, r_e, h]
-//   grad_v[j, h]    = sum_{e from j} alpha_e * g[i_e, r_e, h]
+//   grad_q[i, s(r), h] = scale * sum_{e in N_r(i)} ds_e * k[j, h]
+//   grad_k[j, h]    = scale * sum_{e from j} ds_e * q[i_e, s(r_e), h]
+//   grad_v[j, h]    = sum_{e from j} alpha_e * g[i_e, s(r_e), h]
+// kv_shared (k and v are one tensor, e.g. RGAT's shared projection): grad_k holds grad_k +
+// grad_v, grad_v is empty; needs[1] or needs[2] asks for it.
 // CPU: grad_q per destination, grad_k / grad_v per source row through src_ptr / src_pairs
 // (no atomics, every row summed in edge order: the same bits for any thread count). CUDA:
 // grad_q per destination, grad_k / grad_v by atomic adds in the op-math type.
@@ -47,7 +54,11 @@
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
+#include <string>
+#include <vector>
+
 #include "utils/check.h"
+#include "utils/dispatch.h"
 
 namespace lmgnn {
 
@@ -61,7 +72,7 @@ void check_hetero_attention_args(const char* op, const at::Tensor& q, const at::
                                  const at::Tensor& col, const at::Tensor& pair_ptr, const at::Tensor& pair_dst,
                                  const at::Tensor& rel_ptr, const at::Tensor& dst_ptr,
                                  const at::Tensor& dst_pairs, const at::Tensor& src_ptr,
-                                 const at::Tensor& src_pairs) {
+                                 const at::Tensor& src_pairs, const std::optional<at::Tensor>& rel_slot) {
   check_dim(op, q, "q", 4);
   check_dim(op, k, "k", 3);
   check_dim(op, v, "v", 3);
@@ -100,19 +111,54 @@ void check_hetero_attention_args(const char* op, const at::Tensor& q, const at::
               src_pairs.numel());
   LMGNN_CHECK(src_ptr.numel() == N_src + 1, op, ": src_ptr must have N_src + 1 = ", N_src + 1,
               " entries (N_src = k.size(0)), got ", src_ptr.numel());
-  LMGNN_CHECK(q.size(0) == N_dst && q.size(1) == R && q.size(2) == H && q.size(3) == D, op,
-              ": q must be [N_dst = ", N_dst, ", R = ", R, ", H = ", H, ", D = ", D,
-              "] (N_dst = dst_ptr.numel() - 1, R = rel_ptr.numel() - 1, H and D from k), got ", q.sizes());
+  if (rel_slot.has_value()) {
+    check_dim(op, *rel_slot, "rel_slot", 1);
+    LMGNN_CHECK(rel_slot->scalar_type() == at::kLong, op, ": rel_slot must be int64, got ", rel_slot->scalar_type());
+    LMGNN_CHECK(rel_slot->numel() == R, op, ": rel_slot must have R = ", R, " entries (R = rel_ptr.numel() - 1), got ",
+                rel_slot->numel());
+    check_same_device(op, *rel_slot, "rel_slot", q, "q");
+  }
+  const int64_t S = q.size(1);
+  LMGNN_CHECK(q.size(0) == N_dst && (rel_slot.has_value() || S == R) && q.size(2) == H && q.size(3) == D, op,
+              ": q must be [N_dst = ", N_dst, ", ", rel_slot.has_value() ? "S" : "R = ",
+              rel_slot.has_value() ? "" : std::to_string(R), ", H = ", H, ", D = ", D,
+              "] (N_dst = dst_ptr.numel() - 1, R = rel_ptr.numel() - 1, S the slots of rel_slot, H and D from k), got ",
+              q.sizes());
   LMGNN_CHECK(v.size(0) == N_src && v.size(1) == H, op, ": v must be [N_src = ", N_src, ", H = ", H,
               ", Dv] (as k), got ", v.sizes());
 }
 
+void check_rel_slots(const char* op, const at::Tensor& rel_slot, int64_t S, const at::Tensor& rel_ptr,
+                     const at::Tensor& dst_ptr, const at::Tensor& dst_pairs) {
+  const int64_t* slot = rel_slot.const_data_ptr<int64_t>();
+  const int64_t* rp = rel_ptr.const_data_ptr<int64_t>();
+  const int64_t* dp = dst_ptr.const_data_ptr<int64_t>();
+  const int64_t R = rel_slot.numel(), N_dst = dst_ptr.numel() - 1;
+  for (int64_t r = 0; r < R; ++r) {
+    LMGNN_CHECK_INDEX(slot[r] >= 0 && slot[r] < S, op, ": rel_slot[", r, "] = ", slot[r], " out of range for ",
+                      S, " slots (q.size(1))");
+  }
+  std::vector<int64_t> pair_slot(rp[R]), seen(S, -1);
+  for (int64_t r = 0; r < R; ++r) std::fill(pair_slot.begin() + rp[r], pair_slot.begin() + rp[r + 1], slot[r]);
+  LMGNN_DISPATCH_INDEX(dst_pairs.scalar_type(), "check_rel_slots", [&] {
+    const index_t* pairs = dst_pairs.const_data_ptr<index_t>();
+    for (int64_t i = 0; i < N_dst; ++i) {
+      for (int64_t k = dp[i]; k < dp[i + 1]; ++k) {
+        const int64_t sl = pair_slot[pairs[k]];
+        LMGNN_CHECK(seen[sl] != i, op, ": destination ", i, " has edges of two relations in slot ", sl,
+                    " (rel_slot must give the relations into one destination distinct slots)");
+        seen[sl] = i;
+      }
+    }
+  });
+}
+
 void check_hetero_attention_backward_args(const char* op, const at::Tensor& grad_out, const at::Tensor& alpha,
                                           const at::Tensor& q, const at::Tensor& v, int64_t E) {
-  const int64_t N_dst = q.size(0), R = q.size(1), H = q.size(2), Dv = v.size(2);
-  LMGNN_CHECK(grad_out.dim() == 4 && grad_out.size(0) == N_dst && grad_out.size(1) == R &&
+  const int64_t N_dst = q.size(0), S = q.size(1), H = q.size(2), Dv = v.size(2);
+  LMGNN_CHECK(grad_out.dim() == 4 && grad_out.size(0) == N_dst && grad_out.size(1) == S &&
                   grad_out.size(2) == H && grad_out.size(3) == Dv,
-              op, ": grad_out must be [N_dst = ", N_dst, ", R = ", R, ", H = ", H, ", Dv = ", Dv, "], got ",
+              op, ": grad_out must be [N_dst = ", N_dst, ", ", S, ", H = ", H, ", Dv = ", Dv, "] (as q's first three), got ",
               grad_out.sizes());
   check_same_dtype(op, grad_out, "grad_out", q, "q");
   check_same_device(op, grad_out, "grad_out", q, "q");
@@ -127,13 +173,14 @@ void check_hetero_attention_backward_args(const char* op, const at::Tensor& grad
 TORCH_LIBRARY_FRAGMENT(lmgnn, m) {
   m.def(
       "hetero_attention(Tensor q, Tensor k, Tensor v, Tensor col, Tensor pair_ptr, Tensor pair_dst, "
-      "Tensor rel_ptr, Tensor dst_ptr, Tensor dst_pairs, Tensor src_ptr, Tensor src_pairs, float scale, "
-      "str scope) -> (Tensor out, Tensor alpha)",
+      "Tensor rel_ptr, Tensor dst_ptr, Tensor dst_pairs, Tensor src_ptr, Tensor src_pairs, Tensor? rel_slot, "
+      "float scale, str scope) -> (Tensor out, Tensor alpha)",
       {at::Tag::pt2_compliant_tag});
   m.def(
       "hetero_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor alpha, Tensor col, "
       "Tensor pair_ptr, Tensor pair_dst, Tensor rel_ptr, Tensor dst_ptr, Tensor dst_pairs, Tensor src_ptr, "
-      "Tensor src_pairs, float scale, str scope, bool[3] needs) -> (Tensor grad_q, Tensor grad_k, Tensor grad_v)",
+      "Tensor src_pairs, Tensor? rel_slot, float scale, str scope, bool[3] needs, bool kv_shared=False) "
+      "-> (Tensor grad_q, Tensor grad_k, Tensor grad_v)",
       {at::Tag::pt2_compliant_tag});
 }
 

@@ -54,12 +54,19 @@ class _RelationalAttention(nn.Module):
         if unknown:
             raise ValueError(f"{name}: edge types name node types {unknown} that are not in node_types")
         # relations into each node type (relation ids in order), as non-persistent buffers
-        # so they follow .to(device) without entering the state dict
+        # so they follow .to(device) without entering the state dict; the k-th relation into
+        # a type has slot k in the op's q and out, so those are [N_dst, S, H, D] with S the
+        # most relations into one type, not R (``hetero_attention``'s rel_slot)
         self._rels = {}
+        slot = [0] * self.num_relations
         for i, t in enumerate(self.node_types):
             rels = [r for r, e in enumerate(self.edge_types) if e[2] == t]
+            for k, r in enumerate(rels):
+                slot[r] = k
             self.register_buffer(f"_rels_{i}", torch.tensor(rels, dtype=torch.long), persistent=False)
             self._rels[t] = f"_rels_{i}"
+        self.num_slots = max([len(self.relations_into(t)) for t in self.node_types] + [0])
+        self.register_buffer("_rel_slot", torch.tensor(slot, dtype=torch.long), persistent=False)
 
     def relations_into(self, t: str) -> Tensor:
         """Relation ids whose destination type is ``t`` (int64, on the module's device)."""
@@ -71,19 +78,31 @@ class _RelationalAttention(nn.Module):
                              f"layer's {self.edge_types} (relation id = index)")
         return layout_from_block(block)
 
-    def _attend(self, q: Tensor, k: Tensor, v: Tensor, layout: RelLayout, scope: str) -> Tensor:
+    def _attend(self, per_type: dict, k: Tensor, v: Tensor, layout: RelLayout, scope: str, like: Tensor) -> dict:
+        """The attention op on the queries ``{t: [num_dst[t], |R_t|, H, D]}`` (the relations
+        into ``t``, in order) -> ``{t: [num_dst[t], |R_t|, H, Dv]}`` per destination type."""
+        S, H, D = self.num_slots, self.heads, self.head_dim
+        parts = []
+        for t in layout.node_types:  # the destination rows, type by type: q [N_dst, S, H, D]
+            n = layout.num_dst_per_type[t]
+            if n == 0:
+                continue
+            qt = per_type.get(t)
+            if qt is None:
+                qt = like.new_zeros((n, S, H, D))
+            elif qt.shape[1] < S:  # slots no relation into t uses (never read)
+                qt = torch.cat([qt, qt.new_zeros((n, S - qt.shape[1], H, D))], 1)
+            parts.append(qt)
+        q = parts[0] if len(parts) == 1 else (torch.cat(parts, 0) if parts else like.new_zeros((0, S, H, D)))
         use = self.use_kernel is not False and kernel_available(q.device)
         fn = hetero_attention if use else hetero_attention_ref
-        return fn(q, k, v, layout, scale=1.0, scope=scope)
-
-    def _queries(self, per_type: dict, layout: RelLayout, like: Tensor) -> Tensor:
-        """``[N_dst, R, H, D]`` from ``{t: [num_dst[t], |R_t|, H, D]}`` (the relations into
-        ``t``); the slots of other relations stay zero (the op never reads them)."""
-        q = like.new_zeros((layout.num_dst, self.num_relations, self.heads, self.head_dim))
-        for t, qt in per_type.items():
-            off, n = layout.dst_offset[t], layout.num_dst_per_type[t]
-            q[off:off + n].index_copy_(1, self.relations_into(t), qt)
-        return q
+        agg = fn(q, k, v, layout, scale=1.0, scope=scope, rel_slot=self._rel_slot)
+        sizes = [layout.num_dst_per_type[t] for t in layout.node_types]
+        out = {}
+        for t, a in zip(layout.node_types, agg.split(sizes, 0)):  # split: its backward is one cat, no zero fill
+            nr = len(self.relations_into(t))
+            out[t] = a if nr == S else a[:, :nr]
+        return out
 
     def _dst_types(self, layout: RelLayout):
         """``(t, offset, rows, relations into t)`` for the node types with destinations."""
@@ -93,10 +112,57 @@ class _RelationalAttention(nn.Module):
                 yield t, layout.dst_offset[t], n, self.relations_into(t)
 
 
+def _rows(x: Tensor, n: int) -> Tensor:
+    """The first ``n`` rows of ``x`` — ``x`` itself when it has ``n`` (no slice, whose backward
+    would fill a zero gradient of ``x``'s size)."""
+    return x if x.shape[0] == n else x[:n]
+
+
+class _TypedLinear(torch.autograd.Function):
+    """``cat([x_t @ W_t^T + b_t for each type t])`` written into one output (no concatenation
+    copy); the backward hands out per-type row blocks of the gradient (views)."""
+
+    @staticmethod
+    def forward(ctx, n_types: int, *args):
+        xs, ws, bs = args[:n_types], args[n_types:2 * n_types], args[2 * n_types:]
+        out = xs[0].new_empty((sum(x.shape[0] for x in xs), ws[0].shape[0]))
+        off = 0
+        for x, w, b in zip(xs, ws, bs):
+            seg = out[off:off + x.shape[0]]
+            if b is None:
+                torch.mm(x, w.t(), out=seg)
+            else:
+                torch.addmm(b, x, w.t(), out=seg)
+            off += x.shape[0]
+        ctx.n_types, ctx.has_bias = n_types, [b is not None for b in bs]
+        ctx.save_for_backward(*xs, *ws)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        n = ctx.n_types
+        saved = ctx.saved_tensors
+        xs, ws = saved[:n], saved[n:]
+        nig = ctx.needs_input_grad[1:]
+        gx, gw, gb = [None] * n, [None] * n, [None] * n
+        off = 0
+        for i, (x, w) in enumerate(zip(xs, ws)):
+            gs = g[off:off + x.shape[0]]
+            off += x.shape[0]
+            if nig[i]:
+                gx[i] = gs @ w
+            if nig[n + i]:
+                gw[i] = gs.t() @ x
+            if ctx.has_bias[i] and nig[2 * n + i]:
+                gb[i] = gs.sum(0)
+        return (None, *gx, *gw, *gb)
+
+
 def _typed_rows(lins: nn.ModuleDict, x: dict, layout: RelLayout, counts: dict, what: str, width: int,
                 like: Tensor) -> Tensor:
-    """``cat([lins[t](x[t][:counts[t]]) for t in layout.node_types])``: ``[sum(counts), width]``."""
-    parts = []
+    """``cat([lins[t](x[t][:counts[t]]) for t in layout.node_types])``: ``[sum(counts), width]``,
+    one output buffer (:class:`_TypedLinear`)."""
+    xs, ws, bs = [], [], []
     for t in layout.node_types:
         n = counts[t]
         if n == 0:
@@ -106,10 +172,12 @@ def _typed_rows(lins: nn.ModuleDict, x: dict, layout: RelLayout, counts: dict, w
         if x[t].shape[0] < n:
             raise ValueError(f"attention layer: features of node type '{t}' have {x[t].shape[0]} rows, the block "
                              f"needs {n} {what} rows")
-        parts.append(lins[t](x[t][:n]))
-    if not parts:
+        xs.append(_rows(x[t], n))
+        ws.append(lins[t].weight)
+        bs.append(lins[t].bias)
+    if not xs:
         return like.new_zeros((0, width))
-    return parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+    return _TypedLinear.apply(len(xs), *xs, *ws, *bs)
 
 
 class HGTConv(_RelationalAttention):
@@ -180,21 +248,20 @@ class HGTConv(_RelationalAttention):
         k = _typed_rows(self.k_lin, x, layout, layout.num_src_per_type, "source", self.out_channels, like)
         v = _typed_rows(self.v_lin, x, layout, layout.num_src_per_type, "source", self.out_channels, like)
         w_att = self.w_att * (self.mu / math.sqrt(D))[:, :, None, None]  # mu[r, h] / sqrt(D) folded in
+        xd = {t: _rows(x[t], n) for t, _, n, _ in self._dst_types(layout)}  # destination rows: one slice per type
         q = {}
         for t, _, n, rels in self._dst_types(layout):
             if rels.numel():
-                qt = self.q_lin[t](x[t][:n]).view(n, H, D)
+                qt = self.q_lin[t](xd[t]).view(n, H, D)
                 q[t] = torch.einsum("nhe,rhde->nrhd", qt, w_att[rels])  # q[i, r, h] = W_att[r, h] q_i[h] * ...
-        agg = self._attend(self._queries(q, layout, like), k.view(-1, H, D), v.view(-1, H, D), layout, "per_dst")
+        agg = self._attend(q, k.view(-1, H, D), v.view(-1, H, D), layout, "per_dst", like)
         out = {}
         for t in layout.node_types:
             n = layout.num_dst_per_type[t]
-            x_t = x[t][:n] if n else like.new_zeros((0, self.in_channels))
+            x_t = xd[t] if n else like.new_zeros((0, self.in_channels))
             rels = self.relations_into(t)
             if n and rels.numel():
-                off = layout.dst_offset[t]
-                m = torch.einsum("nrhd,rhde->nhe", agg[off:off + n].index_select(1, rels), self.w_msg[rels])
-                m = m.reshape(n, self.out_channels)
+                m = torch.einsum("nrhd,rhde->nhe", agg[t], self.w_msg[rels]).reshape(n, self.out_channels)
             else:
                 m = like.new_zeros((n, self.out_channels))
             o = self.dropout(self.a_lin[t](nn.functional.gelu(m)))
@@ -236,7 +303,7 @@ class RGATConv(_RelationalAttention):
     For destination ``i`` of type ``τ``, relation ``r`` and head ``h`` (``D = out_channels / heads``)::
 
         q_{i,r} = W_q[r] x_i / sqrt(D)                 (per relation)
-        k_j = K_{τ(j)} x_j,   v_j = V_{τ(j)} x_j         (per source type, shared by its relations)
+        k_j = v_j = K_{τ(j)} x_j                         (per source type, shared by its relations)
         alpha_e = softmax of <q_{i,r}[h], k_j[h]> over the in-edges of i of relation r
         out_i = Root_τ(x_i) + sum_r (sum_{e in N_r(i)} alpha_e v_j) @ W_o[r]
 
@@ -247,10 +314,17 @@ class RGATConv(_RelationalAttention):
     aggregate, so heads mix per relation, as ``GATConv``'s concatenated heads would be mixed
     by the next layer.
 
+    One projection per source type serves as key and value (``share_kv``, the default), as
+    GAT's ``W h_j`` serves its scores and its messages: the layer's cost is dominated by the
+    projection of every source row (``N_src >> N_dst`` in sampled blocks), so sharing halves
+    it; the relation-specific parts (``W_q[r]``, ``W_o[r]``) act on the destinations.
+    ``share_kv=False`` adds a separate ``V_τ`` (parameter ``v_lin``).
+
     Args:
         in_channels, out_channels: F_in, F_out (F_out divisible by ``heads``).
         node_types, edge_types: the graph's; relation id = index in ``edge_types``.
         heads: attention heads H.
+        share_kv: one projection per source type for keys and values (``False``: two).
         use_kernel: ``None``: the fused op where it has a kernel for the device, else its
             reference; ``False``: always the reference.
 
@@ -259,12 +333,15 @@ class RGATConv(_RelationalAttention):
     """
 
     def __init__(self, in_channels: int, out_channels: int, node_types: Sequence[str],
-                 edge_types: Sequence[EdgeType], heads: int = 4, use_kernel: Optional[bool] = None):
+                 edge_types: Sequence[EdgeType], heads: int = 4, share_kv: bool = True,
+                 use_kernel: Optional[bool] = None):
         super().__init__(in_channels, out_channels, node_types, edge_types, heads, use_kernel)
         F, R = out_channels, self.num_relations
+        self.share_kv = share_kv
         self.w_q = nn.Parameter(torch.empty(R, in_channels, F))
         self.k_lin = nn.ModuleDict({t: nn.Linear(in_channels, F, bias=False) for t in self.node_types})
-        self.v_lin = nn.ModuleDict({t: nn.Linear(in_channels, F, bias=False) for t in self.node_types})
+        self.v_lin = None if share_kv else nn.ModuleDict({t: nn.Linear(in_channels, F, bias=False)
+                                                          for t in self.node_types})
         self.w_o = nn.Parameter(torch.empty(R, F, F))
         self.root = nn.ModuleDict({t: nn.Linear(in_channels, F) for t in self.node_types})
         self.reset_parameters()
@@ -272,7 +349,7 @@ class RGATConv(_RelationalAttention):
     def reset_parameters(self) -> None:
         _glorot(self.w_q)
         _glorot(self.w_o)
-        for lins in (self.k_lin, self.v_lin, self.root):
+        for lins in (self.k_lin, self.v_lin or {}, self.root):
             for lin in lins.values():
                 lin.reset_parameters()
 
@@ -281,31 +358,33 @@ class RGATConv(_RelationalAttention):
         like = self.w_q
         H, D, F = self.heads, self.head_dim, self.out_channels
         k = _typed_rows(self.k_lin, x, layout, layout.num_src_per_type, "source", F, like)
-        v = _typed_rows(self.v_lin, x, layout, layout.num_src_per_type, "source", F, like)
+        v = k if self.v_lin is None else _typed_rows(self.v_lin, x, layout, layout.num_src_per_type, "source", F,
+                                                     like)
+        xd = {t: _rows(x[t], n) for t, _, n, _ in self._dst_types(layout)}  # destination rows: one slice per type
         q = {}
         for t, _, n, rels in self._dst_types(layout):
             if rels.numel():
-                w = self.w_q[rels].permute(1, 0, 2).reshape(self.in_channels, -1)  # [F_in, |R_t| * F]
-                q[t] = (x[t][:n] @ w).view(n, rels.numel(), H, D) / math.sqrt(D)
-        agg = self._attend(self._queries(q, layout, like), k.view(-1, H, D), v.view(-1, H, D), layout,
-                           "per_dst_rel")
+                w = self.w_q[rels].permute(1, 0, 2).reshape(self.in_channels, -1) / math.sqrt(D)  # [F_in, |R_t| F]
+                q[t] = (xd[t] @ w).view(n, rels.numel(), H, D)
+        kh = k.view(-1, H, D)
+        vh = kh if v is k else v.view(-1, H, D)  # one tensor: the op returns one gradient for both
+        agg = self._attend(q, kh, vh, layout, "per_dst_rel", like)
         out = {}
         for t in layout.node_types:
             n = layout.num_dst_per_type[t]
             if n == 0:
                 out[t] = like.new_zeros((0, F))
                 continue
-            o = self.root[t](x[t][:n])
+            o = self.root[t](xd[t])
             rels = self.relations_into(t)
             if rels.numel():
-                off = layout.dst_offset[t]
-                a = agg[off:off + n].index_select(1, rels).reshape(n, -1)  # [n, |R_t| * F]
-                o = o + a @ self.w_o[rels].reshape(-1, F)
+                o = o + agg[t].reshape(n, -1) @ self.w_o[rels].reshape(-1, F)  # [n, |R_t| * F] @ [|R_t| * F, F]
             out[t] = o
         return out
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, heads={self.heads}, relations={self.num_relations}"
+        return (f"{self.in_channels}, {self.out_channels}, heads={self.heads}, relations={self.num_relations}, "
+                f"share_kv={self.share_kv}")
 
 
 class _AttentionEncoder(nn.Module):
@@ -340,7 +419,7 @@ class _AttentionEncoder(nn.Module):
             if t not in x:
                 raise KeyError(f"{type(self).__name__}: no input features for node type '{t}' ({n} source nodes "
                                f"in blocks[0])")
-            h[t] = self.dropout(self.act(self.proj[t](x[t][:n])))
+            h[t] = self.dropout(self.act(self.proj[t](_rows(x[t], n))))
         return h
 
 
@@ -394,7 +473,8 @@ class RGAT(_AttentionEncoder):
     :class:`RGATConv` layers with LayerNorm (optional), activation and dropout between them
     (as :class:`~lmgnn_fast.nn.RGCN`).
 
-    Args: as :class:`HGT` (``layer_norm`` between layers).
+    Args: as :class:`HGT` (``layer_norm`` between layers), plus ``share_kv`` (see
+    :class:`RGATConv`).
 
     Shapes:
         ``forward(x, blocks)``: ``x[t]`` ``[blocks[0].num_src(t), F_in[t]]``; returns
@@ -403,13 +483,13 @@ class RGAT(_AttentionEncoder):
 
     def __init__(self, in_channels: Union[int, dict], hidden_channels: int, out_channels: int,
                  node_types: Sequence[str], edge_types: Sequence[EdgeType], num_layers: int = 2, heads: int = 4,
-                 dropout: float = 0.0, activation: str = "relu", layer_norm: bool = False,
+                 dropout: float = 0.0, activation: str = "relu", layer_norm: bool = False, share_kv: bool = True,
                  use_kernel: Optional[bool] = None):
         super().__init__(in_channels, hidden_channels, node_types, num_layers, activation, dropout)
         dims = [hidden_channels] * num_layers + [out_channels]
         self.convs = nn.ModuleList(
-            RGATConv(dims[i], dims[i + 1], self.node_types, edge_types, heads=heads, use_kernel=use_kernel)
-            for i in range(num_layers))
+            RGATConv(dims[i], dims[i + 1], self.node_types, edge_types, heads=heads, share_kv=share_kv,
+                     use_kernel=use_kernel) for i in range(num_layers))
         self.norms = nn.ModuleList(LayerNorm(hidden_channels) for _ in range(num_layers - 1)) if layer_norm else None
 
     def reset_parameters(self) -> None:
