@@ -115,8 +115,23 @@ class Stage2Config:
 
 @dataclass
 class Stage3Config:
-    """Joint LM + R-GCN training with the embedding cache."""
+    """Stage 3: LM and graph model trained together (docs/training.md, "Stage 3").
+
+    ``objective``: ``glem`` — rounds of an LM step on the gold labels plus the graph
+    model's soft predictions (pseudo-labels / distillation), then graph-model epochs on the
+    refreshed embeddings, keeping the best validation epoch; ``joint`` — end-to-end steps on
+    the training labels, ``lm_train_nodes`` rows per batch through the LM, the rest from the
+    cache. ``epochs``: rounds (glem) or epochs (joint).
+    """
+    objective: str = "glem"  # glem | joint
     epochs: int = 1
+    # glem: graph-model epochs per round (patience stage2.patience), weight of the teacher's
+    # soft targets, minimum teacher confidence of a pseudo-labelled item, LM items per round
+    # (None = auto: the stage-1 CPU budget of LM texts on a CPU, every item on a GPU)
+    gnn_epochs: int = 10
+    pseudo_weight: float = 1.0
+    pseudo_min_confidence: float = 0.5
+    lm_items: int | None = None
     batch_size: int = 64
     lm_lr: float = 2e-5
     gnn_lr: float = 1e-3
