@@ -109,8 +109,12 @@ class Trainer:
             key = f"stage{number}"
             if cfg.run.resume and key in self.results and ctx.ckpt.has_stage(number) and \
                     (resume is None or resume.stage != number):
-                ctx.log(f"stage {number}: already done, skipping (resume)")
-                continue
+                problem = ctx.ckpt.stage_problem(number)
+                if problem is None:
+                    ctx.log(f"stage {number}: already done, skipping (resume)")
+                    continue
+                ctx.log(f"resume: the checkpoint of stage {number} is unusable ({problem}); stage {number} "
+                        "runs again")
             t0 = time.time()
             with out_of_memory_hint(cfg, number):
                 stage = STAGES[number](ctx, self.features, self.gnn_task)
