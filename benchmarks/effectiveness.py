@@ -47,11 +47,18 @@ VARIANTS = {
     "s12x": {"run.stages": "1,2", "run.final_stage": "2", **_GRAPH_S1, "stage1.max_edges": 4096},
     "notext": {"run.stages": "2", "run.final_stage": "2", "gnn.text_features": "false", "stage2.lr": 0.01},
     "default": {},
+    # the default recipe with each stage-3 objective, and with each encoder
+    "s3glem": {"stage3.objective": "glem"},
+    "s3joint": {"stage3.objective": "joint"},
+    "hgt": {"gnn.model": "hgt"},
+    "rgat": {"gnn.model": "rgat"},
 }
 LABELS = {"default": "default recipe (final model by validation)",
           "lm": "(a) LM alone", "frozen": "(b) frozen LM + R-GCN", "s12": "(c) stages 1+2",
           "s123": "(d) stages 1+2+3",
-          "s12x": "(c') stages 1+2, stage 1 on 4,096 edges", "notext": "(e) R-GCN, learnable features"}
+          "s12x": "(c') stages 1+2, stage 1 on 4,096 edges", "notext": "(e) R-GCN, learnable features",
+          "s3glem": "recipe, stage 3 glem", "s3joint": "recipe, stage 3 joint",
+          "hgt": "recipe with HGT", "rgat": "recipe with RGAT"}
 
 
 def _config(dataset: str, task: str, seed: int, out: str, max_nodes: int | None, extra: dict):
@@ -154,11 +161,19 @@ def run_grid(datasets, seeds, kinds, variants, max_nodes, extra, partial: str = 
                         metric = tr.task.primary_metric
                         stage_vals = {k: r["val"].get(metric) for k, r in res.items()
                                       if isinstance(r, dict) and isinstance(r.get("val"), dict)}
+                        # test values per stage (for reading only: selection is on validation)
+                        stage_tests = {k: r["test"].get(metric) for k, r in res.items()
+                                       if isinstance(r, dict) and isinstance(r.get("test"), dict)}
+                        grads = {k: [h["lm_grad_norm"] for h in hs if "lm_grad_norm" in h]
+                                 for k, hs in tr.ctx.history.items()}
+                        lm_grad = {k: {"mean": statistics.mean(g), "last": g[-1], "steps": len(g)}
+                                   for k, g in grads.items() if g}
                     if partial:
                         _append_partial(partial, {"dataset": ds, "task": task, "metric": metric, "variant": v,
                                                   "seed": seed, "value": vals[-1], "time_s": times[-1],
                                                   "val": last["val"].get(metric), "final_stage": tr.final_stage,
-                                                  "stage_vals": stage_vals, "sizes": sizes,
+                                                  "stage_vals": stage_vals, "stage_tests": stage_tests,
+                                                  "lm_grad_norm": lm_grad, "sizes": sizes,
                                                   "edges": edges, "max_nodes": max_nodes.get(ds),
                                                   "overrides": {**extra, **over}})
                 if not vals:
