@@ -31,7 +31,7 @@ _INF = math.inf
 RANGES: dict[str, tuple[float, bool, float, bool]] = {
     "lm.max_length": (2, True, _INF, False),
     "lm.encode_batch_size": (1, True, _INF, False),
-    "lm.lora_r": (0, True, _INF, False),
+    "lm.lora_r": (0, True, 65536, True),  # no BERT-family LM is wider; add_lora bounds it by the LM's width
     "lm.lora_alpha": (0, False, _INF, False),
     "lm.lora_dropout": (0, True, 1, False),
     "gnn.hidden": (1, True, _INF, False),
