@@ -316,3 +316,23 @@ def test_ctrl_c_in_the_train_cli(tmp_path):
     p = _subprocess(None, code=code)
     assert p.returncode == EXIT_INTERRUPTED
     assert p.stderr == "interrupted; resume with --resume\n"
+
+
+def test_huge_text_cell_is_cut_with_one_log_line(tmp_path):
+    """A multi-megabyte text cell (a 50 MiB one used to abort the tokenizer) is cut before
+    tokenizing, with one warning line naming the node and its type."""
+    from lmgnn_fast.lm import make_tiny_bert
+    from lmgnn_fast.train import Trainer
+
+    data = tiny_dir(tmp_path / "data")
+    huge = "paper " * 500_000  # 3 MB
+    with open(os.path.join(data, "nodes", "paper.csv"), "a") as f:
+        f.write(f"p_huge,{huge},1\n")
+    bert = make_tiny_bert(["paper author"], str(tmp_path / "bert"))
+    cfg = load_config(None, ["--data.name", data, "--lm.name", bert, "--lm.max_length", "8",
+                             "--run.out_dir", str(tmp_path / "run"), "--run.progress", "false"])
+    lines = []
+    Trainer(cfg, log=lambda *a: lines.append(" ".join(map(str, a)))).features.load_lm("pretrained")  # tokenizes
+    warned = [x for x in lines if "cut to its first" in x]
+    assert warned == [f"warning: tokenize: node 'p_huge' of node type 'paper': text of {len(huge):,} characters "
+                      "cut to its first 800 before tokenizing (lm.max_length 8 tokens x 100 characters)"], lines
