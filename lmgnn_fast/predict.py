@@ -40,6 +40,7 @@ from torch import Tensor
 
 from lmgnn_fast.graph import CSC, EdgeType, edge_type_str
 from lmgnn_fast.io.errors import GraphFormatError
+from lmgnn_fast.io.paths import is_inside
 from lmgnn_fast.ops import coo_to_csc
 from lmgnn_fast.ops.convert import csc_to_coo
 
@@ -119,6 +120,9 @@ def _find(folder: Path, sub: str) -> dict[str, Path]:
     out = {}
     for p in sorted(d.iterdir()):
         if p.is_file() and p.suffix[1:] in _EXTS:
+            if not is_inside(folder, p):  # as the dataset reader: no symbolic link leading out
+                raise GraphFormatError("resolves outside the request folder; files must stay inside it (no "
+                                       "symbolic links leading out)", file=f"{sub}/{p.name}")
             if p.stem in out:
                 raise GraphFormatError(f"two tables for {p.stem!r} ({out[p.stem].name}, {p.name})",
                                        file=f"{sub}/{p.name}")
