@@ -11,7 +11,6 @@ import torch
 from _toy_graph import write_toy_dir
 from lmgnn_fast.io import read_dir
 from lmgnn_fast.train import Trainer
-from lmgnn_fast.train.data import edge_endpoints_all
 from test_train import quiet, small_config, toy  # noqa: F401 - the toy fixture
 
 
@@ -31,7 +30,7 @@ def test_endpoints_of_held_out_edges_come_from_the_full_edge_list(ec_lp_dir):
     et = ("author", "writes", "paper")
     masks = g.edge_masks[et]
     assert masks["val"].any() and masks["test"].any()
-    src, dst = edge_endpoints_all(g, et)
+    src, dst = g.all_edges(et)
     with open(os.path.join(ec_lp_dir, "edges", "author__writes__paper.csv")) as f:
         rows = [line.strip().split(",")[:2] for line in f.readlines()[1:]]
     assert src.numel() == len(rows)
