@@ -103,7 +103,7 @@ def rows_from_partial(path: str) -> list:
             if not line.strip():
                 continue
             r = json.loads(line)
-            key = (r["dataset"], r["task"], r["variant"])
+            key = (r["dataset"], r["task"], r["variant"], r.get("max_nodes"))
             row = rows.setdefault(key, {"dataset": r["dataset"], "task": r["task"], "metric": r["metric"],
                                         "variant": r["variant"], "values": [], "seeds": [], "times": [],
                                         "sizes": r["sizes"], "edges": r["edges"]})
@@ -124,7 +124,8 @@ def _done_runs(path: str) -> set:
     if not path or not os.path.exists(path):
         return set()
     with open(path) as f:
-        return {(r["dataset"], r["task"], r["variant"], r["seed"]) for r in map(json.loads, filter(str.strip, f))}
+        return {(r["dataset"], r["task"], r["variant"], r["seed"], r.get("max_nodes"))
+                for r in map(json.loads, filter(str.strip, f))}
 
 
 def run_grid(datasets, seeds, kinds, variants, max_nodes, extra, partial: str = ""):
@@ -148,7 +149,7 @@ def run_grid(datasets, seeds, kinds, variants, max_nodes, extra, partial: str = 
                     over = {"run.stages": "1", "run.final_stage": "1", "stage1.objective": "graph",
                             "stage1.relations": f"[[{', '.join(et)}]]", "stage1.task_weight": 0, "stage1.epochs": 2}
                 for seed in seeds:
-                    if (ds, task, v, seed) in done:
+                    if (ds, task, v, seed, max_nodes.get(ds)) in done:
                         continue
                     with tempfile.TemporaryDirectory() as d:
                         cfg = _config(ds, task, seed, d, max_nodes.get(ds), {**extra, **over})
@@ -212,9 +213,9 @@ def grouped_markdown(rows) -> str:
     order = ["lm", "frozen", "s12", "s12x", "s123", "notext", "default"]
     groups: dict = {}
     for r in rows:
-        groups.setdefault((r["dataset"], r["task"]), []).append(r)
+        groups.setdefault((r["dataset"], r["task"], r.get("max_nodes")), []).append(r)
     out = []
-    for (ds, task), rs in groups.items():
+    for (ds, task, _), rs in groups.items():
         r0 = rs[0]
         sub = f", subsample max_nodes={r0['max_nodes']}" if r0.get("max_nodes") else ""
         out += [f"### {ds} / {task} ({r0['metric']}, test; {sum(r0['sizes'].values())} nodes, "
@@ -238,7 +239,7 @@ def targets_markdown(rows) -> str:
     sample variances), and which stage the default recipe's validation picked per seed."""
     by: dict = {}
     for r in rows:
-        by.setdefault((r["dataset"], r["task"]), {})[r["variant"]] = r
+        by.setdefault((r["dataset"], r["task"], r.get("max_nodes")), {})[r["variant"]] = r
 
     def ms(r):
         v = r["values"]
@@ -246,7 +247,7 @@ def targets_markdown(rows) -> str:
 
     out = ["| task | default (n) | better of (a), (b) (n) | diff | pooled std | >= | ahead by > 1 pooled std "
            "| (e) (n) | ahead of (e) | final stage per seed |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for (ds, task), vs in by.items():
+    for (ds, task, n), vs in by.items():
         if "default" not in vs:
             continue
         d_m, d_s, d_n = ms(vs["default"])
@@ -256,7 +257,8 @@ def targets_markdown(rows) -> str:
         e = ms(vs["notext"]) if "notext" in vs else None
         fs = ",".join("-" if x is None else str(x) for x in vs["default"].get("final_stages", []))
         yes = lambda c: "yes" if c else "**no**"  # noqa: E731
-        out.append(f"| {ds} / {task} | {d_m:.4f} ± {d_s:.4f} ({d_n}) | {LABELS.get(bk, bk)}: {b_m:.4f} ± {b_s:.4f} "
+        name = f"{ds} / {task}" + (f" ({n} nodes)" if n else "")
+        out.append(f"| {name} | {d_m:.4f} ± {d_s:.4f} ({d_n}) | {LABELS.get(bk, bk)}: {b_m:.4f} ± {b_s:.4f} "
                    f"({b_n}) | {d_m - b_m:+.4f} | {pooled:.4f} | {yes(d_m >= b_m)} | {yes(d_m - b_m > pooled)} | "
                    + (f"{e[0]:.4f} ({e[2]}) | {yes(d_m > e[0])} | " if e else "- | - | ") + f"{fs} |")
     return "\n".join(out)
