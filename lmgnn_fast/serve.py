@@ -62,6 +62,9 @@ def _main(argv: list[str]) -> int:
     t0 = time.perf_counter()
     run = load_run(args.run_dir, stage=args.stage, full_neighbourhood=args.full_neighbourhood, overrides=rest)
     load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    run.warm_up()  # the LM, for requests with new texts: loaded before the first request, not by it
+    warm_s = time.perf_counter() - t0
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -73,8 +76,8 @@ def _main(argv: list[str]) -> int:
         async def startup(self, sockets=None):
             await super().startup(sockets=sockets)
             if self.started:  # accepting on the socket now
-                print(f"serving {args.run_dir} (stage {run.stage}, loaded in {load_s:.1f} s) on "
-                      f"http://{host}:{port}", flush=True)
+                print(f"serving {args.run_dir} (stage {run.stage}; run loaded in {load_s:.1f} s, LM in {warm_s:.1f} s) "
+                      f"on http://{host}:{port}", flush=True)
 
     Server(uvicorn.Config(create_app(run), log_level="warning", access_log=False,
                           timeout_graceful_shutdown=5)).run(sockets=[sock])

@@ -7,20 +7,20 @@ import struct
 
 import pytest
 
+from conftest import quiet, small_config
 from lmgnn_fast.train import Trainer
 from lmgnn_fast.train.errors import SimulatedInterrupt
-from test_train import quiet, small_config, toy  # noqa: F401 - the toy fixture
 
 OVER = {"task.name": "topic", "run.stages": "1,2", "stage2.epochs": 3, "stage2.batch_size": 8,
         "run.checkpoint_every": 2, "run.checkpoint_every_s": 0}
 
 
 @pytest.fixture(scope="module")
-def reference(toy, tmp_path_factory):  # noqa: F811
+def reference(toy, tmp_path_factory):
     return Trainer(small_config(toy, str(tmp_path_factory.mktemp("ref")), **OVER), log=quiet).run()
 
 
-def interrupted(toy, out):  # noqa: F811
+def interrupted(toy, out):
     # stage 1: steps 1-2; stage 2 (4 batches/epoch): checkpoints at steps 4, 6 (end of epoch 1), 8
     with pytest.raises(SimulatedInterrupt):
         Trainer(small_config(toy, out, **OVER, **{"run.interrupt_after_steps": 9}), log=quiet).run()
@@ -33,7 +33,7 @@ def interrupted(toy, out):  # noqa: F811
     return ck, last, prev
 
 
-def resume(toy, out):  # noqa: F811
+def resume(toy, out):
     lines = []
     cfg = small_config(toy, out, **OVER, **{"run.resume": "true"})
     res = Trainer(cfg, log=lambda *a: lines.append(" ".join(map(str, a)))).run()
@@ -55,7 +55,7 @@ def overwrite_tensor_bytes(path: str, count: int = 64) -> None:
 
 
 @pytest.mark.parametrize("damage", ["truncate", "delete", "garble_json", "overwrite"])
-def test_damaged_last_checkpoint_falls_back_to_the_previous(toy, tmp_path, reference, damage):  # noqa: F811
+def test_damaged_last_checkpoint_falls_back_to_the_previous(toy, tmp_path, reference, damage):
     out = str(tmp_path / "run")
     ck, last, prev = interrupted(toy, out)
     tfile = os.path.join(ck, last["tensors"])
@@ -88,7 +88,7 @@ def test_damaged_last_checkpoint_falls_back_to_the_previous(toy, tmp_path, refer
     assert not [f for f in os.listdir(ck) if f.startswith(("last", "prev"))]
 
 
-def test_no_usable_checkpoint_restarts_the_stage(toy, tmp_path):  # noqa: F811
+def test_no_usable_checkpoint_restarts_the_stage(toy, tmp_path):
     out = str(tmp_path / "run")
     ck, last, prev = interrupted(toy, out)
     os.remove(os.path.join(ck, last["tensors"]))
@@ -134,7 +134,7 @@ def test_checksum_refuses_overwritten_bytes(tmp_path):
         cm.stage_metadata(1)
 
 
-def test_truncated_stage_checkpoint_on_resume_reruns_the_stage(toy, tmp_path, reference, capsys):  # noqa: F811
+def test_truncated_stage_checkpoint_on_resume_reruns_the_stage(toy, tmp_path, reference, capsys):
     """A finished stage whose checkpoint was cut short: evaluate says so in one line (exit 2),
     --resume runs that stage again instead of failing in the next one."""
     from lmgnn_fast.evaluate import main as evaluate_main

@@ -8,50 +8,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from _toy_graph import write_toy_dir
-from lmgnn_fast.io import read_dir
-from lmgnn_fast.lm import make_tiny_bert
+import conftest
+from conftest import quiet, small_config  # noqa: F401 - shared helpers (conftest.py), imported from here too
 from lmgnn_fast.testing import only_cuda
 from lmgnn_fast.train import Config, ConfigError, DataError, Trainer, TrainingError
 from lmgnn_fast.train.config import apply_overrides
 from lmgnn_fast.train.errors import SimulatedInterrupt
 
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toy")
-    data = write_toy_dir(str(root / "data"), num_papers=45)
-    data_ml = write_toy_dir(str(root / "data_ml"), num_papers=45, multilabel=True)
-
-    g = read_dir(data)
-    texts = [x for t in g.node_types for x in (g.text[t] or [])]
-    bert = make_tiny_bert(texts, str(root / "bert"))
-    return {"root": root, "data": data, "data_ml": data_ml, "bert": bert}
-
-
-def small_config(toy, out: str, **over) -> Config:
-    c = Config()
-    c.data.name = toy["data"]
-    c.lm.name = toy["bert"]
-    c.lm.max_length = 16
-    c.gnn.hidden = 16
-    c.gnn.fanouts = [4, 4]
-    c.stage1.max_edges = 32
-    c.stage1.batch_size = 16
-    c.stage2.epochs = 2
-    c.stage2.batch_size = 16
-    c.stage3.batch_size = 16
-    c.stage3.lm_train_nodes = 8
-    c.task.eval_negatives = 20
-    c.run.out_dir = out
-    c.run.progress = False
-    c.run.num_threads = 1
-    apply_overrides(c, [x for k, v in over.items() for x in (f"--{k}", str(v))])
-    return c
-
-
-def quiet(*a):
-    pass
+toy = conftest.toy  # the session fixture, for the modules that import it from here
 
 
 def check_outputs(run_dir: str, task_type: str, stages=(1, 2, 3)):

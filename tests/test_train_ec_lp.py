@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from _toy_graph import write_toy_dir
+from conftest import quiet, small_config
 from lmgnn_fast.io import read_dir
 from lmgnn_fast.train import Trainer
-from test_train import quiet, small_config, toy  # noqa: F401 - the toy fixture
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_endpoints_of_held_out_edges_come_from_the_full_edge_list(ec_lp_dir):
     assert (src >= 0).all() and (dst >= 0).all()
 
 
-def test_edge_classification_trains_when_link_prediction_holds_out_its_relation(toy, ec_lp_dir, tmp_path):  # noqa: F811
+def test_edge_classification_trains_when_link_prediction_holds_out_its_relation(toy, ec_lp_dir, tmp_path):
     out = str(tmp_path / "run")
     cfg = small_config(toy, out, **{"data.name": ec_lp_dir, "task.name": "role", "run.stages": "1,2",
                                     "stage2.epochs": 1})

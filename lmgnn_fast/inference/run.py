@@ -114,7 +114,8 @@ class LoadedRun:
         graph: the run's graph (requests never change it; :meth:`update_texts` does).
         task: the run's resolved target task.
         model: the :class:`~lmgnn_fast.inference.protocol.TaskModel`.
-        lm: the LM that encodes new texts (``None`` without text node types).
+        lm: the LM that encodes new texts (``None`` without text node types), loaded on first
+            use (:meth:`warm_up` loads it at once).
         table: per text node type, the LM rows of the graph's nodes ``[N_t, H]``.
         fanouts: the sampling fanouts (``-1``: every neighbour).
         load_report: per text node type ``{"rows", "reused", "encoded"}`` and ``seconds``.
@@ -128,14 +129,14 @@ class LoadedRun:
         fan = [int(f) for f in ctx.cfg.gnn.fanouts]
         self.fanouts = [-1] * len(fan) if full_neighbourhood else fan
         self.index = NodeIndex(self.graph)
-        self.lm = None
+        self._lm = None
+        self._lm_source = _lm_source(ctx, stage) if ctx.text_types else None
         self.table: dict[str, Tensor] = {}
         self.load_report: dict = {}
         if ctx.text_types:
-            self.lm = self._load_lm(_lm_source(ctx, stage))
-            self._load_table(_lm_source(ctx, stage))
-        self.model = load_task_model(ctx, self.gnn_task, stage, self.table, self.lm.hidden_size if self.lm else 0,
-                                     self.fanouts)
+            self._load_table(self._lm_source)
+        lm_dim = int(next(iter(self.table.values())).shape[1]) if self.table else 0
+        self.model = load_task_model(ctx, self.gnn_task, stage, self.table, lm_dim, self.fanouts)
         self._coo: dict = {}
         self._candidates: dict[str, Tensor] = {}
         self.lock = threading.Lock()
@@ -147,6 +148,21 @@ class LoadedRun:
         return load_run(run_dir, **kwargs)
 
     # ------------------------------------------------------------------ loading
+    @property
+    def lm(self):
+        """The LM of the model's rows (``LMEncoder``; ``None`` without text node types),
+        loaded on first use: only new or changed texts need it."""
+        if self._lm is None and self._lm_source is not None:
+            self._lm = self._load_lm(self._lm_source)
+        return self._lm
+
+    def warm_up(self) -> "LoadedRun":
+        """Load the LM now (and run it once) rather than on the first request that brings a
+        new text (a server calls this before it accepts requests). Returns ``self``."""
+        if self.lm is not None:
+            self.encode_texts(["warm up"])
+        return self
+
     def _load_lm(self, source: str):
         from lmgnn_fast.lm import LMEncoder
 
@@ -162,8 +178,8 @@ class LoadedRun:
     def _load_table(self, source: str) -> None:
         """The LM rows of every text node type: stored rows whose text is unchanged, the
         LM's rows for the others."""
-        ctx, lm = self.ctx, self.lm
-        ident = lm_identity(ctx, lm, source)
+        ctx = self.ctx
+        ident = lm_identity(ctx, source)
         for t in ctx.text_types:
             texts = ctx.graph.text[t]
             n = ctx.graph.num_nodes[t]
@@ -172,19 +188,19 @@ class LoadedRun:
             why = None
             if stored is None:
                 why = "the run has no stored LM rows (lm_rows/: runs before they were stored, or a damaged file)"
-            elif any(stored.meta.get(k) != v for k, v in ident.items()) or stored.rows.shape[1] != lm.hidden_size:
+            elif any(stored.meta.get(k) != v for k, v in ident.items()):
                 why = (f"the stored LM rows are those of another LM ({stored.meta.get('lm_source')} vs "
                        f"{ident['lm_source']} of stage {self.stage})")
             pos = torch.full((n,), -1, dtype=torch.long) if why else reuse_positions(stored, hashes)
             have = pos >= 0
             missing = torch.nonzero(~have).flatten()
             if n == 0:
-                table = torch.zeros(0, lm.hidden_size, device=ctx.device)
-            elif missing.numel() == n:
-                tok = lm.tokenize(list(texts), ctx.cfg.lm.max_length, where=f"node type {t!r}")
-                table = lm.encode_all(tok, batch_size=ctx.cfg.lm.encode_batch_size, progress=False)
+                table = torch.zeros(0, stored.rows.shape[1] if why is None else self.lm.hidden_size, device=ctx.device)
+            elif missing.numel() == n:  # as the trainer fills its caches: the same rows
+                tok = self.lm.tokenize(list(texts), ctx.cfg.lm.max_length, where=f"node type {t!r}")
+                table = self.lm.encode_all(tok, batch_size=ctx.cfg.lm.encode_batch_size, progress=False)
             else:
-                table = torch.empty(n, lm.hidden_size, device=ctx.device)
+                table = torch.empty(n, stored.rows.shape[1], device=ctx.device)
                 table[have.to(ctx.device)] = stored.rows[pos[have]].to(ctx.device)
                 if missing.numel():
                     table[missing.to(ctx.device)] = self.encode_texts([texts[i] for i in missing.tolist()])

@@ -138,10 +138,13 @@ def write_outputs(ctx: RunContext, gnn_task: GNNTask, predictor) -> dict | None:
         return None
 
 
-def lm_identity(ctx: RunContext, lm, source: str) -> dict[str, str]:
+def lm_identity(ctx: RunContext, source: str) -> dict[str, str]:
     """What identifies the LM whose rows are stored (``lmgnn_fast.inference.rows``): its
     weights (``source``: ``pretrained``, ``stage1``, ``stage3``; the checksum of that stage's
-    checkpoint), its name, ``lm.max_length`` and its pooling."""
+    checkpoint), its name (``lm.name``, the packaged model's folder by default),
+    ``lm.max_length`` and ``lm.pooling`` -- read from the run, without loading the LM."""
+    from lmgnn_fast.lm.model import default_model_path
+
     weights = "pretrained"
     if source != "pretrained":
         stage = int(source[-1])
@@ -149,8 +152,9 @@ def lm_identity(ctx: RunContext, lm, source: str) -> dict[str, str]:
         if not weights:  # a checkpoint written without a checksum: its size and time
             st = os.stat(ctx.ckpt.stage_path(stage))
             weights = f"{st.st_size}-{st.st_mtime_ns}"
-    return {"lm_source": source, "lm_weights": weights, "lm_name": str(lm.name),
-            "max_length": str(ctx.cfg.lm.max_length), "pooling": str(lm.pooling)}
+    c = ctx.cfg.lm
+    return {"lm_source": source, "lm_weights": weights, "lm_name": str(c.name or default_model_path()),
+            "max_length": str(c.max_length), "pooling": str(c.pooling)}
 
 
 def write_lm_rows(ctx: RunContext, features) -> list[str]:
@@ -167,6 +171,6 @@ def write_lm_rows(ctx: RunContext, features) -> list[str]:
     features.ensure_cache()  # the caches hold the rows of the LM the final model reads
     if not ctx.dist.is_main:
         return []
-    meta = lm_identity(ctx, features.lm, source)
+    meta = lm_identity(ctx, source)
     return [save_rows(ctx.out_dir, t, features.caches[t].table[:ctx.graph.num_nodes[t]],
                       text_hashes(ctx.graph.text[t]), meta) for t in ctx.text_types]
