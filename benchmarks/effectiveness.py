@@ -233,6 +233,44 @@ def grouped_markdown(rows) -> str:
     return "\n".join(out)
 
 
+def stage3_markdown(paths) -> str:
+    """Per task and stage-3 objective (runs of the whole recipe, stages 1-3): how often
+    validation picked stage 3 (strictly above stages 1 and 2; ties apart), stage 3's mean
+    validation gain over stage 2, and the LM's mean gradient norm in stages 1 and 3."""
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            runs += [json.loads(x) for x in f if x.strip()]
+    objective = {"s3glem": "glem", "s3joint": "joint"}
+    by: dict = {}
+    for r in runs:
+        sv = r.get("stage_vals") or {}
+        if r["variant"] not in objective or sv.get("stage3") is None or sv.get("stage2") is None:
+            continue
+        by.setdefault((r["dataset"], r["task"], r.get("max_nodes"), objective[r["variant"]]), []).append(r)
+    out = ["| task | stage 3 objective | runs | stage 3 picked (strictly) | tie with stage 1/2 | "
+           "val stage 3 - stage 2 (mean) | LM grad norm, stage 1 / stage 3 (mean per step) |",
+           "|---|---|---|---|---|---|---|"]
+    for (ds, task, n, obj), rs in sorted(by.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+        strict = tie = 0
+        gains, g1, g3 = [], [], []
+        for r in rs:
+            sv = r["stage_vals"]
+            before = max(v for k, v in sv.items() if k != "stage3" and v is not None)
+            strict += sv["stage3"] > before
+            tie += sv["stage3"] == before
+            gains.append(sv["stage3"] - sv["stage2"])
+            g = r.get("lm_grad_norm") or {}
+            if "stage1" in g:
+                g1.append(g["stage1"]["mean"])
+            if "stage3" in g:
+                g3.append(g["stage3"]["mean"])
+        grad = (f"{statistics.mean(g1):.3f} / " if g1 else "- / ") + (f"{statistics.mean(g3):.3f}" if g3 else "-")
+        name = f"{ds} / {task}" + (f" ({n} nodes)" if n else "")
+        out.append(f"| {name} | {obj} | {len(rs)} | {strict} | {tie} | {statistics.mean(gains):+.4f} | {grad} |")
+    return "\n".join(out)
+
+
 def targets_markdown(rows) -> str:
     """The issue's targets per task: the default recipe's test mean against the better of (a)
     and (b) and against (e), with the pooled standard deviation (sqrt of the mean of the two
@@ -300,7 +338,9 @@ def main(argv=None):
     p.add_argument("--machine", default="2-core shared CPU VM")
     p.add_argument("--out", default="")
     p.add_argument("--partial", default="", help="append each finished run to this JSON-lines file")
-    p.add_argument("--aggregate", default="", help="only print the table built from a --partial file")
+    p.add_argument("--aggregate", default="", help="only print the tables built from --partial files (a,b,..)")
+    p.add_argument("--default-variant", default="default",
+                   help="with --aggregate: the variant whose runs are the default recipe (e.g. s3glem)")
     args = p.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
     max_nodes = {kv.split("=")[0]: int(kv.split("=")[1]) for kv in args.max_nodes.split(",") if kv}
@@ -310,8 +350,14 @@ def main(argv=None):
     extra = dict(kv.split("=", 1) for kv in args.set.split(sep) if kv)
     if args.aggregate:
         args.speedup = ""
-        rows = rows_from_partial(args.aggregate)
-        print(targets_markdown(rows) + "\n\n" + grouped_markdown(rows))
+        rows = [r for path in args.aggregate.split(",") if path for r in rows_from_partial(path)]
+        if args.default_variant != "default":  # the variant that is the default recipe now
+            rows = [r for r in rows if r["variant"] != "default"]
+            for r in rows:
+                if r["variant"] == args.default_variant:
+                    r["variant"] = "default"
+        print(targets_markdown(rows) + "\n\n" + stage3_markdown(args.aggregate.split(",")) + "\n\n"
+              + grouped_markdown(rows))
         return 0
     variants = [v for v in args.variants.split(",") if v]
     rows = run_grid(args.datasets.split(","), args.seeds, args.tasks.split(","), variants, max_nodes, extra,
