@@ -47,11 +47,18 @@ VARIANTS = {
     "s12x": {"run.stages": "1,2", "run.final_stage": "2", **_GRAPH_S1, "stage1.max_edges": 4096},
     "notext": {"run.stages": "2", "run.final_stage": "2", "gnn.text_features": "false", "stage2.lr": 0.01},
     "default": {},
+    # the default recipe with each stage-3 objective, and with each encoder
+    "s3glem": {"stage3.objective": "glem"},
+    "s3joint": {"stage3.objective": "joint"},
+    "hgt": {"gnn.model": "hgt"},
+    "rgat": {"gnn.model": "rgat"},
 }
 LABELS = {"default": "default recipe (final model by validation)",
           "lm": "(a) LM alone", "frozen": "(b) frozen LM + R-GCN", "s12": "(c) stages 1+2",
           "s123": "(d) stages 1+2+3",
-          "s12x": "(c') stages 1+2, stage 1 on 4,096 edges", "notext": "(e) R-GCN, learnable features"}
+          "s12x": "(c') stages 1+2, stage 1 on 4,096 edges", "notext": "(e) R-GCN, learnable features",
+          "s3glem": "recipe, stage 3 glem", "s3joint": "recipe, stage 3 joint",
+          "hgt": "recipe with HGT", "rgat": "recipe with RGAT"}
 
 
 def _config(dataset: str, task: str, seed: int, out: str, max_nodes: int | None, extra: dict):
@@ -96,7 +103,7 @@ def rows_from_partial(path: str) -> list:
             if not line.strip():
                 continue
             r = json.loads(line)
-            key = (r["dataset"], r["task"], r["variant"])
+            key = (r["dataset"], r["task"], r["variant"], r.get("max_nodes"))
             row = rows.setdefault(key, {"dataset": r["dataset"], "task": r["task"], "metric": r["metric"],
                                         "variant": r["variant"], "values": [], "seeds": [], "times": [],
                                         "sizes": r["sizes"], "edges": r["edges"]})
@@ -117,7 +124,8 @@ def _done_runs(path: str) -> set:
     if not path or not os.path.exists(path):
         return set()
     with open(path) as f:
-        return {(r["dataset"], r["task"], r["variant"], r["seed"]) for r in map(json.loads, filter(str.strip, f))}
+        return {(r["dataset"], r["task"], r["variant"], r["seed"], r.get("max_nodes"))
+                for r in map(json.loads, filter(str.strip, f))}
 
 
 def run_grid(datasets, seeds, kinds, variants, max_nodes, extra, partial: str = ""):
@@ -141,7 +149,7 @@ def run_grid(datasets, seeds, kinds, variants, max_nodes, extra, partial: str = 
                     over = {"run.stages": "1", "run.final_stage": "1", "stage1.objective": "graph",
                             "stage1.relations": f"[[{', '.join(et)}]]", "stage1.task_weight": 0, "stage1.epochs": 2}
                 for seed in seeds:
-                    if (ds, task, v, seed) in done:
+                    if (ds, task, v, seed, max_nodes.get(ds)) in done:
                         continue
                     with tempfile.TemporaryDirectory() as d:
                         cfg = _config(ds, task, seed, d, max_nodes.get(ds), {**extra, **over})
@@ -154,11 +162,19 @@ def run_grid(datasets, seeds, kinds, variants, max_nodes, extra, partial: str = 
                         metric = tr.task.primary_metric
                         stage_vals = {k: r["val"].get(metric) for k, r in res.items()
                                       if isinstance(r, dict) and isinstance(r.get("val"), dict)}
+                        # test values per stage (for reading only: selection is on validation)
+                        stage_tests = {k: r["test"].get(metric) for k, r in res.items()
+                                       if isinstance(r, dict) and isinstance(r.get("test"), dict)}
+                        grads = {k: [h["lm_grad_norm"] for h in hs if "lm_grad_norm" in h]
+                                 for k, hs in tr.ctx.history.items()}
+                        lm_grad = {k: {"mean": statistics.mean(g), "last": g[-1], "steps": len(g)}
+                                   for k, g in grads.items() if g}
                     if partial:
                         _append_partial(partial, {"dataset": ds, "task": task, "metric": metric, "variant": v,
                                                   "seed": seed, "value": vals[-1], "time_s": times[-1],
                                                   "val": last["val"].get(metric), "final_stage": tr.final_stage,
-                                                  "stage_vals": stage_vals, "sizes": sizes,
+                                                  "stage_vals": stage_vals, "stage_tests": stage_tests,
+                                                  "lm_grad_norm": lm_grad, "sizes": sizes,
                                                   "edges": edges, "max_nodes": max_nodes.get(ds),
                                                   "overrides": {**extra, **over}})
                 if not vals:
@@ -197,9 +213,9 @@ def grouped_markdown(rows) -> str:
     order = ["lm", "frozen", "s12", "s12x", "s123", "notext", "default"]
     groups: dict = {}
     for r in rows:
-        groups.setdefault((r["dataset"], r["task"]), []).append(r)
+        groups.setdefault((r["dataset"], r["task"], r.get("max_nodes")), []).append(r)
     out = []
-    for (ds, task), rs in groups.items():
+    for (ds, task, _), rs in groups.items():
         r0 = rs[0]
         sub = f", subsample max_nodes={r0['max_nodes']}" if r0.get("max_nodes") else ""
         out += [f"### {ds} / {task} ({r0['metric']}, test; {sum(r0['sizes'].values())} nodes, "
@@ -217,13 +233,51 @@ def grouped_markdown(rows) -> str:
     return "\n".join(out)
 
 
+def stage3_markdown(paths) -> str:
+    """Per task and stage-3 objective (runs of the whole recipe, stages 1-3): how often
+    validation picked stage 3 (strictly above stages 1 and 2; ties apart), stage 3's mean
+    validation gain over stage 2, and the LM's mean gradient norm in stages 1 and 3."""
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            runs += [json.loads(x) for x in f if x.strip()]
+    objective = {"s3glem": "glem", "s3joint": "joint"}
+    by: dict = {}
+    for r in runs:
+        sv = r.get("stage_vals") or {}
+        if r["variant"] not in objective or sv.get("stage3") is None or sv.get("stage2") is None:
+            continue
+        by.setdefault((r["dataset"], r["task"], r.get("max_nodes"), objective[r["variant"]]), []).append(r)
+    out = ["| task | stage 3 objective | runs | stage 3 picked (strictly) | tie with stage 1/2 | "
+           "val stage 3 - stage 2 (mean) | LM grad norm, stage 1 / stage 3 (mean per step) |",
+           "|---|---|---|---|---|---|---|"]
+    for (ds, task, n, obj), rs in sorted(by.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+        strict = tie = 0
+        gains, g1, g3 = [], [], []
+        for r in rs:
+            sv = r["stage_vals"]
+            before = max(v for k, v in sv.items() if k != "stage3" and v is not None)
+            strict += sv["stage3"] > before
+            tie += sv["stage3"] == before
+            gains.append(sv["stage3"] - sv["stage2"])
+            g = r.get("lm_grad_norm") or {}
+            if "stage1" in g:
+                g1.append(g["stage1"]["mean"])
+            if "stage3" in g:
+                g3.append(g["stage3"]["mean"])
+        grad = (f"{statistics.mean(g1):.3f} / " if g1 else "- / ") + (f"{statistics.mean(g3):.3f}" if g3 else "-")
+        name = f"{ds} / {task}" + (f" ({n} nodes)" if n else "")
+        out.append(f"| {name} | {obj} | {len(rs)} | {strict} | {tie} | {statistics.mean(gains):+.4f} | {grad} |")
+    return "\n".join(out)
+
+
 def targets_markdown(rows) -> str:
     """The issue's targets per task: the default recipe's test mean against the better of (a)
     and (b) and against (e), with the pooled standard deviation (sqrt of the mean of the two
     sample variances), and which stage the default recipe's validation picked per seed."""
     by: dict = {}
     for r in rows:
-        by.setdefault((r["dataset"], r["task"]), {})[r["variant"]] = r
+        by.setdefault((r["dataset"], r["task"], r.get("max_nodes")), {})[r["variant"]] = r
 
     def ms(r):
         v = r["values"]
@@ -231,7 +285,7 @@ def targets_markdown(rows) -> str:
 
     out = ["| task | default (n) | better of (a), (b) (n) | diff | pooled std | >= | ahead by > 1 pooled std "
            "| (e) (n) | ahead of (e) | final stage per seed |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for (ds, task), vs in by.items():
+    for (ds, task, n), vs in by.items():
         if "default" not in vs:
             continue
         d_m, d_s, d_n = ms(vs["default"])
@@ -241,7 +295,8 @@ def targets_markdown(rows) -> str:
         e = ms(vs["notext"]) if "notext" in vs else None
         fs = ",".join("-" if x is None else str(x) for x in vs["default"].get("final_stages", []))
         yes = lambda c: "yes" if c else "**no**"  # noqa: E731
-        out.append(f"| {ds} / {task} | {d_m:.4f} ± {d_s:.4f} ({d_n}) | {LABELS.get(bk, bk)}: {b_m:.4f} ± {b_s:.4f} "
+        name = f"{ds} / {task}" + (f" ({n} nodes)" if n else "")
+        out.append(f"| {name} | {d_m:.4f} ± {d_s:.4f} ({d_n}) | {LABELS.get(bk, bk)}: {b_m:.4f} ± {b_s:.4f} "
                    f"({b_n}) | {d_m - b_m:+.4f} | {pooled:.4f} | {yes(d_m >= b_m)} | {yes(d_m - b_m > pooled)} | "
                    + (f"{e[0]:.4f} ({e[2]}) | {yes(d_m > e[0])} | " if e else "- | - | ") + f"{fs} |")
     return "\n".join(out)
@@ -283,7 +338,9 @@ def main(argv=None):
     p.add_argument("--machine", default="2-core shared CPU VM")
     p.add_argument("--out", default="")
     p.add_argument("--partial", default="", help="append each finished run to this JSON-lines file")
-    p.add_argument("--aggregate", default="", help="only print the table built from a --partial file")
+    p.add_argument("--aggregate", default="", help="only print the tables built from --partial files (a,b,..)")
+    p.add_argument("--default-variant", default="default",
+                   help="with --aggregate: the variant whose runs are the default recipe (e.g. s3glem)")
     args = p.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
     max_nodes = {kv.split("=")[0]: int(kv.split("=")[1]) for kv in args.max_nodes.split(",") if kv}
@@ -293,8 +350,14 @@ def main(argv=None):
     extra = dict(kv.split("=", 1) for kv in args.set.split(sep) if kv)
     if args.aggregate:
         args.speedup = ""
-        rows = rows_from_partial(args.aggregate)
-        print(targets_markdown(rows) + "\n\n" + grouped_markdown(rows))
+        rows = [r for path in args.aggregate.split(",") if path for r in rows_from_partial(path)]
+        if args.default_variant != "default":  # the variant that is the default recipe now
+            rows = [r for r in rows if r["variant"] != "default"]
+            for r in rows:
+                if r["variant"] == args.default_variant:
+                    r["variant"] = "default"
+        print(targets_markdown(rows) + "\n\n" + stage3_markdown(args.aggregate.split(",")) + "\n\n"
+              + grouped_markdown(rows))
         return 0
     variants = [v for v in args.variants.split(",") if v]
     rows = run_grid(args.datasets.split(","), args.seeds, args.tasks.split(","), variants, max_nodes, extra,

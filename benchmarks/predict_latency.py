@@ -5,7 +5,9 @@
 Each request is one new node of the task's node type: the text and in/out edges of a node
 of the run's graph, under a fresh id (so the LM encodes its text and the graph model reads
 a realistic neighbourhood). Also times requests for known nodes (``ids=``). Prints the
-load time and median / p90 per request as a markdown table, with the machine's load. Both
+load time (``load_run``: config, graph, checkpoint, the stored LM rows; the texts encoded
+again are counted), the LM's load (on first use; ``warm_up``) and median / p90 per request
+as a markdown table, with the machine's load. Both
 the CPU time of the process (``time.process_time``: what a request costs, unaffected by
 other jobs taking the cores) and the wall time are given; on a shared machine, or under
 ``nice``, the wall time also counts the waits for a core.
@@ -19,10 +21,10 @@ import time
 
 import torch
 
-from lmgnn_fast.predict import Predictor
+from lmgnn_fast.inference import LoadedRun, load_run
 
 
-def _request(p: Predictor, t: str, i: int) -> tuple[dict, dict]:
+def new_node_request(p: LoadedRun, t: str, i: int) -> tuple[dict, dict]:
     g, raw = p.graph, p.graph.raw_ids[p.task.node_type]
     new_id = f"new-{raw[i]}"
     edges = {}
@@ -52,13 +54,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (run.num_threads)")
     args = ap.parse_args()
     t0, c0 = time.perf_counter(), time.process_time()
-    p = Predictor.from_run(args.run_dir, stage=args.stage,
-                           overrides=["--run.device", "cpu", "--run.num_threads", str(args.threads)])
+    p = load_run(args.run_dir, stage=args.stage,
+                 overrides=["--run.device", "cpu", "--run.num_threads", str(args.threads)])
     load_s, load_cpu = time.perf_counter() - t0, time.process_time() - c0
+    t0, c0 = time.perf_counter(), time.process_time()
+    p.warm_up()
+    lm_s, lm_cpu = time.perf_counter() - t0, time.process_time() - c0
+    encoded = sum(r["encoded"] for r in p.load_report.values() if isinstance(r, dict))
+    rows = sum(r["rows"] for r in p.load_report.values() if isinstance(r, dict))
     t = p.task.node_type
     n = p.graph.num_nodes[t]
     picks = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:args.requests].tolist()
-    reqs = [_request(p, t, i) for i in picks]
+    reqs = [new_node_request(p, t, i) for i in picks]
     p.predict(*reqs[0])  # warm-up (first-call allocations)
     new_ms, known_ms, new_cpu, known_cpu, n_edges = [], [], [], [], []
     for (nodes, edges), i in zip(reqs, picks):
@@ -77,10 +84,12 @@ def main() -> None:
 
     with open("/proc/loadavg") as f:
         load = " ".join(f.read().split()[:3])
-    print(f"run: stage {p.stage} model, task {p.task.name} ({p.task.type}), LM {p.features.lm.name.split(os.sep)[-1]}, "
+    print(f"run: stage {p.stage} model, task {p.task.name} ({p.task.type}), LM {p.lm.name.split(os.sep)[-1]}, "
           f"fanouts {p.fanouts}, torch threads {torch.get_num_threads()}, load average {load}")
-    print(f"load (graph, LM, encode every text once): {load_cpu:.1f} s CPU, {load_s:.1f} s wall; {n} {t} nodes; "
-          f"{len(reqs)} single-node requests, edges per new node median {statistics.median(n_edges):.0f}")
+    print(f"load_run (config, graph, checkpoint, stored LM rows; {encoded} of {rows} texts encoded): "
+          f"{load_cpu:.2f} s CPU, {load_s:.2f} s wall; LM on first use (warm_up): {lm_cpu:.2f} s CPU, "
+          f"{lm_s:.2f} s wall; {n} {t} nodes; {len(reqs)} single-node requests, edges per new node median "
+          f"{statistics.median(n_edges):.0f}")
     print("| request | CPU ms median | CPU ms p90 | wall ms median | wall ms p90 |")
     print("|---|---|---|---|---|")
     for name, cpu, wall in (("new node (text + edges)", new_cpu, new_ms), ("known node (ids=)", known_cpu, known_ms)):

@@ -1,9 +1,9 @@
 """lmgnn_fast: stage-wise LM + R-GCN training on heterogeneous text graphs."""
 from __future__ import annotations
 
-from lmgnn_fast._loader import load_extension as _load_extension
+from lmgnn_fast._loader import extension as _extension
 
-_C = _load_extension()
+_C = _extension()  # the operators are registered before anything else is imported
 
 from lmgnn_fast import ops  # noqa: E402  (registers fake kernels and autograd)
 from lmgnn_fast.graph import CSC, HeteroGraph, Task  # noqa: E402
@@ -27,7 +27,7 @@ def build_info() -> dict:
 
 
 def __getattr__(name: str):
-    # ``lmgnn_fast.Predictor`` sits on top of the trainer: imported on first use only
+    # ``lmgnn_fast.Predictor`` (the inference layer) sits on top of the trainer: imported on first use only
     if name == "Predictor":
         from lmgnn_fast.predict import Predictor
 

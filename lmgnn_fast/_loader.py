@@ -1,4 +1,8 @@
-"""Loads the compiled extension after checking it matches the running torch."""
+"""Loads the compiled extension after checking it matches the running torch.
+
+The one place ``lmgnn_fast._C`` is imported: :func:`extension` loads it once (registering
+the ``torch.ops.lmgnn`` operators) and every module that calls into it gets it from there.
+"""
 from __future__ import annotations
 
 import importlib
@@ -71,3 +75,18 @@ def load_extension():
         return importlib.import_module("lmgnn_fast._C")
     except ImportError as exc:
         raise ImportError(f"lmgnn_fast: cannot load lmgnn_fast._C ({exc}). " + _REBUILD) from exc
+
+
+_EXTENSION = None
+
+
+def extension():
+    """The compiled extension module ``lmgnn_fast._C``, loaded (and checked) on the first call.
+
+    Raises:
+        ImportError: as :func:`load_extension`.
+    """
+    global _EXTENSION
+    if _EXTENSION is None:
+        _EXTENSION = load_extension()
+    return _EXTENSION

@@ -1,7 +1,8 @@
 """``python -m lmgnn_fast.evaluate RUN_DIR [--stage K] [--key value ...]``
 
-Re-evaluates a saved run: reads ``RUN_DIR/config.yaml``, rebuilds the LM and the graph model
-from the stage checkpoints, recomputes the embeddings and reports validation/test metrics
+Re-evaluates a saved run on top of the inference layer (:func:`lmgnn_fast.inference.load_run`,
+no trainer, no process group): loads each stage's checkpoint with the LM rows it reads (the
+rows the run stored, only changed texts encoded again) and reports validation/test metrics
 under the same protocol as training (``lmgnn_fast.train.metrics``). Writes
 ``RUN_DIR/evaluation.json``. Errors are one line (``--debug`` shows the traceback; see
 ``lmgnn_fast.cli``).
@@ -16,32 +17,30 @@ import sys
 def evaluate_run(run_dir: str, stages: list[int] | None = None, overrides: list[str] | None = None,
                  graph=None) -> dict:
     """``{"stage{k}": {"val": {...}, "test": {...}}}`` for the stages with a checkpoint."""
+    from lmgnn_fast.inference import load_run
     from lmgnn_fast.train.checkpoint import atomic_write_json
-    from lmgnn_fast.train.config import load_config
-    from lmgnn_fast.train.runner import Trainer
 
-    path = os.path.join(run_dir, "config.yaml")
-    if not os.path.exists(path):
+    if not os.path.exists(os.path.join(run_dir, "config.yaml")):
         raise FileNotFoundError(f"{run_dir!r} is not a run directory (no config.yaml)")
-    cfg = load_config(path, overrides)
-    cfg.run.out_dir = run_dir
-    cfg.run.resume = False
-    tr = Trainer(cfg, graph=graph)
-    stages = stages or [s for s in (1, 2, 3) if tr.ckpt.has_stage(s)]
+    stages = stages or [s for s in (1, 2, 3) if os.path.exists(os.path.join(run_dir, "checkpoints",
+                                                                             f"stage{s}.safetensors"))]
     out = {}
     for s in stages:
-        out[f"stage{s}"] = tr.evaluate_stage(s)
+        run = load_run(run_dir, stage=s, graph=graph, overrides=overrides, log=lambda *a: None)
+        graph = run.graph  # loaded once
+        out[f"stage{s}"] = run.evaluate()
     atomic_write_json(os.path.join(run_dir, "evaluation.json"), out)
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     from lmgnn_fast.cli import run_cli
+    from lmgnn_fast.inference import PredictError
     from lmgnn_fast.lm.model import LMLoadError
     from lmgnn_fast.train.config import ConfigError
     from lmgnn_fast.train.errors import DataError, TrainingError
 
-    return run_cli(_main, argv, user_errors=(ConfigError, DataError, TrainingError, LMLoadError))
+    return run_cli(_main, argv, user_errors=(ConfigError, DataError, TrainingError, LMLoadError, PredictError))
 
 
 def _main(argv: list[str]) -> int:

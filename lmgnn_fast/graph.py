@@ -254,6 +254,45 @@ class HeteroGraph:
             return src[order], dst[order], eid
         return src[order], dst[order]
 
+    def all_edges(self, edge_type: EdgeType | str | int) -> tuple[Tensor, Tensor]:
+        """Every edge of a forward relation, indexed by edge id: the message-passing edges
+        and the val/test edges a link-prediction task on the relation holds out (taken from
+        :attr:`lp_edges`, each split in eid order over :attr:`edge_masks`).
+
+        The one home of a relation's full edge list: training (edge endpoints of a task),
+        the outputs, inference (known links) and the writers of other formats read it here.
+
+        Args:
+            edge_type: a forward relation (tuple, unique relation name or id).
+
+        Returns:
+            src: Tensor  # [E_r] int64 source node ids, -1 for an edge id found in neither
+            dst: Tensor  # [E_r] int64 destination node ids, likewise
+        """
+        et = self.edge_type(edge_type)
+        src, dst, eid = self.edges(et, with_eid=True)
+        masks = (self.edge_masks or {}).get(et) or {}
+        labels = (self.edge_labels or {}).get(et)
+        n = max([int(self.num_eids.get(et, 0)), int(eid.max()) + 1 if eid.numel() else 0]
+                + [int(torch.as_tensor(m).numel()) for m in masks.values()]
+                + ([int(torch.as_tensor(labels).shape[0])] if labels is not None else []))
+        out_s = torch.full((n,), -1, dtype=torch.long)
+        out_d = torch.full((n,), -1, dtype=torch.long)
+        out_s[eid] = src.long().cpu()
+        out_d[eid] = dst.long().cpu()
+        for t in self.tasks or []:
+            if t.type != "link_prediction" or t.name not in (self.lp_edges or {}) or \
+                    tuple(t.edge_type or ()) != et:
+                continue
+            for split, (s, d) in self.lp_edges[t.name].items():
+                if split not in masks:
+                    continue
+                ids = torch.nonzero(torch.as_tensor(masks[split]).bool()).flatten().cpu()
+                if ids.numel() == torch.as_tensor(s).numel():
+                    out_s[ids] = torch.as_tensor(s).long().cpu()
+                    out_d[ids] = torch.as_tensor(d).long().cpu()
+        return out_s, out_d
+
     def degrees(self, edge_type: EdgeType | str | int, direction: str = "in") -> Tensor:
         """Per-node degree in one relation of the message-passing graph.
 

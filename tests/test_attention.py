@@ -450,7 +450,7 @@ def test_stage2_trains_with_attention_encoder(toy_run, tmp_path, model):
     import json
     import math
 
-    from lmgnn_fast.predict import Predictor
+    from lmgnn_fast.inference import load_run
     from lmgnn_fast.train import Config, Trainer
     from lmgnn_fast.train.config import apply_overrides
 
@@ -468,8 +468,8 @@ def test_stage2_trains_with_attention_encoder(toy_run, tmp_path, model):
     # 3 topics that text and citations reveal: better than chance (1/3) on validation (both reach 1.0 on
     # this seed; HGT needs ~20 epochs at this size)
     assert st["val"]["accuracy"] > 0.5
-    # the run's config rebuilds the same encoder for prediction
-    pred = Predictor.from_run(str(tmp_path / "run"))
-    assert type(pred._final.model.encoder).__name__ == model.upper()
-    out = pred.predict_known("paper", ["p0", "p1"])
+    # the run's config rebuilds the same encoder for prediction (inference layer)
+    run = load_run(str(tmp_path / "run"), log=lambda *a: None)
+    assert type(run.model.model.encoder).__name__ == model.upper()
+    out = run.predict_known("paper", ["p0", "p1"])
     assert out.embedding.shape == (2, 16) and torch.isfinite(out.embedding).all()

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from lmgnn_fast.io import GraphFormatError, build_graph, read_dir, write_dir
+from lmgnn_fast.io import GraphFormatError, build_graph, load_binary, read_dir, write_dir
 from lmgnn_fast.io.directory import full_edges
 from lmgnn_fast.io.errors import OptionError, PathError
 from lmgnn_fast.io.paths import safe_join
@@ -307,3 +307,60 @@ def test_max_nodes_for_a_directory(tmp_path):
     assert load_dataset(root, max_nodes=10_000).equals(full)
     with pytest.raises(OptionError, match="max_nodes must be an integer >= 1, got -3"):
         load_dataset(root, max_nodes=-3)
+
+
+def _cache_of(root) -> str:
+    base = os.path.join(root, ".lmgnn_cache")
+    (key,) = os.listdir(base)
+    return os.path.join(base, key)
+
+
+@pytest.mark.parametrize("damage", ["object_dtype", "pickle_free_garbage", "string_dtype", "missing"])
+def test_damaged_binary_cache_array_is_a_clear_error(tmp_path, damage):
+    """An array file of a binary cache that is not a plain numeric .npy (an object array, a
+    non-.npy file, strings, a missing file) is a GraphFormatError naming it, never a raw
+    ValueError or an unpickling."""
+    root = make(tmp_path / "d", None)
+    read_dir(root, cache=True)
+    arr = os.path.join(_cache_of(root), "arrays", "n0.labels.npy")
+    if damage == "object_dtype":
+        np.save(arr, np.array([{"a": 1}, None, "x", 3], dtype=object), allow_pickle=True)
+        match = r"n0.labels.npy: not a plain numeric .npy array \(.*\); write the cache again with save_binary$"
+    elif damage == "pickle_free_garbage":
+        with open(arr, "wb") as f:
+            f.write(b"\x93NUMPY garbage")
+        match = r"n0.labels.npy: not a plain numeric .npy array"
+    elif damage == "string_dtype":
+        np.save(arr, np.array(["a", "b", "c", "d"]))
+        match = r"n0.labels.npy: array of dtype <U1 where a numeric one is expected"
+    else:
+        os.remove(arr)
+        match = r"n0.labels.npy: missing array file named in graph.json"
+    for mmap in (True, False):
+        with pytest.raises(GraphFormatError, match=match):
+            load_binary(_cache_of(root), mmap=mmap)
+    with pytest.raises(GraphFormatError, match=match):
+        read_dir(root, cache=True)
+
+
+def test_binary_cache_names_are_checked_on_load(tmp_path):
+    root = make(tmp_path / "d", None)
+    read_dir(root, cache=True)
+    path = os.path.join(_cache_of(root), "graph.json")
+    head = json.load(open(path))
+    for change, match in [
+        (lambda h: h["nodes"][0].update(type="../../x"), r"nodes\[0\].type: node type '../../x' is not a valid"),
+        (lambda h: h["relations"][0].update(edge_type=["p", "c/../../x", "p"]),
+         r"relations\[0\].edge_type: relation 'c/../../x' is not a valid name"),
+        (lambda h: h["tasks"][0].update(name="../y"), r"tasks\[0\].name: task name '../y' is not a valid"),
+        (lambda h: h["nodes"][0].pop("ids"), r"graph.json: not a valid binary graph cache \(KeyError"),
+    ]:
+        bad = json.loads(json.dumps(head))
+        change(bad)
+        with open(path, "w") as f:
+            json.dump(bad, f)
+        with pytest.raises(GraphFormatError, match=match):
+            load_binary(_cache_of(root))
+    with open(path, "w") as f:
+        json.dump(head, f)
+    assert load_binary(_cache_of(root)).num_nodes["p"] == 4

@@ -102,6 +102,7 @@ BAD_ARGS = [
     (["--run.progress", "maybe"], "run.progress must be true or false, got 'maybe'"),
     (["--config"], "--config needs a path"),
     (["--config", "no/such/run.yaml"], "config file 'no/such/run.yaml' not found"),
+    (["--lm.lora_r", str(10**20)], "lm.lora_r must be in [0, 65536], got 100000000000000000000"),
 ]
 
 
@@ -112,6 +113,40 @@ def test_bad_command_line_is_one_line_exit_2(argv, message, capsys, tmp_path):
     assert rc == EXIT_USER_ERROR
     assert_one_line(err, "error: ", message)
     assert not (tmp_path / "run").exists()  # rejected before any work
+
+
+# Config files that are not a YAML mapping of sections: (content, expected part of the message).
+BAD_YAML = [
+    ("- data\n- lm\n", "must be a mapping of sections (data, lm, gnn, task, stage1, stage2, stage3, run), got a list"),
+    ("42\n", "must be a mapping of sections (data, lm, gnn, task, stage1, stage2, stage3, run), got int 42"),
+    ("just some words\n", "got str 'just some words'"),
+    ("run: {seed: [1, 2\n", "is not valid YAML at line 2"),
+    ("run:\n  seed: 1\n\tstages: 2\n", "is not valid YAML at line 3"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00", "is not UTF-8 text (byte 0): not a YAML file"),
+    ("run: [1, 2]\n", "config section 'run' must be a mapping, got [1, 2]"),
+]
+
+
+@pytest.mark.parametrize("content,message", BAD_YAML, ids=[f"yaml{i}" for i in range(len(BAD_YAML))])
+def test_config_file_that_is_not_a_yaml_mapping(content, message, tmp_path, capsys):
+    path = tmp_path / "run.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    rc, err = run_train(["--config", str(path), "--run.out_dir", str(tmp_path / "run")], capsys)
+    assert rc == EXIT_USER_ERROR
+    assert_one_line(err, "error: ", message)
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_file_that_is_a_folder_or_damaged_on_resume(tmp_path, capsys):
+    rc, err = run_train(["--config", str(tmp_path), "--run.out_dir", str(tmp_path / "run")], capsys)
+    assert rc == EXIT_USER_ERROR
+    assert_one_line(err, f"config file '{tmp_path}' is a directory, not a YAML file")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("- not\n- a mapping\n")
+    rc, err = run_train(["--run.out_dir", str(run), "--resume"], capsys)
+    assert rc == EXIT_USER_ERROR
+    assert_one_line(err, f"config file '{run / 'config.yaml'}' must be a mapping of sections")
 
 
 def test_validate_reports_every_bad_value_at_once():
@@ -281,3 +316,23 @@ def test_ctrl_c_in_the_train_cli(tmp_path):
     p = _subprocess(None, code=code)
     assert p.returncode == EXIT_INTERRUPTED
     assert p.stderr == "interrupted; resume with --resume\n"
+
+
+def test_huge_text_cell_is_cut_with_one_log_line(tmp_path):
+    """A multi-megabyte text cell (a 50 MiB one used to abort the tokenizer) is cut before
+    tokenizing, with one warning line naming the node and its type."""
+    from lmgnn_fast.lm import make_tiny_bert
+    from lmgnn_fast.train import Trainer
+
+    data = tiny_dir(tmp_path / "data")
+    huge = "paper " * 500_000  # 3 MB
+    with open(os.path.join(data, "nodes", "paper.csv"), "a") as f:
+        f.write(f"p_huge,{huge},1\n")
+    bert = make_tiny_bert(["paper author"], str(tmp_path / "bert"))
+    cfg = load_config(None, ["--data.name", data, "--lm.name", bert, "--lm.max_length", "8",
+                             "--run.out_dir", str(tmp_path / "run"), "--run.progress", "false"])
+    lines = []
+    Trainer(cfg, log=lambda *a: lines.append(" ".join(map(str, a)))).features.load_lm("pretrained")  # tokenizes
+    warned = [x for x in lines if "cut to its first" in x]
+    assert warned == [f"warning: tokenize: node 'p_huge' of node type 'paper': text of {len(huge):,} characters "
+                      "cut to its first 800 before tokenizing (lm.max_length 8 tokens x 100 characters)"], lines

@@ -1,11 +1,10 @@
 """torch.distributed helpers, run in 2 real gloo processes."""
 import os
-import socket
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
+from conftest import spawn_gloo
 from lmgnn_fast.distributed import (
     DistContext,
     all_gather_rows,
@@ -50,12 +49,6 @@ def test_split_range_partitions(n, world):
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank, world, port, q):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -73,16 +66,7 @@ def _worker(rank, world, port, q):
 
 
 def test_collectives_in_two_gloo_processes():
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, q)) for r in range(2)]
-    for p in procs:
-        p.start()
-    results = sorted(q.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    results = spawn_gloo(_worker, 2)
     expect_full = [[float(i)] * 3 for i in range(7)]
     for _rank, full, var, tot in results:
         assert full == expect_full

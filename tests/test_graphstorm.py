@@ -325,3 +325,61 @@ def test_cli_import_graphstorm(gs, tmp_path, capsys):
     path.write_text(json.dumps(dict(cfg, nodes=[dict(cfg["nodes"][0], format={"name": "hdf5"})])))
     assert cli.main(["import-graphstorm", str(path), str(out), "--overwrite"]) == EXIT_USER_ERROR
     assert "HDF5 input is not supported" in capsys.readouterr().err
+
+
+def test_files_outside_the_config_folder(gs, tmp_path, capsys):
+    """Relative paths, globs and folders stay inside the config's folder: '..' and symbolic
+    links leading out are refused before the file is read, its content never echoed; an
+    absolute path (documented) may name a file elsewhere, but an error about it does not
+    echo its header either."""
+    import os
+
+    root, cfg = gs
+    secret = tmp_path / "secret.csv"
+    secret.write_text("root:x:0:0:SECRET-HEADER,more\n1,2\n")
+    refused = "resolves outside the config's folder; relative paths must stay inside it"
+    cases = []
+    # '..' to the file, a glob reaching out, a symbolic link leading out (alone or in a glob / folder)
+    cases.append(("nodes.0.files", "../secret.csv", r"nodes\[0\]\.files: '../secret.csv' " + refused))
+    cases.append(("nodes.0.files", "../secre*.csv", r"nodes\[0\]\.files: '../secre\*.csv' \(its entry "
+                                                    r"'secret.csv'\) " + refused))
+    (root / "split").mkdir(exist_ok=True)
+    os.symlink(secret, root / "split" / "train.json")
+    cases.append(("nodes.0.labels.0.custom_split_filenames", {"train": "split/train.json"},
+                  r"custom_split_filenames\.train: 'split/train.json' " + refused))
+    cases.append(("nodes.0.files", "nodes/paper_9.csv", r"nodes\[0\]\.files: 'nodes/paper_9.csv' " + refused))
+    cases.append(("nodes.0.files", "nodes/paper_*.csv", r"'nodes/paper_\*.csv' \(its entry 'paper_9.csv'\) "
+                                                        + refused))
+    cases.append(("nodes.0.files", "nodes", r"'nodes' \(its entry 'paper_9.csv'\) " + refused))
+    for i, (key, value, match) in enumerate(cases):
+        if i == 3:
+            os.symlink(secret, root / "nodes" / "paper_9.csv")
+        c = copy.deepcopy(cfg)
+        _set(key, value)(c)
+        with pytest.raises(GraphFormatError, match=match) as info:
+            _load(_save(root, c))
+        assert "SECRET" not in str(info.value) and str(tmp_path / "secret") not in str(info.value)
+    # through the command line: one line, exit 2, nothing of the outside file
+    c = copy.deepcopy(cfg)
+    _set("nodes.0.files", "../secret.csv")(c)
+    assert cli.main(["import-graphstorm", str(_save(root, c)), str(tmp_path / "out")]) == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert refused in err and "SECRET" not in err and len(err.strip().splitlines()) == 1
+    # an absolute path is allowed (documented), and its header is not echoed in an error
+    c = copy.deepcopy(cfg)
+    _set("nodes.0.files", str(secret))(c)
+    with pytest.raises(GraphFormatError, match=r"secret.csv: missing column 'pid' \(node_id_col\), .* named in "
+                                               r"nodes\[0\]$") as info:
+        _load(_save(root, c))
+    assert "SECRET" not in str(info.value)
+    good = tmp_path / "papers.csv"
+    good.write_bytes((root / "nodes" / "paper_0.csv").read_bytes())
+    os.remove(root / "nodes" / "paper_9.csv")
+    c = copy.deepcopy(cfg)
+    _set("nodes.0.files", [str(good), "nodes/paper_1.csv"])(c)
+    assert _load(_save(root, c)).num_nodes["paper"] == 7
+    # a link that stays inside is fine
+    os.symlink(root / "nodes" / "paper_0.csv", root / "nodes" / "paper_9.csv")
+    c = copy.deepcopy(cfg)
+    _set("nodes.0.files", ["nodes/paper_9.csv", "nodes/paper_1.csv"])(c)
+    assert _load(_save(root, c)).num_nodes["paper"] == 7

@@ -98,3 +98,23 @@ def test_packaged_minilm_loads_offline():
     assert lm.hidden_size == 384
     tok = lm.tokenize(["hello world"], 16)
     assert lm.encode_all(tok, None, progress=False).shape == (1, 384)
+
+
+def test_huge_text_cell_is_cut_before_tokenizing(bert):
+    """A text far longer than max_length tokens can span is cut (by characters) before the
+    tokenizer sees it — a 50 MiB cell used to exhaust memory — with one warning naming the
+    node; the tokens kept are those of the whole text."""
+    from lmgnn_fast.lm.tokens import CHARS_PER_TOKEN, tokenize_texts
+
+    lm = LMEncoder.from_pretrained(bert)
+    huge = "graph neural networks on text " * 100_000  # 3 MB
+    with pytest.warns(UserWarning) as rec:
+        tok = lm.tokenize(["a protein", huge, huge[:100]], 12, where="node type 'paper'", ids=["p0", "p1", "p2"])
+    msgs = [str(w.message) for w in rec]
+    assert msgs == [f"tokenize: node 'p1' of node type 'paper': text of {len(huge):,} characters cut to its first "
+                    f"{12 * CHARS_PER_TOKEN:,} before tokenizing (lm.max_length 12 tokens x {CHARS_PER_TOKEN} "
+                    "characters)"]
+    ref = lm.tokenizer(huge[:10_000], truncation=True, max_length=12)["input_ids"]
+    assert tok.batch(torch.tensor([1]))[0][0].tolist() == ref and tok.lengths.tolist()[1] == 12
+    with pytest.warns(UserWarning, match=r"^tokenize: node 0: text of .* \(and 2 more texts of this kind\)$"):
+        tokenize_texts(lm.tokenizer, [huge] * 3, max_length=4, chunk=2)

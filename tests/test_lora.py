@@ -90,8 +90,13 @@ def test_lora_run_trains_only_adapted_layers_and_evaluates(toy, tmp_path):
 
 
 def test_lora_errors(toy, tmp_path, monkeypatch):
-    with pytest.raises(ConfigError, match="lm.lora_r must be >= 0"):
+    with pytest.raises(ConfigError, match=r"lm.lora_r must be in \[0, 65536\], got -1"):
         _cfg(toy, str(tmp_path / "a"), "--lm.lora_r", "-1").validate()
+    with pytest.raises(ConfigError, match=r"lm.lora_r must be in \[0, 65536\], got 100000000000000000000$"):
+        _cfg(toy, str(tmp_path / "a"), "--lm.lora_r", str(10**20)).validate()
+    # bounded by the LM's width (the tiny BERT's query/value layers are 32 x 32)
+    with pytest.raises(LMLoadError, match=r"lm.lora_r must be an integer in \[1, 32\] for this LM .*got 33$"):
+        Trainer(_cfg(toy, str(tmp_path / "w"), "--lm.lora_r", "33"), log=lambda *a: None).run()
     with pytest.raises(ConfigError, match="lm.lora_targets must be a non-empty list"):
         _cfg(toy, str(tmp_path / "a"), "--lm.lora_r", "4", "--lm.lora_targets", "[]").validate()
     with pytest.raises(LMLoadError, match="lm.lora_targets: no linear layer of the LM is named 'q_proj'"):

@@ -3,11 +3,9 @@ rows through all-to-alls, in 2 real gloo processes, against the full single-proc
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from _toy_graph import write_toy_dir
 from lmgnn_fast.distributed import DistContext
@@ -69,12 +67,6 @@ def test_single_process_table_is_the_whole_table():
         PartitionedTable(NodePartition.contiguous(9, 2), 3, DistContext())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 N, D = 53, 6
 
 
@@ -109,17 +101,8 @@ def _worker(rank, world, port, method, q):
 
 
 @pytest.mark.parametrize("method", ["contiguous", "random"])
-def test_two_ranks_fetch_what_one_process_reads(method):
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, method, q)) for r in range(2)]
-    for p in procs:
-        p.start()
-    res = sorted(q.get(timeout=300) for _ in procs)  # generous: CI machines may be loaded
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+def test_two_ranks_fetch_what_one_process_reads(method, spawn_gloo):
+    res = spawn_gloo(_worker, 2, method)
     part = NodePartition.contiguous(N, 2) if method == "contiguous" else NodePartition.random(N, 2, 5)
     for rank, held, equal, stats, wrong_owner in res:
         assert held == int(part.counts[rank])  # each rank holds only its part

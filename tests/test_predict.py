@@ -13,7 +13,7 @@ import torch
 
 import lmgnn_fast
 from _toy_graph import write_toy_dir
-from lmgnn_fast.io import read_dir
+from lmgnn_fast.io import GraphFormatError, read_dir
 from lmgnn_fast.lm import make_tiny_bert
 from lmgnn_fast.predict import PredictError, Predictor, main, read_new_nodes
 from lmgnn_fast.train import Config, Trainer
@@ -176,3 +176,33 @@ def test_request_errors(run, tmp_path, capsys):
     assert code == 2 and "nothing to predict" in err
     assert main([str(tmp_path), "--ids", "paper:p1"]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_request_tables_linked_out_of_their_folder_are_refused(tmp_path, capsys):
+    """A request table that is a symbolic link leading out of the request folder is refused
+    before it is read (as the dataset reader refuses one), naming neither the target nor
+    any of its content; a link that stays inside is read."""
+    secret = tmp_path / "secret.csv"
+    secret.write_text("id,SECRET-HEADER\n1,2\n")
+    req = tmp_path / "req"
+    _write(str(req / "nodes" / "other.csv"), ["id", "text"], [["n1", "x"]])
+    os.symlink(secret, req / "nodes" / "paper.csv")
+    with pytest.raises(GraphFormatError, match=r"^nodes/paper.csv: resolves outside the request folder; files must "
+                                               r"stay inside it \(no symbolic links leading out\)$") as info:
+        read_new_nodes(str(req))
+    assert "SECRET" not in str(info.value) and "secret.csv" not in str(info.value)
+    assert main([str(tmp_path / "no_run"), "--data", str(req)]) == 2  # refused before the run is opened
+    err = capsys.readouterr().err
+    assert err.startswith("error: nodes/paper.csv: resolves outside the request folder") and "SECRET" not in err
+    assert len(err.strip().splitlines()) == 1
+    # the whole edges/ folder linked out
+    os.remove(req / "nodes" / "paper.csv")
+    _write(str(tmp_path / "out_edges" / "paper__cites__paper.csv"), ["src", "dst"], [["n1", "p1"]])
+    os.symlink(tmp_path / "out_edges", req / "edges")
+    with pytest.raises(GraphFormatError, match=r"^edges/paper__cites__paper.csv: resolves outside the request"):
+        read_new_nodes(str(req))
+    os.remove(req / "edges")
+    _write(str(req / "real" / "paper.csv"), ["id", "text"], [["n2", "y"]])
+    os.symlink(req / "real" / "paper.csv", req / "nodes" / "paper.csv")
+    nodes, _ = read_new_nodes(str(req))
+    assert nodes["paper"]["id"] == ["n2"] and nodes["other"]["id"] == ["n1"]

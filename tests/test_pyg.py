@@ -203,3 +203,72 @@ def test_bad_arguments():
     data = _hand_built()
     with pytest.raises(KeyError, match="unknown node type 'venue'"):
         from_pyg(data, text={"venue": ["a"]})
+
+
+@pytest.mark.parametrize("value, match", [
+    (2.5, r"^data\['a'\], column 'num_nodes': must be a whole number of nodes, got 2.5$"),
+    ("3", r"must be a whole number of nodes, got '3'"),
+    (True, r"must be a whole number of nodes, got True"),
+    (-1, r"must be in \[0, 2,147,483,647\] \(the most nodes per type from_pyg builds\), got -1$"),
+    (10**10, r"^data\['a'\], column 'num_nodes': must be in \[0, 2,147,483,647\] .*got 10000000000$"),
+])
+def test_num_nodes_is_a_whole_bounded_number(value, match):
+    data = HeteroData()
+    data["a"].num_nodes = value
+    data["b"].num_nodes = 2
+    data["a", "r", "b"].edge_index = torch.tensor([[0], [1]])
+    with pytest.raises(GraphFormatError, match=match):
+        from_pyg(data)
+
+
+def test_whole_num_nodes_of_other_kinds_are_taken():
+    import numpy as np
+
+    for value in (3.0, np.int64(3), torch.tensor(3)):
+        data = HeteroData()
+        data["a"].num_nodes = value
+        data["a", "r", "a"].edge_index = torch.tensor([[0], [2]])
+        assert from_pyg(data).num_nodes == {"a": 3}
+
+
+def test_empty_raw_id_is_refused_and_what_is_written_reads_back(tmp_path):
+    from lmgnn_fast.io import read_dir, write_dir
+
+    data = HeteroData()
+    data["a"].num_nodes = 3
+    data["a"].raw_id = ["x", "", "z"]
+    data["a", "r", "a"].edge_index = torch.tensor([[0], [2]])
+    with pytest.raises(GraphFormatError, match=r"^data\['a'\], row 1, column 'raw_id': raw ids must not be empty"):
+        from_pyg(data)
+    data["a"].raw_id = ["x", " ", "z"]
+    g = from_pyg(data)
+    write_dir(g, tmp_path / "d")
+    assert read_dir(tmp_path / "d").raw_ids["a"] == ["x", " ", "z"]
+
+
+@pytest.mark.parametrize("tasks, match", [
+    ("venue", r"^data.tasks: must be a list of task dicts as in metadata.json, got str 'venue'$"),
+    ([["paper", "node_classification"]], r"^data.tasks, row 0: each task must be a dict such as"),
+    ({"name": "t"}, r"^data.tasks: must be a list of task dicts"),
+])
+def test_bad_tasks_attribute_is_named(tasks, match):
+    data = _hand_built()
+    del data["author"].x
+    data.tasks = tasks
+    with pytest.raises(GraphFormatError, match=match):
+        from_pyg(data)
+    del data.tasks
+    with pytest.raises(GraphFormatError, match=match.replace("data.tasks", "from_pyg: tasks")):
+        from_pyg(data, tasks=tasks)
+
+
+def test_unknown_keyword_is_an_option_error():
+    from lmgnn_fast.io import OptionError
+
+    data = _hand_built()
+    del data["author"].x
+    with pytest.raises(OptionError, match=r"^from_pyg: unknown option 'bogus' \(options: add_reverse_edges, "
+                                          r"dedup_edges, index_dtype, seed, self_loops, split_ratios\)$"):
+        from_pyg(data, bogus=1)
+    with pytest.raises(TypeError):  # an OptionError is still a TypeError for callers that caught one
+        from_pyg(data, sources={})

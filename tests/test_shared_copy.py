@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from _toy_graph import write_toy_dir
+from conftest import spawn_gloo
 from lmgnn_fast.cache import EmbeddingCache
 from lmgnn_fast.io import load_binary, read_dir, save_binary
 from lmgnn_fast.io.binary import StringColumn
@@ -86,12 +85,6 @@ def test_remove_stale_keeps_live_jobs(tmp_path):
     assert sorted(os.listdir(tmp_path)) == sorted([f"{PREFIX}{live}-y", "other"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _mapped_file(ptr: int) -> str:
     """The file behind the mapping of this process that holds address ``ptr``."""
     with open("/proc/self/maps") as f:
@@ -137,17 +130,7 @@ def _spawn(tmp_path, toy_graph, hosts):
     data = str(tmp_path / "data")
     write_toy_dir(data, num_papers=30)
     root = str(tmp_path / "shm")
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, data, root, hosts, q)) for r in range(2)]
-    for p in procs:
-        p.start()
-    res = sorted(q.get(timeout=300) for _ in procs)  # generous: CI machines may be loaded
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
-    return root, res
+    return root, spawn_gloo(_worker, 2, data, root, hosts)
 
 
 def test_two_ranks_map_one_copy(tmp_path, toy_graph):

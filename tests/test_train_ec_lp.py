@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from _toy_graph import write_toy_dir
+from conftest import quiet, small_config
 from lmgnn_fast.io import read_dir
 from lmgnn_fast.train import Trainer
-from lmgnn_fast.train.data import edge_endpoints_all
-from test_train import quiet, small_config, toy  # noqa: F401 - the toy fixture
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +30,7 @@ def test_endpoints_of_held_out_edges_come_from_the_full_edge_list(ec_lp_dir):
     et = ("author", "writes", "paper")
     masks = g.edge_masks[et]
     assert masks["val"].any() and masks["test"].any()
-    src, dst = edge_endpoints_all(g, et)
+    src, dst = g.all_edges(et)
     with open(os.path.join(ec_lp_dir, "edges", "author__writes__paper.csv")) as f:
         rows = [line.strip().split(",")[:2] for line in f.readlines()[1:]]
     assert src.numel() == len(rows)
@@ -45,7 +44,7 @@ def test_endpoints_of_held_out_edges_come_from_the_full_edge_list(ec_lp_dir):
     assert (src >= 0).all() and (dst >= 0).all()
 
 
-def test_edge_classification_trains_when_link_prediction_holds_out_its_relation(toy, ec_lp_dir, tmp_path):  # noqa: F811
+def test_edge_classification_trains_when_link_prediction_holds_out_its_relation(toy, ec_lp_dir, tmp_path):
     out = str(tmp_path / "run")
     cfg = small_config(toy, out, **{"data.name": ec_lp_dir, "task.name": "role", "run.stages": "1,2",
                                     "stage2.epochs": 1})

@@ -28,9 +28,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from lmgnn_fast.graph import CSC, SPLITS, HeteroGraph, Task, edge_type_str
+from lmgnn_fast.graph import CSC, SPLITS, HeteroGraph, Task, edge_type_str, name_problem
 from lmgnn_fast.io.atomic import replace_dir
-from lmgnn_fast.io.errors import PathError
+from lmgnn_fast.io.errors import GraphFormatError, PathError
 from lmgnn_fast.io.paths import resolve_inside
 
 FORMAT = "lmgnn_fast.binary"
@@ -133,7 +133,20 @@ class _Reader:
             raise PathError(f"load_binary: array file name {file!r} in graph.json is not a "
                             "plain file name")
         resolve_inside(folder, path, "array file")
-        return np.load(path, mmap_mode=self.mode)
+        where = str(path)
+        try:
+            a = np.load(path, mmap_mode=self.mode, allow_pickle=False)
+        except FileNotFoundError:
+            raise GraphFormatError("missing array file named in graph.json; write the cache again with save_binary",
+                                   file=where) from None
+        except (ValueError, OSError, EOFError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise GraphFormatError(f"not a plain numeric .npy array ({first}); write the cache again with "
+                                   "save_binary", file=where) from None
+        if not isinstance(a, np.ndarray) or a.dtype.hasobject or a.dtype.kind not in "biuf":
+            raise GraphFormatError(f"array of dtype {getattr(a, 'dtype', type(a).__name__)} where a numeric one "
+                                   "is expected; write the cache again with save_binary", file=where)
+        return a
 
     def tensor(self, name: str | None) -> torch.Tensor | None:
         if name is None:
@@ -224,6 +237,10 @@ def load_binary(path, mmap: bool = True, lazy_strings: bool = False) -> HeteroGr
 
     Raises:
         ValueError: ``path`` holds no binary graph cache of this format version.
+        GraphFormatError: ``graph.json`` names a type, relation or task that is not a name
+            (see :func:`~lmgnn_fast.graph.name_problem`), or its structure or an array file
+            is not what :func:`save_binary` writes (the message names the file).
+        PathError: an array file leads outside the cache's ``arrays/`` folder.
     """
     root = Path(path)
     if not is_binary(root):
@@ -231,6 +248,36 @@ def load_binary(path, mmap: bool = True, lazy_strings: bool = False) -> HeteroGr
                          f"({FORMAT} version {FORMAT_VERSION}); write one with save_binary")
     with open(root / "graph.json", encoding="utf-8") as f:
         head = json.load(f)
+    try:
+        _check_names(head, str(root / "graph.json"))
+        return _load(root, head, mmap, lazy_strings)
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise GraphFormatError(f"not a valid binary graph cache ({type(exc).__name__}: {exc}); write it again "
+                               "with save_binary", file=str(root / "graph.json")) from None
+
+
+def _check_names(head: dict, where: str) -> None:
+    """Node types, relations and task names in ``graph.json`` are names (they become file
+    names and module keys), as the writers check: refuse any other."""
+    for i, nd in enumerate(head["nodes"]):
+        why = name_problem(nd["type"], "node type")
+        if why:
+            raise GraphFormatError(f"nodes[{i}].type: {why}", file=where)
+    for i, rel in enumerate(head["relations"]):
+        et = rel["edge_type"]
+        if not isinstance(et, list) or len(et) != 3:
+            raise GraphFormatError(f"relations[{i}].edge_type must be [src, relation, dst], got {et!r}", file=where)
+        for x, kind in zip(et, ("node type", "relation", "node type")):
+            why = name_problem(x, kind)
+            if why:
+                raise GraphFormatError(f"relations[{i}].edge_type: {why}", file=where)
+    for i, d in enumerate(head["tasks"]):
+        why = name_problem(d["name"], "task name")
+        if why:
+            raise GraphFormatError(f"tasks[{i}].name: {why}", file=where)
+
+
+def _load(root: Path, head: dict, mmap: bool, lazy_strings: bool) -> HeteroGraph:
     rd = _Reader(root, mmap, lazy_strings)
     g = HeteroGraph(node_types=[], edge_types=[], num_nodes={}, csc={}, name=head["name"],
                     report=head["report"])

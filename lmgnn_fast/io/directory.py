@@ -357,23 +357,12 @@ def forward_edge_types(g: HeteroGraph) -> list[EdgeType]:
 
 
 def full_edges(g: HeteroGraph, et: EdgeType) -> tuple[np.ndarray, np.ndarray]:
-    """All edges of a forward relation in eid order, held-out link-prediction edges included."""
-    e = g.num_eids[et]
-    src = np.full(e, -1, dtype=np.int64)
-    dst = np.full(e, -1, dtype=np.int64)
-    c = g.csc[et]
-    s, d = g.edges(et)
-    eid = np.sort(c.eid.cpu().numpy())
-    src[eid], dst[eid] = s.cpu().numpy(), d.cpu().numpy()
-    task = next((t for t in g.tasks if t.type == "link_prediction" and t.edge_type == et), None)
-    if task is not None:
-        for sp in ("val", "test"):
-            ids = np.flatnonzero(g.edge_masks[et][sp].cpu().numpy())
-            a, b = g.lp_edges[task.name][sp]
-            src[ids], dst[ids] = a.cpu().numpy(), b.cpu().numpy()
+    """All edges of a forward relation in eid order, held-out link-prediction edges included
+    (:meth:`HeteroGraph.all_edges` as numpy arrays)."""
+    src, dst = g.all_edges(et)
     if (src < 0).any():
         raise RuntimeError(f"HeteroGraph: relation {et} lacks edges for some eids")
-    return src, dst
+    return src.numpy(), dst.numpy()
 
 
 def _write_table(table: pa.Table, path: Path, fmt: str) -> None:

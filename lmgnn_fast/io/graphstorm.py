@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 
 from lmgnn_fast.graph import NAME_MAX_LENGTH, EdgeType, HeteroGraph, edge_type_str, name_problem
 from lmgnn_fast.io.errors import GraphFormatError, Source
+from lmgnn_fast.io.paths import is_inside
 from lmgnn_fast.io.tables import build_graph
 
 TEXT_TRANSFORMS = ("tokenize_hf", "bert_hf")
@@ -76,6 +77,7 @@ class _Config:
         self.path = path
         self.base = path.parent
         self.name = str(path)
+        self.outside: set[Path] = set()  # files named by an absolute path outside the config's folder
         if not path.is_file():
             raise GraphFormatError("config file not found", file=self.name)
         try:
@@ -105,24 +107,42 @@ class _Config:
         return self._expand(specs, f"{key}.files")
 
     def _expand(self, specs: list[str], key: str) -> list[Path]:
+        """The files named by ``specs`` (paths, globs, folders). A relative spec stays inside
+        the config's folder: a match that resolves outside it (``..``, a symbolic link leading
+        out) is refused before it is read, without naming where it leads. An absolute path
+        (documented) may name a file elsewhere; such a file's content (header, values) is
+        never echoed in an error."""
         out: list[Path] = []
         for s in specs:
-            p = Path(s) if Path(s).is_absolute() else self.base / s
+            absolute = Path(s).is_absolute()
+            p = Path(s) if absolute else self.base / s
             if any(c in s for c in "*?["):
                 hits = sorted(Path(h) for h in globmod.glob(str(p)) if Path(h).is_file())
                 if not hits:
                     raise self.error(key, f"no file matches {s!r} (relative to {self.rel(self.base) or '.'})")
-                out += hits
             elif p.is_dir():
                 hits = sorted(q for q in p.iterdir() if q.is_file() and not q.name.startswith("."))
                 if not hits:
                     raise self.error(key, f"folder {s!r} holds no files")
-                out += hits
             elif p.is_file():
-                out.append(p)
+                hits = [p]
             else:
                 raise self.error(key, f"file not found: {s!r} (relative to the config's folder)")
+            for h in hits:
+                if is_inside(self.base, h):
+                    continue
+                if not absolute:
+                    what = f"{s!r}" if h == p else f"{s!r} (its entry {h.name!r})"
+                    raise self.error(key, f"{what} resolves outside the config's folder; relative paths must stay "
+                                          "inside it (no '..', no symbolic links leading out)")
+                self.outside.add(h)
+            out += hits
         return out
+
+    def shown(self, p: Path, detail: str) -> str:
+        """``detail`` (a file's header or a parser's message) unless ``p`` lies outside the
+        config's folder, whose content is not echoed."""
+        return "" if p in self.outside else detail
 
 
 def _strings(col) -> bool:
@@ -199,11 +219,12 @@ def _read(cfg: _Config, entry: dict, key: str, columns: dict[str, str],
                 missing = [c for c in wanted if c not in have]
                 t = None if missing else t.select(wanted)
         except (pa.ArrowException, OSError, ValueError) as exc:
-            raise GraphFormatError(f"cannot read {fmt} file ({key}): {exc}", file=name) from exc
+            raise GraphFormatError(f"cannot read {fmt} file ({key}){cfg.shown(p, f': {exc}')}", file=name) from None
         if missing:
             users = {v: k for k, v in columns.items()}
             what = ", ".join(f"{c!r} ({_role(users[c])})" for c in missing)
-            raise GraphFormatError(f"missing column {what} named in {key} (columns: {have})", file=name)
+            raise GraphFormatError(f"missing column {what} named in {key}{cfg.shown(p, f' (columns: {have})')}",
+                                   file=name)
         tables.append(t)
         names.append(name)
         rows.append(t.num_rows)
@@ -354,7 +375,8 @@ def _split_file_keys(cfg: _Config, path: Path, key: str, node: bool, column) -> 
                     and all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in v))
                 if not ok:
                     want = "a node id (string or integer)" if node else "a [source id, destination id] pair"
-                    raise GraphFormatError(f"each line must hold {want}, got {v!r}", file=name, row=i, line=i + 1)
+                    raise GraphFormatError(f"each line must hold {want}{cfg.shown(path, f', got {v!r}')}",
+                                           file=name, row=i, line=i + 1)
                 values.append(v)
         if node:
             return _keys([pa.array([str(v) for v in values], pa.large_string())]), name
@@ -372,11 +394,11 @@ def _split_file_keys(cfg: _Config, path: Path, key: str, node: bool, column) -> 
         try:
             t = pq.read_table(path)
         except (pa.ArrowException, OSError) as exc:
-            raise GraphFormatError(f"cannot read parquet file: {exc}", file=name) from exc
+            raise GraphFormatError(f"cannot read parquet file{cfg.shown(path, f': {exc}')}", file=name) from None
         for c in cols:
             if c not in t.column_names:
-                raise GraphFormatError(f"missing column {c!r} named in {key}.custom_split_filenames.column "
-                                       f"(columns: {t.column_names})", file=name)
+                raise GraphFormatError(f"missing column {c!r} named in {key}.custom_split_filenames.column"
+                                       f"{cfg.shown(path, f' (columns: {t.column_names})')}", file=name)
         return _keys([t.column(c) for c in cols]), name
     raise cfg.error(f"{key}.custom_split_filenames", f"split file {name!r}: only JSON-lines (.json) and "
                                                      "Parquet split files are supported")
@@ -397,8 +419,8 @@ def _custom_split(cfg: _Config, lab: _Label, table_keys: pa.Array, n: int, node:
             found = pc.is_in(keys, value_set=table_keys).to_numpy(zero_copy_only=False)
             if not found.all():
                 r = int(np.flatnonzero(~found)[0])
-                shown = keys[r].as_py().replace(_SEP, "', '")
-                raise GraphFormatError(f"{kind} ('{shown}') is not {what}", file=name, row=r,
+                shown = cfg.shown(path, " ('" + keys[r].as_py().replace(_SEP, "', '") + "')")
+                raise GraphFormatError(f"{kind}{shown} is not {what}", file=name, row=r,
                                        line=r + 1 if path.suffix.lower() in (".json", ".jsonl") else None)
             hit = pc.is_in(table_keys, value_set=keys).to_numpy(zero_copy_only=False)
             clash = hit & (codes >= 0) & (codes != ci)
@@ -602,7 +624,8 @@ def _read_count(cfg: _Config, entry: dict, key: str) -> tuple[pa.Table, _Files]:
 
                 rows.append(pj.read_json(p).num_rows)
         except (pa.ArrowException, OSError, ValueError) as exc:
-            raise GraphFormatError(f"cannot read {first[0]} file ({key}): {exc}", file=cfg.rel(p)) from exc
+            raise GraphFormatError(f"cannot read {first[0]} file ({key}){cfg.shown(p, f': {exc}')}",
+                                   file=cfg.rel(p)) from None
     table = pa.table({"id": pa.array(np.arange(sum(rows), dtype=np.int64))})
     return table, _Files([cfg.rel(p) for p in paths], rows, first[0])
 

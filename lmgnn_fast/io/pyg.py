@@ -43,7 +43,7 @@ import torch
 from lmgnn_fast.graph import REVERSE_PREFIX, SPLITS, EdgeType, HeteroGraph
 from lmgnn_fast.io.directory import forward_edge_types, full_edges
 from lmgnn_fast.io.errors import GraphFormatError, Source
-from lmgnn_fast.io.tables import build_graph
+from lmgnn_fast.io.tables import BUILD_OPTIONS, INT32_MAX, build_graph, check_options
 
 _MASKS = tuple(f"{s}_mask" for s in SPLITS)
 _REVERSE_PREFIXES = (REVERSE_PREFIX, "rev_")  # ours, and torch_geometric's ToUndirected
@@ -53,6 +53,7 @@ _SPLIT_ATTRS = "/".join(_MASKS)
 _NODE_COLUMNS = {"id": "raw_id", "label": "y", "split": _SPLIT_ATTRS}
 _EDGE_COLUMNS = {"src": "edge_index[0]", "dst": "edge_index[1]", "label": "edge_label", "split": _SPLIT_ATTRS}
 _GLOBAL_KEYS = {"name", "tasks", "label_names", "edge_label_names", "add_reverse_edges"}
+MAX_NODES = INT32_MAX  # per node type; a larger num_nodes is refused rather than allocated
 
 
 def _require_pyg():
@@ -230,12 +231,42 @@ def _raw_ids(store, t, n: int):
             if not isinstance(x, str):
                 raise GraphFormatError(f"raw ids in a list must be strings, got {type(x).__name__}",
                                        file=_where(t), row=i, column="raw_id")
+            if not x:  # the directory format refuses empty ids: write_dir's output would not read back
+                raise GraphFormatError("raw ids must not be empty strings", file=_where(t), row=i, column="raw_id")
             if x in seen:
                 raise GraphFormatError(f"duplicate raw id {x!r} (first seen at node {seen[x]})",
                                        file=_where(t), row=i, column="raw_id")
             seen[x] = i
         return list(raw)
     raise _err(t, f"must be a tensor or a list of str, got {type(raw).__name__}", "raw_id")
+
+
+def _num_nodes(value, t) -> int:
+    """``num_nodes`` as an int in ``[0, MAX_NODES]``: an integral number (Python, NumPy or a
+    one-element integer tensor), never truncated."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype.is_complex:
+        value = value.item()
+    elif isinstance(value, (np.ndarray, np.generic)) and value.size == 1 and value.dtype.kind in "biuf":
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            (isinstance(value, float) and not value.is_integer()):
+        raise _err(t, f"must be a whole number of nodes, got {value!r}", "num_nodes")
+    if not 0 <= value <= MAX_NODES:
+        raise _err(t, f"must be in [0, {MAX_NODES:,}] (the most nodes per type from_pyg builds), got {value!r}",
+                   "num_nodes")
+    return int(value)
+
+
+def _tasks(value, source: str) -> list[dict]:
+    """``tasks`` (the argument or ``data.tasks``): a list of task dicts, checked for shape."""
+    if not isinstance(value, (list, tuple)):
+        raise GraphFormatError(f"must be a list of task dicts as in metadata.json, got {type(value).__name__} "
+                               f"{value!r:.60}", file=source)
+    for i, task in enumerate(value):
+        if not isinstance(task, Mapping):
+            raise GraphFormatError(f"each task must be a dict such as {{'name': ..., 'type': "
+                                   f"'node_classification', 'node_type': ...}}, got {task!r:.60}", file=source, row=i)
+    return [dict(task) for task in value]
 
 
 def _text(value, t, n: int) -> pa.Array:
@@ -302,14 +333,18 @@ def from_pyg(data, text: Mapping[str, Sequence[str]] | None = None, tasks: list[
 
     Raises:
         ImportError: torch_geometric is not installed.
+        OptionError: an unknown keyword in ``options`` (named, with the accepted ones).
         GraphFormatError: an attribute has the wrong type, shape or values (the message
-            names ``data[type]`` and the attribute), or the graph breaks the rules of
+            names ``data[type]`` and the attribute: an empty string raw id, a ``num_nodes``
+            that is not a whole number in ``[0, 2**31 - 1]``, ``tasks`` that is not a list
+            of dicts, ...), or the graph breaks the rules of
             :func:`build_graph` (e.g. an ``edge_index`` entry out of range, a masked node
             without a label).
     """
     HeteroData = _require_pyg()
     if not isinstance(data, HeteroData):
         raise TypeError(f"from_pyg: expected a torch_geometric.data.HeteroData, got {type(data).__name__}")
+    check_options(options, "from_pyg", accepted=[o for o in BUILD_OPTIONS if o != "sources"])
     text = dict(text or {})
     for t in text:
         if t not in data.node_types:
@@ -334,7 +369,7 @@ def from_pyg(data, text: Mapping[str, Sequence[str]] | None = None, tasks: list[
         n = store.num_nodes
         if n is None:
             raise _err(t, f"cannot tell the number of nodes: set data[{t!r}].num_nodes", "num_nodes")
-        n = int(n)
+        n = _num_nodes(n, t)
         ignored += [f"data[{t!r}].{k}" for k in store.keys() if k not in _NODE_KEYS]
         raw_ids[t] = _raw_ids(store, t, n)
         cols: dict[str, pa.Array] = {"id": pa.array(np.arange(n, dtype=np.int64))}
@@ -399,9 +434,11 @@ def from_pyg(data, text: Mapping[str, Sequence[str]] | None = None, tasks: list[
         warnings.warn(f"from_pyg: ignoring attributes lmgnn_fast does not read: {', '.join(ignored[:12])}"
                       + (f" (+{len(ignored) - 12} more)" if len(ignored) > 12 else ""), stacklevel=2)
 
-    if tasks is None:
-        tasks = gget("tasks")
-    if tasks is None:
+    if tasks is not None:
+        tasks = _tasks(tasks, "from_pyg: tasks")
+    elif gget("tasks") is not None:
+        tasks = _tasks(gget("tasks"), "data.tasks")
+    else:
         tasks = [{"name": t, "type": "node_classification", "node_type": t,
                   "multilabel": t in multi_classes} for t in data.node_types if "y" in data[t]]
     add_rev = options.pop("add_reverse_edges", None)

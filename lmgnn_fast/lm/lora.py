@@ -50,14 +50,21 @@ def add_lora(model: nn.Module, r: int, alpha: float, dropout: float, targets: li
         The trainable parameters (the adapters' ``A`` and ``B`` matrices).
 
     Raises:
-        LMLoadError: ``peft`` is missing, or no module of the model matches ``targets``.
+        LMLoadError: ``peft`` is missing, no module of the model matches ``targets``, or
+            ``r`` is not in ``[1, width]`` (``width``: the smallest input or output size of
+            the adapted layers; a larger rank adds nothing).
     """
-    peft = _peft()
-    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    linears = [(n.rsplit(".", 1)[-1], m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    names = {n for n, _ in linears}
     missing = [t for t in targets if t not in names]
     if missing:
         raise LMLoadError(f"lm.lora_targets: no linear layer of the LM is named {missing[0]!r} "
                           f"(its linear layers: {sorted(names)})")
+    width = min(min(m.in_features, m.out_features) for n, m in linears if n in targets)
+    if isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= width:
+        raise LMLoadError(f"lm.lora_r must be an integer in [1, {width}] for this LM (the narrowest adapted "
+                          f"layer of {', '.join(map(repr, targets))} has {width} inputs or outputs), got {r!r}")
+    peft = _peft()
     cfg = peft.LoraConfig(r=int(r), lora_alpha=float(alpha), lora_dropout=float(dropout),
                           target_modules=list(targets), bias="none")
     peft.inject_adapter_in_model(cfg, model, adapter_name=_ADAPTER)

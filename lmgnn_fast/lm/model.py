@@ -158,8 +158,10 @@ class LMEncoder(nn.Module):
         m = attention_mask.unsqueeze(-1).to(out.dtype)
         return (out * m).sum(1) / m.sum(1).clamp_min(1.0)
 
-    def tokenize(self, texts: list[str], max_length: int) -> TokenizedTexts:
-        return tokenize_texts(self.tokenizer, texts, max_length=max_length, name=self.name)
+    def tokenize(self, texts: list[str], max_length: int, where: str = "", ids=None) -> TokenizedTexts:
+        """:func:`~lmgnn_fast.lm.tokens.tokenize_texts` with this LM's tokenizer (``where``
+        and ``ids`` name the nodes in the warning about a text cut before tokenizing)."""
+        return tokenize_texts(self.tokenizer, texts, max_length=max_length, name=self.name, where=where, ids=ids)
 
     def encode(self, tokens: TokenizedTexts, ids: Tensor) -> Tensor:
         """Embeddings ``[len(ids), H]`` of texts ``ids`` of ``tokens`` (grad follows the

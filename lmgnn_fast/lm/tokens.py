@@ -10,12 +10,26 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-__all__ = ["TokenizedTexts", "tokenize_texts", "texts_fingerprint"]
+__all__ = ["TokenizedTexts", "tokenize_texts", "texts_fingerprint", "CHARS_PER_TOKEN"]
+
+
+def _warn_cut(cut: list[tuple[int, int]], cap: int, max_length: int, where: str, ids) -> None:
+    pos, n = cut[0]
+    if ids is not None:
+        v = ids[pos]
+        node = repr(v.item() if hasattr(v, "item") else v)
+    else:
+        node = str(pos)
+    more = f" (and {len(cut) - 1} more text{'s' if len(cut) > 2 else ''} of this kind)" if len(cut) > 1 else ""
+    warnings.warn(f"tokenize: node {node}{' of ' + where if where else ''}: text of {n:,} characters cut to its "
+                  f"first {cap:,} before tokenizing (lm.max_length {max_length} tokens x {CHARS_PER_TOKEN} "
+                  f"characters){more}", stacklevel=3)
 
 
 def texts_fingerprint(texts: list[str], tokenizer_name: str, max_length: int) -> str:
@@ -94,9 +108,22 @@ class TokenizedTexts:
         return cls(tokens, offsets, int(meta["pad_id"]), meta.get("fingerprint", ""))
 
 
+# A token of natural text spans a few characters (WordPiece gives one [UNK] for a word over
+# 100 characters), so the first ``max_length`` tokens of a text lie within its first
+# ``max_length * CHARS_PER_TOKEN`` characters; the rest is cut before the tokenizer sees it
+# (a fast tokenizer encodes the whole text before truncating: a 50 MiB cell exhausts memory).
+CHARS_PER_TOKEN = 100
+# Characters passed to the tokenizer per call (at most ``chunk`` texts per call as well).
+CHARS_PER_CALL = 1 << 24
+
+
 def tokenize_texts(tokenizer, texts: list[str], max_length: int = 64, chunk: int = 4096,
-                   name: str = "") -> TokenizedTexts:
+                   name: str = "", where: str = "", ids=None) -> TokenizedTexts:
     """Tokenize ``texts`` (truncating to ``max_length`` tokens with special tokens).
+
+    A text longer than ``max_length * CHARS_PER_TOKEN`` characters is cut there before it
+    is tokenized (its kept tokens lie well inside that prefix); one warning names the first
+    such node and how many there are.
 
     Args:
         tokenizer: a Hugging Face tokenizer.
@@ -104,6 +131,8 @@ def tokenize_texts(tokenizer, texts: list[str], max_length: int = 64, chunk: int
         max_length: the most tokens kept per text (including ``[CLS]``/``[SEP]``).
         chunk: texts passed to the tokenizer per call.
         name: tokenizer name, part of the fingerprint.
+        where: what the texts are, for the warning (e.g. ``"node type 'paper'"``).
+        ids: the texts' node ids (raw ids), for the warning; default their positions.
 
     Returns:
         TokenizedTexts with ``uint16`` ids when the vocabulary has at most 65,536 entries.
@@ -112,15 +141,29 @@ def tokenize_texts(tokenizer, texts: list[str], max_length: int = 64, chunk: int
         raise ValueError(f"tokenize_texts: max_length must be >= 2, got {max_length}")
     vocab = len(tokenizer)
     dtype = torch.uint16 if vocab <= 65536 else torch.int32
+    cap = int(max_length) * CHARS_PER_TOKEN
     pieces: list[Tensor] = []
     lengths: list[int] = []
-    for i in range(0, len(texts), chunk):
-        part = [t if isinstance(t, str) else "" for t in texts[i:i + chunk]]
+    cut: list[tuple[int, int]] = []  # (position, length) of the texts cut
+    i = 0
+    while i < len(texts):
+        part: list[str] = []
+        chars = 0
+        while i < len(texts) and len(part) < chunk and (not part or chars < CHARS_PER_CALL):
+            t = texts[i] if isinstance(texts[i], str) else ""
+            if len(t) > cap:
+                cut.append((i, len(t)))
+                t = t[:cap]
+            part.append(t)
+            chars += len(t)
+            i += 1
         enc = tokenizer(part, truncation=True, max_length=max_length, padding=False,
                         return_attention_mask=False, return_token_type_ids=False)
-        for ids in enc["input_ids"]:
-            lengths.append(len(ids))
-            pieces.append(torch.tensor(ids, dtype=torch.int32))
+        for tok_ids in enc["input_ids"]:
+            lengths.append(len(tok_ids))
+            pieces.append(torch.tensor(tok_ids, dtype=torch.int32))
+    if cut:
+        _warn_cut(cut, cap, max_length, where, ids)
     tokens = torch.cat(pieces).to(dtype) if pieces else torch.empty(0, dtype=dtype)
     offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
     if lengths:

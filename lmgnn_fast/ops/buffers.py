@@ -11,7 +11,7 @@ The cache keeps at most ``LMGNN_CPU_BUFFER_CACHE_MB`` MiB of free blocks (defaul
 """
 from __future__ import annotations
 
-from lmgnn_fast import _C
+from lmgnn_fast._loader import extension
 
 
 def cpu_buffer_cache_info() -> dict:
@@ -22,10 +22,10 @@ def cpu_buffer_cache_info() -> dict:
         for reuse), ``limit_bytes``, ``hits`` and ``misses`` (requests served from the cache,
         and those that mapped new memory).
     """
-    return dict(_C.cpu_buffer_cache_info())
+    return dict(extension().cpu_buffer_cache_info())
 
 
 def empty_cpu_buffer_cache() -> None:
     """Return the free blocks of the CPU buffer cache to the operating system (as
     ``torch.cuda.empty_cache``); memory held by live tensors is unaffected."""
-    _C.empty_cpu_buffer_cache()
+    extension().empty_cpu_buffer_cache()

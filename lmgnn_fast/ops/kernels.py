@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from lmgnn_fast import _C
+from lmgnn_fast._loader import extension
 
 
 def kernel_available(device: torch.device | str) -> bool:
@@ -17,7 +17,7 @@ def kernel_available(device: torch.device | str) -> bool:
     if kind == "cpu":
         return True
     if kind == "cuda":
-        return bool(dict(_C.build_info())["cuda"])
+        return bool(dict(extension().build_info())["cuda"])
     return False
 
 

@@ -10,12 +10,19 @@ Layout under ``<out_dir>/checkpoints/``:
   then are the ``last-*`` files neither of them names deleted: two generations are kept,
   so a run killed at any moment, or a damaged newest checkpoint (truncated or missing
   tensor file, garbled ``last.json``), still leaves a consistent one to resume from.
-- ``*.tmp-<pid>`` — files being written; ones left by a killed run are removed when the
-  next run starts.
+- ``*.tmp-<pid>`` — files being written (and ``.tmpXXXXXX``, the temporary file safetensors
+  itself writes first); ones left by a killed run, here and in the token cache
+  ``<out_dir>/tokens/``, are removed when the next run starts.
+
+Every tensor file carries a checksum of its tensors (names, dtypes, shapes and bytes;
+BLAKE2b in the safetensors metadata, key ``checksum``), verified whenever it is loaded: a
+file whose bytes were overwritten is refused like a truncated one (resume falls back to
+the previous generation, or reruns a finished stage whose checkpoint is damaged).
 """
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import random
@@ -24,7 +31,9 @@ import sys
 import torch
 from torch import Tensor
 
-__all__ = ["save_tensors", "load_tensors", "atomic_write_json", "flatten_state",
+from lmgnn_fast.train.errors import CheckpointError
+
+__all__ = ["save_tensors", "load_tensors", "tensors_checksum", "atomic_write_json", "flatten_state",
            "unflatten_state", "rng_state", "set_rng_state", "CheckpointManager", "seed_everything"]
 
 
@@ -46,27 +55,64 @@ def _json_default(o):
     raise TypeError(f"not JSON serializable: {type(o)}")
 
 
+CHECKSUM_KEY = "checksum"
+_CHECKSUM_ALGO = "blake2b-128"
+
+
+def tensors_checksum(tensors: dict[str, Tensor]) -> str:
+    """``"blake2b-128:<hex>"`` over the names, dtypes, shapes and bytes of ``tensors`` (CPU,
+    in name order): what :func:`save_tensors` stores and :func:`load_tensors` verifies."""
+    h = hashlib.blake2b(digest_size=16)
+    for k in sorted(tensors):
+        t = tensors[k].detach().to("cpu").contiguous()
+        h.update(f"{k}\0{t.dtype}\0{list(t.shape)}\0".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return f"{_CHECKSUM_ALGO}:{h.hexdigest()}"
+
+
 def save_tensors(path: str, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Write ``tensors`` to ``path`` as safetensors via a temporary file and ``os.replace``."""
+    """Write ``tensors`` to ``path`` as safetensors via a temporary file and ``os.replace``,
+    with their checksum in the metadata (key ``checksum``)."""
     from safetensors.torch import save_file
 
     tmp = f"{path}.tmp-{os.getpid()}"
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    save_file(flat, tmp, metadata=metadata)
+    save_file(flat, tmp, metadata={**(metadata or {}), CHECKSUM_KEY: tensors_checksum(flat)})
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
-def load_tensors(path: str) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """``(tensors, metadata)`` of a safetensors file."""
+def load_tensors(path: str, verify: bool = True) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """``(tensors, metadata)`` of a safetensors file.
+
+    Args:
+        path: the file.
+        verify: check the tensors against the checksum stored by :func:`save_tensors`
+            (files written without one load unchecked).
+
+    Raises:
+        CheckpointError: the file cannot be parsed (truncated, garbled header) or its
+            tensors do not match their checksum; the message names the file.
+    """
     from safetensors import safe_open
 
+    name = os.path.basename(path)
     out = {}
-    with safe_open(path, framework="pt") as f:
-        meta = f.metadata() or {}
-        for k in f.keys():
-            out[k] = f.get_tensor(k)
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+            for k in f.keys():
+                out[k] = f.get_tensor(k)
+    except (OSError, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - safetensors' errors: the file is not a valid one
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{name} is damaged: cannot be read as safetensors ({first})") from None
+    want = meta.get(CHECKSUM_KEY)
+    if verify and want is not None and tensors_checksum(out) != want:
+        raise CheckpointError(f"{name} is damaged: its tensors do not match the checksum written with them")
     return out, meta
 
 
@@ -129,15 +175,22 @@ class CheckpointManager:
 
     def __init__(self, out_dir: str, log=None, clean: bool = True):
         self.dir = os.path.join(out_dir, "checkpoints")
+        self.tokens_dir = os.path.join(out_dir, "tokens")
         self.log = log or (lambda *a: print(*a, file=sys.stderr, flush=True))
         os.makedirs(self.dir, exist_ok=True)
         if clean:
             self.remove_orphans()
 
     def remove_orphans(self) -> list[str]:
-        """Delete the ``*.tmp-*`` files of writes that never finished; returns their names."""
+        """Delete the temporary files of writes that never finished (``*.tmp-<pid>``, and
+        safetensors' own ``.tmpXXXXXX``) in ``checkpoints/`` and the token cache ``tokens/``;
+        returns their names."""
         gone = []
-        for p in glob.glob(os.path.join(self.dir, "*.tmp-*")):
+        found = [p for d in (self.dir, self.tokens_dir) for pat in ("*.tmp-*", ".tmp*")
+                 for p in glob.glob(os.path.join(d, pat))]
+        for p in found:
+            if not os.path.isfile(p):
+                continue
             try:
                 os.remove(p)
                 gone.append(os.path.basename(p))
@@ -158,11 +211,32 @@ class CheckpointManager:
         save_tensors(self.stage_path(stage), model_state, {"stage": str(stage), **(meta or {})})
 
     def load_stage(self, stage: int) -> dict[str, Tensor]:
-        """The tensors of the end-of-stage checkpoint of ``stage``."""
+        """The tensors of the end-of-stage checkpoint of ``stage``.
+
+        Raises:
+            FileNotFoundError: the stage has not finished in this run directory.
+            CheckpointError: the file is damaged (the message says to rerun the stage).
+        """
         path = self.stage_path(stage)
         if not os.path.exists(path):
             raise FileNotFoundError(f"checkpoint of stage {stage} not found at {path}; run that stage first")
-        return load_tensors(path)[0]
+        try:
+            return load_tensors(path)[0]
+        except CheckpointError as e:
+            raise CheckpointError(f"checkpoint of stage {stage}: {e}; run stage {stage} again "
+                                  f"(--run.stages {stage} ... --run.resume)") from None
+
+    def stage_problem(self, stage: int) -> str | None:
+        """``None`` when the end-of-stage checkpoint of ``stage`` loads and matches its
+        checksum, else why not (one line naming the file)."""
+        path = self.stage_path(stage)
+        if not os.path.exists(path):
+            return f"{os.path.basename(path)} is missing"
+        try:
+            load_tensors(path)
+        except (CheckpointError, OSError) as e:
+            return str(e).splitlines()[0] if str(e) else type(e).__name__
+        return None
 
     def save_last(self, state: dict, model_state: dict[str, Tensor], optimizers: dict) -> None:
         """Write the resumable state: ``state`` (JSON: stage, epoch, step, ...), the model
@@ -187,7 +261,7 @@ class CheckpointManager:
         interrupted stage restarts).
 
         The newest checkpoint is tried first; when it is damaged (``last.json`` unreadable,
-        its tensor file missing or truncated) the previous generation is used, unless its
+        its tensor file missing, truncated or failing its checksum) the previous generation is used, unless its
         stage has already finished, with a one-line notice; when neither is usable the
         result is ``None`` (the interrupted stage starts over)."""
         tried = []
@@ -229,7 +303,16 @@ class CheckpointManager:
 
     def stage_metadata(self, stage: int) -> dict[str, str]:
         """The metadata saved with the end-of-stage checkpoint of ``stage``."""
-        return load_tensors(self.stage_path(stage))[1]
+        from safetensors import safe_open
+
+        try:
+            with safe_open(self.stage_path(stage), framework="pt") as f:
+                return f.metadata() or {}
+        except OSError:
+            raise
+        except Exception as e:  # noqa: BLE001 - safetensors' errors: the file is not a valid one
+            raise CheckpointError(f"checkpoint of stage {stage}: {os.path.basename(self.stage_path(stage))} is "
+                                  f"damaged: cannot be read as safetensors; run stage {stage} again") from e
 
     def clear_last(self) -> None:
         """Remove the resumable state (the run finished, or starts afresh)."""

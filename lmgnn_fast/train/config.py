@@ -117,8 +117,23 @@ class Stage2Config:
 
 @dataclass
 class Stage3Config:
-    """Joint LM + R-GCN training with the embedding cache."""
+    """Stage 3: LM and graph model trained together (docs/training.md, "Stage 3").
+
+    ``objective``: ``glem`` — rounds of an LM step on the gold labels plus the graph
+    model's soft predictions (pseudo-labels / distillation), then graph-model epochs on the
+    refreshed embeddings, keeping the best validation epoch; ``joint`` — end-to-end steps on
+    the training labels, ``lm_train_nodes`` rows per batch through the LM, the rest from the
+    cache. ``epochs``: rounds (glem) or epochs (joint).
+    """
+    objective: str = "glem"  # glem | joint
     epochs: int = 1
+    # glem: graph-model epochs per round (patience stage2.patience), weight of the teacher's
+    # soft targets, minimum teacher confidence of a pseudo-labelled item, LM items per round
+    # (None = auto: the stage-1 CPU budget of LM texts on a CPU, every item on a GPU)
+    gnn_epochs: int = 10
+    pseudo_weight: float = 1.0
+    pseudo_min_confidence: float = 0.5
+    lm_items: int | None = None
     batch_size: int = 64
     lm_lr: float = 2e-5
     gnn_lr: float = 1e-3
@@ -217,6 +232,9 @@ class Config:
         """Defaults updated by ``d`` (``{section: {key: value}}``); an unknown section or key,
         or a value of the wrong type, raises :class:`ConfigError` naming it."""
         cfg = cls()
+        if d is not None and not isinstance(d, dict):
+            raise ConfigError(f"a configuration must be a mapping of sections ({', '.join(_sections())}), "
+                              f"got {type(d).__name__}")
         for section, values in (d or {}).items():
             if section not in _sections():
                 raise ConfigError(f"unknown config section {section!r}; sections: {', '.join(_sections())}")
@@ -340,8 +358,40 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
     """Defaults, then the YAML file at ``path`` (if any), then ``overrides``."""
     cfg = Config()
     if path:
-        if not os.path.exists(path):
-            raise ConfigError(f"config file {path!r} not found")
-        with open(path) as f:
-            cfg = Config.from_dict(yaml.safe_load(f) or {})
+        cfg = Config.from_dict(_read_yaml(path))
     return apply_overrides(cfg, list(overrides or []))
+
+
+def _read_yaml(path: str) -> dict:
+    """The mapping of sections in the YAML file ``path`` (empty file: ``{}``).
+
+    Raises:
+        ConfigError: the file is missing, not text, not YAML, or YAML that is not a mapping
+            (a list, a scalar), named with the line of a syntax error.
+    """
+    if not os.path.exists(path):
+        raise ConfigError(f"config file {path!r} not found")
+    if os.path.isdir(path):
+        raise ConfigError(f"config file {path!r} is a directory, not a YAML file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path!r} is not UTF-8 text (byte {e.start}): not a YAML file") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"config file {path!r} is not valid YAML{where}: {what}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else f"{type(data).__name__} {_short(data)}"
+        raise ConfigError(f"config file {path!r} must be a mapping of sections ({', '.join(_sections())}), "
+                          f"got {kind}")
+    return data
+
+
+def _short(value, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."

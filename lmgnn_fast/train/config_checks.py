@@ -20,10 +20,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "task.negatives": ("uniform", "joint", "in_batch"),
     "stage3.cache_policy": ("clock", "lru", "lfu", "static"),
     "stage1.objective": ("task", "task+graph", "graph"),
+    "stage3.objective": ("glem", "joint"),
     "run.final_stage": ("best", "1", "2", "3"),
 }
 # Options whose null value means "derived from the graph and the device" (train/budget.py).
-AUTO = ("stage1.max_items", "stage2.batch_size")
+AUTO = ("stage1.max_items", "stage2.batch_size", "stage3.lm_items")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)$")
 
 # Numeric ranges: option -> (lowest, lowest allowed itself, highest, highest allowed itself).
@@ -31,7 +32,7 @@ _INF = math.inf
 RANGES: dict[str, tuple[float, bool, float, bool]] = {
     "lm.max_length": (2, True, _INF, False),
     "lm.encode_batch_size": (1, True, _INF, False),
-    "lm.lora_r": (0, True, _INF, False),
+    "lm.lora_r": (0, True, 65536, True),  # no BERT-family LM is wider; add_lora bounds it by the LM's width
     "lm.lora_alpha": (0, False, _INF, False),
     "lm.lora_dropout": (0, True, 1, False),
     "gnn.hidden": (1, True, _INF, False),
@@ -58,6 +59,10 @@ RANGES: dict[str, tuple[float, bool, float, bool]] = {
     "stage2.weight_decay": (0, True, _INF, False),
     "stage2.patience": (0, True, _INF, False),
     "stage3.epochs": (0, True, _INF, False),
+    "stage3.gnn_epochs": (1, True, _INF, False),
+    "stage3.pseudo_weight": (0, True, _INF, False),
+    "stage3.pseudo_min_confidence": (0, True, 1, True),
+    "stage3.lm_items": (0, True, _INF, False),
     "stage3.batch_size": (1, True, _INF, False),
     "stage3.lm_lr": (0, False, _INF, False),
     "stage3.gnn_lr": (0, False, _INF, False),

@@ -112,15 +112,7 @@ class RunContext:
             if graph is None:
                 graph = share.share_graph(lambda: builders.load_graph(cfg.data.name, cfg.data.options))
         graph = graph if graph is not None else builders.load_graph(cfg.data.name, cfg.data.options)
-        task = resolve_task(graph, cfg.task)
-        relations = resolve_relations(graph, cfg.stage1.relations)
-        if cfg.stage1.objective == "task" and task.type == "link_prediction":
-            relations = []  # the task's loss is the target relation's link prediction
-        all_text = text_types(graph)
-        if task.type == "link_prediction" and task.edge_type not in relations \
-                and task.edge_type[0] in all_text and task.edge_type[2] in all_text:
-            relations.append(task.edge_type)
-        texts = all_text if cfg.gnn.text_features else []
+        task, relations, texts = _resolve_task_parts(cfg, graph)
         if not texts and (1 in stages or 3 in stages):
             why = "gnn.text_features is false" if not cfg.gnn.text_features else "no node type of the graph has text"
             raise DataError(f"stages 1 and 3 train the LM but {why}; use --run.stages 2")
@@ -132,3 +124,46 @@ class RunContext:
         return cls(cfg=cfg, graph=graph, task=task, relations=relations, text_types=texts, stages=stages,
                    device=dist.device, dist=dist, ckpt=data_parallel.RankZeroCheckpoints(cfg.run.out_dir, dist, log),
                    out_dir=cfg.run.out_dir, log=log, share=share)
+
+    @classmethod
+    def open(cls, cfg: Config, graph=None, log=None) -> "RunContext":
+        """A context over the finished run in ``cfg.run.out_dir``, for inference and
+        evaluation: graph, task, relations and text types resolved as :meth:`create` does,
+        one process (no process group, no shared memory), checkpoints only read (nothing is
+        written or cleaned).
+
+        Args:
+            cfg: the run's configuration (its ``config.yaml``, with any overrides).
+            graph: an already loaded graph (default: load ``cfg.data.name``).
+            log: where notices go (default: print to stdout).
+
+        Raises:
+            ConfigError, DataError, TrainingError: a setting that cannot work, named.
+        """
+        from lmgnn_fast.train.checkpoint import CheckpointManager
+
+        cfg = cfg.validate()
+        log = log or (lambda *a: print(*a, flush=True))
+        device = resolve_device(cfg.run.device)
+        if cfg.run.num_threads > 0:
+            torch.set_num_threads(cfg.run.num_threads)
+        graph = graph if graph is not None else builders.load_graph(cfg.data.name, cfg.data.options)
+        task, relations, texts = _resolve_task_parts(cfg, graph)
+        return cls(cfg=cfg, graph=graph, task=task, relations=relations, text_types=texts, stages=cfg.stage_list,
+                   device=device, dist=DistContext(device=device),
+                   ckpt=CheckpointManager(cfg.run.out_dir, log=log, clean=False), out_dir=cfg.run.out_dir, log=log)
+
+
+def _resolve_task_parts(cfg: Config, graph) -> tuple[TargetTask, list[tuple], list[str]]:
+    """The target task, the stage-1 relations and the text node types of ``graph`` under
+    ``cfg`` (:meth:`RunContext.create` and :meth:`RunContext.open` alike)."""
+    task = resolve_task(graph, cfg.task)
+    relations = resolve_relations(graph, cfg.stage1.relations)
+    if cfg.stage1.objective == "task" and task.type == "link_prediction":
+        relations = []  # the task's loss is the target relation's link prediction
+    all_text = text_types(graph)
+    if task.type == "link_prediction" and task.edge_type not in relations \
+            and task.edge_type[0] in all_text and task.edge_type[2] in all_text:
+        relations.append(task.edge_type)
+    texts = all_text if cfg.gnn.text_features else []
+    return task, relations, texts

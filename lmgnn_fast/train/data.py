@@ -192,35 +192,10 @@ def split_items(graph, task: TargetTask, split: str):
 
 
 def edge_endpoints_all(graph, edge_type: tuple) -> tuple[Tensor, Tensor]:
-    """``(src [E_r], dst [E_r])`` int64 of every edge of a forward relation, indexed by eid.
-
-    The message-passing graph lacks the val/test edges a link-prediction task on the
-    relation holds out; their endpoints are taken from ``graph.lp_edges`` (each split in eid
-    order, the eids being those of ``graph.edge_masks``). An edge found in neither is -1.
-    """
-    et = tuple(edge_type)
-    src, dst, eid = graph.edges(et, with_eid=True)
-    masks = (getattr(graph, "edge_masks", None) or {}).get(et) or {}
-    labels = (getattr(graph, "edge_labels", None) or {}).get(et)
-    n = max([int(eid.max()) + 1 if eid.numel() else 0]
-            + [int(torch.as_tensor(m).numel()) for m in masks.values()]
-            + ([int(torch.as_tensor(labels).shape[0])] if labels is not None else []))
-    out_s = torch.full((n,), -1, dtype=torch.long)
-    out_d = torch.full((n,), -1, dtype=torch.long)
-    out_s[eid] = src.long()
-    out_d[eid] = dst.long()
-    lp = getattr(graph, "lp_edges", None) or {}
-    for t in getattr(graph, "tasks", None) or []:
-        if t.type != "link_prediction" or t.name not in lp or tuple(t.edge_type or ()) != et:
-            continue
-        for split, (s, d) in lp[t.name].items():
-            if split not in masks:
-                continue
-            ids = torch.nonzero(torch.as_tensor(masks[split]).bool()).flatten()
-            if ids.numel() == torch.as_tensor(s).numel():
-                out_s[ids] = torch.as_tensor(s).long()
-                out_d[ids] = torch.as_tensor(d).long()
-    return out_s, out_d
+    """``(src [E_r], dst [E_r])`` int64 of every edge of a forward relation, indexed by eid
+    (-1 where unknown): :meth:`lmgnn_fast.graph.HeteroGraph.all_edges`, the one home of a
+    relation's full edge list."""
+    return graph.all_edges(tuple(edge_type))
 
 
 def known_edge_keys(graph, task: TargetTask) -> Tensor:

@@ -37,6 +37,7 @@ from lmgnn_fast.distributed import (
     shutdown,
     split_range,
 )
+from lmgnn_fast.sampling.loaders import shard_positions
 from lmgnn_fast.train.checkpoint import CheckpointManager
 
 __all__ = ["setup", "teardown", "rank_slice", "shard_batches", "wrap_modules", "mean_over_ranks",
@@ -64,9 +65,7 @@ def teardown(ctx: DistContext, share=None) -> None:
 
 
 def _slice_index(n: int, ctx: DistContext) -> Tensor:
-    per = max(1, -(-n // ctx.world_size))
-    idx = torch.arange(per * ctx.world_size) % max(n, 1)  # pad by wrapping around
-    return idx[ctx.rank::ctx.world_size]
+    return shard_positions(n, ctx.rank, ctx.world_size, "strided")  # the loaders' sharding, padded by wrapping
 
 
 def rank_slice(batch, ctx: DistContext):

@@ -1,11 +1,15 @@
 """Errors a user of the trainer can fix from the message alone."""
 from __future__ import annotations
 
-__all__ = ["TrainingError", "DataError", "SimulatedInterrupt"]
+__all__ = ["TrainingError", "DataError", "CheckpointError", "SimulatedInterrupt"]
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. out of memory); the message says which setting to change."""
+
+
+class CheckpointError(TrainingError):
+    """A checkpoint file is damaged (truncated, garbled, or its tensors fail their checksum)."""
 
 
 class DataError(ValueError):

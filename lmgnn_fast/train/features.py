@@ -11,6 +11,7 @@ the caches (``cache_source``), so a cache is only recomputed when it is stale.
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 from torch import Tensor, nn
@@ -122,7 +123,11 @@ class FeatureSource:
             tok = TokenizedTexts.load(path)
             if tok.fingerprint == fp:
                 return tok
-        tok = self.lm.tokenize(texts, ctx.cfg.lm.max_length)
+        with warnings.catch_warnings(record=True) as caught:  # a text cut before tokenizing: one log line
+            warnings.simplefilter("always")
+            tok = self.lm.tokenize(texts, ctx.cfg.lm.max_length, where=f"node type {t!r}", ids=ctx.graph.raw_ids.get(t))
+        for w in caught:
+            ctx.log(f"warning: {w.message}")
         if ctx.dist.is_main:
             tok.save(path)
         return tok

@@ -6,7 +6,8 @@ under :func:`loop.run_epochs` (resuming an interrupted stage, skipping finished 
 ``--resume``), saves its checkpoint and evaluates it with the same function
 ``python -m lmgnn_fast.evaluate`` calls (:meth:`Trainer.evaluate_stage`), so a saved run
 re-evaluates to the same numbers. At the end it writes ``metrics.json``, ``curves.png``,
-embeddings, predictions and prints the results table.
+embeddings, predictions, the final model's LM rows (``lm_rows/``, what loading the run for
+inference reads) and prints the results table.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from lmgnn_fast.train.data import TargetTask
 from lmgnn_fast.train.errors import TrainingError
 from lmgnn_fast.train.features import FeatureSource
 from lmgnn_fast.train.loop import ResumeState, run_epochs
-from lmgnn_fast.train.outputs import write_outputs
+from lmgnn_fast.train.outputs import write_lm_rows, write_outputs
 from lmgnn_fast.train.selection import select_stage
 from lmgnn_fast.train.stages import STAGES
 from lmgnn_fast.train.tasks import GNNTask
@@ -109,8 +110,12 @@ class Trainer:
             key = f"stage{number}"
             if cfg.run.resume and key in self.results and ctx.ckpt.has_stage(number) and \
                     (resume is None or resume.stage != number):
-                ctx.log(f"stage {number}: already done, skipping (resume)")
-                continue
+                problem = ctx.ckpt.stage_problem(number)
+                if problem is None:
+                    ctx.log(f"stage {number}: already done, skipping (resume)")
+                    continue
+                ctx.log(f"resume: the checkpoint of stage {number} is unusable ({problem}); stage {number} "
+                        "runs again")
             t0 = time.time()
             with out_of_memory_hint(cfg, number):
                 stage = STAGES[number](ctx, self.features, self.gnn_task)
@@ -129,6 +134,7 @@ class Trainer:
         if self.final_stage is not None:
             self.per_class = write_outputs(ctx, self.gnn_task,
                                            STAGES[self.final_stage].predictor(ctx, self.features, self.gnn_task))
+            write_lm_rows(ctx, self.features)
             if self.per_class is not None:
                 self._write_metrics()
         ctx.log(format_table(self.results, ctx.task, self.final_stage))

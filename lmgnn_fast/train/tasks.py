@@ -15,7 +15,7 @@ from lmgnn_fast.nn import GraphModel
 from lmgnn_fast.sampling import EdgeBatch, EdgeLoader, LinkLoader, NodeBatch, NodeLoader
 from lmgnn_fast.train import builders, data_parallel
 from lmgnn_fast.train.context import RunContext
-from lmgnn_fast.train.data import edge_endpoints_all, known_edge_keys, split_items
+from lmgnn_fast.train.data import known_edge_keys, split_items
 from lmgnn_fast.train.errors import DataError
 from lmgnn_fast.train.metrics import classification_metrics, eval_negatives, ranking_metrics, ranks_from_scores
 from lmgnn_fast.train.seeds import derive_seed
@@ -53,13 +53,9 @@ class GNNTask:
         Args:
             lm_dim: width of the LM rows of the text node types (0 without LM).
         """
-        c, g, task = self.ctx.cfg, self.ctx.graph, self.ctx.task
-        torch.manual_seed(derive_seed(c.run.seed, "gnn-init"))
-        return GraphModel(g.node_types, g.edge_types, g.num_nodes, task.type, task.num_classes, task.multilabel,
-                          lm_dim, self.ctx.text_types, c.gnn.hidden, c.gnn.num_layers, num_bases=c.gnn.num_bases,
-                          aggr=c.gnn.aggr, dropout=c.gnn.dropout, layer_norm=c.gnn.layer_norm,
-                          feature_norm=c.gnn.feature_norm, decoder=c.task.decoder,
-                          link_loss=c.task.loss, encoder=c.gnn.model, heads=c.gnn.heads).to(self.ctx.device)
+        torch.manual_seed(derive_seed(self.ctx.cfg.run.seed, "gnn-init"))
+        return builders.make_graph_model(self.ctx.cfg, self.ctx.graph, self.ctx.task, lm_dim,
+                                         self.ctx.text_types).to(self.ctx.device)
 
     def items(self, split: str):
         """Items of ``split``: node ids, edge ids, or ``(src, dst)`` for link prediction."""
@@ -78,7 +74,7 @@ class GNNTask:
             DataError: an edge whose endpoints the graph does not hold.
         """
         if self._ends is None:
-            self._ends = edge_endpoints_all(self.ctx.graph, self.ctx.task.edge_type)
+            self._ends = self.ctx.graph.all_edges(self.ctx.task.edge_type)
         src, dst = self._ends
         eids = eids.long().cpu()
         s, d = src[eids], dst[eids]
