@@ -51,6 +51,9 @@ VARIANTS = {
     "s3glem": {"stage3.objective": "glem"},
     "s3joint": {"stage3.objective": "joint"},
     "hgt": {"gnn.model": "hgt"},
+    # the frozen-LM comparison of the encoders (stage 2 alone, same settings as (b))
+    "frozen_hgt": {"run.stages": "2", "run.final_stage": "2", "gnn.model": "hgt"},
+    "frozen_rgat": {"run.stages": "2", "run.final_stage": "2", "gnn.model": "rgat"},
     "rgat": {"gnn.model": "rgat"},
 }
 LABELS = {"default": "default recipe (final model by validation)",
@@ -58,7 +61,8 @@ LABELS = {"default": "default recipe (final model by validation)",
           "s123": "(d) stages 1+2+3",
           "s12x": "(c') stages 1+2, stage 1 on 4,096 edges", "notext": "(e) R-GCN, learnable features",
           "s3glem": "recipe, stage 3 glem", "s3joint": "recipe, stage 3 joint",
-          "hgt": "recipe with HGT", "rgat": "recipe with RGAT"}
+          "hgt": "recipe with HGT", "rgat": "recipe with RGAT",
+          "frozen_hgt": "(b) with HGT", "frozen_rgat": "(b) with RGAT"}
 
 
 def _config(dataset: str, task: str, seed: int, out: str, max_nodes: int | None, extra: dict):
