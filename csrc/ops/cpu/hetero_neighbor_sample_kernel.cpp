@@ -10,12 +10,13 @@
 //   B. dedup: per source node type, the sampled sources are numbered in order of first
 //      appearance after the destinations, with a hash table probed kPrefetch edges behind
 //      its prefetches. A small type is one task (a single pass over its edges in output
-//      order, which also copies the edge ids and finishes the relations' indptr); a type
-//      with enough work is split into P = threads hash partitions: task j scans the type's
-//      edges in order but handles only the ids whose hash falls in partition j, so each id
-//      has one owner and no atomics are needed. A partition stores, for each edge, the
-//      type position of its source's first appearance and counts first appearances per
-//      sampling block. Tasks are claimed dynamically, largest first.
+//      order, which also copies the edge ids and finishes the relations' indptr); with
+//      several threads, a type with enough work is split into P = threads hash partitions:
+//      each id has one owner partition, so no atomics are needed. Phase A already sorted
+//      each block's edge indices by partition (stable), so task j visits only its own
+//      edges, in edge order: the partitions together do the work of the single pass. A
+//      partition stores, for each edge, the type position of its source's first appearance
+//      and counts first appearances per sampling block. Tasks are claimed largest first.
 //   C. finalise (partitioned types only, no serial merge): a scan over the per-block counts
 //      (one number per block) gives each block its first new-node rank; then, in parallel
 //      over blocks, C1 writes the new nodes in rank order, the edge ids and each first
@@ -107,10 +108,20 @@ Range node_range(const Rel& rel, int64_t r, int64_t v) {
 
 inline void prefetch(const void* p) { __builtin_prefetch(p, 0, 1); }
 
-// A sampled edge before relabelling.
+// A sampled edge before relabelling. The empty default constructor keeps vector::resize
+// from zero-filling arenas that are written right after.
 struct Pair {
   int64_t src;
   int64_t eid;
+  Pair() {}  // NOLINT: deliberately uninitialized
+  Pair(int64_t s, int64_t e) : src(s), eid(e) {}
+};
+
+// A vector element that resize() leaves uninitialized (scratch written before it is read).
+template <typename T>
+struct Uninit {
+  T v;
+  Uninit() {}  // NOLINT: deliberately uninitialized
 };
 
 // Single-threaded open-addressing map from node id to an int64 value. Slots are valid only
@@ -203,9 +214,11 @@ IdMap& thread_map() {
   return map;
 }
 
-// The partition (of p) that owns a key with hash h; independent of the slot bits.
-inline int64_t partition_of(uint64_t h, int64_t p) {
-  return static_cast<int64_t>(((h >> 32) * static_cast<uint64_t>(p)) >> 32);
+// The partition (of p) that owns a key: Fibonacci hashing, one multiply, cheaper than the
+// table's hash (mix64) and unrelated to its slot bits.
+inline int64_t partition_of(int64_t key, int64_t p) {
+  return static_cast<int64_t>(((static_cast<uint64_t>(key) * 0x9E3779B97F4A7C15ULL) >> 32) *
+                                  static_cast<uint64_t>(p) >> 32);
 }
 
 // Draw indices whose random-word constants are tabulated once per call.
@@ -267,6 +280,8 @@ struct Block {
   int64_t r, i0, i1;
   std::vector<Pair>* arena = nullptr;  // the arena of the thread that sampled it
   int64_t arena_off = 0;
+  std::vector<Uninit<uint32_t>>* lists = nullptr;  // the same thread's partition lists (split > 1)
+  int64_t lists_off = 0;
   int64_t count = 0;
   int64_t out_off = 0;  // first output position within relation r
 };
@@ -274,7 +289,8 @@ struct Block {
 // Scratch of one call, reused by the calling thread across calls.
 struct CallBuffers {
   std::vector<std::vector<Pair>> arenas;  // per worker: sampled (source, edge id) pairs
-  std::vector<int64_t> ranks;             // per partitioned type position: new-node rank
+  std::vector<std::vector<Uninit<uint32_t>>> lists;  // per worker: block-local edge indices by partition
+  std::vector<Uninit<int32_t>> ranks;     // per partitioned type position: new-node rank
 };
 
 CallBuffers& call_buffers() {
@@ -416,7 +432,9 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
   // caller's buffers, not their own thread-local ones.
   CallBuffers& buf = call_buffers();
   std::vector<std::vector<Pair>>& arenas = buf.arenas;
+  std::vector<std::vector<Uninit<uint32_t>>>& lists = buf.lists;
   if (static_cast<int64_t>(arenas.size()) < threads) arenas.resize(static_cast<size_t>(threads));
+  if (static_cast<int64_t>(lists.size()) < threads) lists.resize(static_cast<size_t>(threads));
 
   for (int64_t h = 0; h < L; ++h) {
     const int64_t blk = L - 1 - h;  // outermost block first
@@ -450,7 +468,12 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
     }
     first_block[R] = static_cast<int64_t>(blocks.size());
     for (auto& a : arenas) a.clear();
+    for (auto& a : lists) a.clear();
     const int64_t sample_threads = num_items >= kParallelItems ? threads : 1;
+    // With several threads, each block also sorts its edges' indices by hash partition
+    // (split ways, stable), so that a partitioned dedup task visits only its own edges.
+    const int64_t split = sample_threads > 1 ? threads : 1;
+    std::vector<int64_t> part_start(split > 1 ? blocks.size() * static_cast<size_t>(split + 1) : 0);
     parallel_claim(static_cast<int64_t>(blocks.size()), sample_threads, [&](int64_t b, int64_t w) {
       thread_local std::vector<int64_t> pos;
       Block& bl = blocks[b];
@@ -505,9 +528,29 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
         LMGNN_CHECK_INDEX(u >= 0 && u < n_src, kOp, ": indices[", r, "] holds source id ", u,
                           " out of range for node type ", node_type_label(names, rel.src), " (", n_src,
                           " nodes)");
-        out[q] = Pair{u, rel.eid[p]};
+        out[q] = Pair(u, rel.eid[p]);
       }
-      bl.count = static_cast<int64_t>(arena.size()) - bl.arena_off;
+      bl.count = total;
+      if (split > 1) {
+        LMGNN_CHECK(total < std::numeric_limits<uint32_t>::max(), kOp, ": a block of 256 destinations sampled ",
+                    total, " edges, more than one call supports (2^32)");
+        thread_local std::vector<Uninit<uint32_t>> part;
+        part.resize(static_cast<size_t>(total));
+        int64_t* st = part_start.data() + b * (split + 1);
+        for (int64_t q = 0; q < total; ++q) {
+          part[q].v = static_cast<uint32_t>(partition_of(out[q].src, split));
+          ++st[part[q].v + 1];
+        }
+        for (int64_t j = 0; j < split; ++j) st[j + 1] += st[j];
+        std::vector<Uninit<uint32_t>>& list = lists[w];
+        bl.lists = &list;
+        bl.lists_off = static_cast<int64_t>(list.size());
+        list.resize(static_cast<size_t>(bl.lists_off + total));
+        Uninit<uint32_t>* lo = list.data() + bl.lists_off;
+        thread_local std::vector<int64_t> cursor;
+        cursor.assign(st, st + split);
+        for (int64_t q = 0; q < total; ++q) lo[cursor[part[q].v]++].v = static_cast<uint32_t>(q);
+      }
     });
 
     // Block offsets (the relation's indptr prefix sums are finished per block in B).
@@ -542,7 +585,7 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
       const int64_t work = nd[t] + type_edges[t];
       LMGNN_CHECK(work < std::numeric_limits<int32_t>::max(), kOp, ": hop ", h, " samples ", type_edges[t],
                   " edges from node type ", node_type_label(names, t), ", more than one call supports (2^31)");
-      parts[t] = (threads > 1 && work >= kPartitionDedup) ? threads : 1;
+      parts[t] = (split > 1 && work >= kPartitionDedup) ? split : 1;
       for (int64_t j = 0; j < parts[t]; ++j) {
         tasks.push_back(DedupTask{t, j, parts[t], work / parts[t], {}, {}});
         if (parts[t] > 1) tasks.back().new_in_block.assign(static_cast<size_t>(num_blocks), 0);
@@ -561,8 +604,8 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
       map.begin((n_dst + type_edges[t]) / P + 16);
       bool inserted = false;
       for (int64_t i = 0; i < n_dst; ++i) {
+        if (P > 1 && partition_of(dst[i], P) != j) continue;
         const uint64_t hh = IdMap::hash(dst[i]);
-        if (P > 1 && partition_of(hh, P) != j) continue;
         const int64_t val = map.find_or_insert(dst[i], hh, i, &inserted);
         LMGNN_CHECK(inserted, kOp, ": seeds of node type ", node_type_label(names, t), " contain duplicate id ",
                     dst[i], " (positions ", val, " and ", i, "); pass unique seeds");
@@ -580,14 +623,14 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
           }
           const Pair* pairs = bl.arena->data() + bl.arena_off;
           const int64_t cnt = bl.count;
-          // Hashes run kPrefetch edges ahead of the probes (ring), prefetching owned slots.
+          // Hashes run kPrefetch edges ahead of the probes (ring), prefetching their slots.
           uint64_t ring[kPrefetch];
-          const int64_t ahead = std::min(cnt, kPrefetch);
-          for (int64_t q = 0; q < ahead; ++q) {
-            ring[q] = IdMap::hash(pairs[q].src);
-            if (P == 1 || partition_of(ring[q], P) == j) map.prefetch_slot(ring[q]);
-          }
           if (P == 1) {
+            const int64_t ahead = std::min(cnt, kPrefetch);
+            for (int64_t q = 0; q < ahead; ++q) {
+              ring[q] = IdMap::hash(pairs[q].src);
+              map.prefetch_slot(ring[q]);
+            }
             for (int64_t q = 0; q < cnt; ++q) {
               const uint64_t hh = ring[q % kPrefetch];
               if (q + kPrefetch < cnt) {
@@ -604,18 +647,27 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
             }
             continue;
           }
-          // Partitioned: an owned edge's value is n_dst + the type position of its
-          // source's first appearance (its own position when it is that appearance).
+          // Partitioned: only the block's edges of partition j (its list, in edge order).
+          // An edge's value is n_dst + the type position of its source's first appearance
+          // (its own position when it is that appearance).
           const int64_t g0 = n_dst + type_off[r] + bl.out_off;
+          const int64_t* st = part_start.data() + b * (P + 1);
+          const Uninit<uint32_t>* own = bl.lists->data() + bl.lists_off + st[j];
+          const int64_t n_own = st[j + 1] - st[j];
+          const int64_t ahead_own = std::min(n_own, kPrefetch);
+          for (int64_t x = 0; x < ahead_own; ++x) {
+            ring[x] = IdMap::hash(pairs[own[x].v].src);
+            map.prefetch_slot(ring[x]);
+          }
           int64_t fresh_here = 0;
-          for (int64_t q = 0; q < cnt; ++q) {
-            const uint64_t hh = ring[q % kPrefetch];
-            if (q + kPrefetch < cnt) {
-              const uint64_t hn = IdMap::hash(pairs[q + kPrefetch].src);
-              ring[q % kPrefetch] = hn;
-              if (partition_of(hn, P) == j) map.prefetch_slot(hn);
+          for (int64_t x = 0; x < n_own; ++x) {
+            const uint64_t hh = ring[x % kPrefetch];
+            if (x + kPrefetch < n_own) {
+              const uint64_t hn = IdMap::hash(pairs[own[x + kPrefetch].v].src);
+              ring[x % kPrefetch] = hn;
+              map.prefetch_slot(hn);
             }
-            if (partition_of(hh, P) != j) continue;
+            const int64_t q = own[x].v;
             const int64_t val = map.find_or_insert(pairs[q].src, hh, g0 + q, &inserted);
             fresh_here += inserted ? 1 : 0;
             local[bl.out_off + q] = val;
@@ -651,8 +703,11 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
       }
       n_new[t] = run;
     }
-    if (static_cast<int64_t>(buf.ranks.size()) < rank_total) buf.ranks.resize(static_cast<size_t>(rank_total));
-    int64_t* const rank_data = buf.ranks.data();
+    if (static_cast<int64_t>(buf.ranks.size()) < rank_total) {  // grow without copying the old contents
+      buf.ranks = {};
+      buf.ranks.resize(static_cast<size_t>(rank_total + rank_total / 4));
+    }
+    int32_t* const rank_data = reinterpret_cast<int32_t*>(buf.ranks.data());
     std::vector<int64_t*> node_ptr(T, nullptr);
     for (int64_t t = 0; t < T; ++t) {
       if (by_type[t].empty()) {
@@ -686,13 +741,13 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
       const int64_t* lo = local_ptr[bl.r] + bl.out_off;
       int64_t* eo = eid_ptr[bl.r] + bl.out_off;
       int64_t* nodes_new = node_ptr[t] + n_dst;
-      int64_t* rank = rank_data + rank_off[t];
+      int32_t* rank = rank_data + rank_off[t];
       int64_t k = block_rank[b];
       for (int64_t q = 0; q < bl.count; ++q) {
         eo[q] = pairs[q].eid;
         if (lo[q] == n_dst + g0 + q) {
           nodes_new[k] = pairs[q].src;
-          rank[g0 + q] = k++;
+          rank[g0 + q] = static_cast<int32_t>(k++);
         }
       }
     });
@@ -700,7 +755,7 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
     parallel_claim(num_fin, fin_threads, [&](int64_t f, int64_t) {
       const Block& bl = blocks[fin_blocks[f]];
       const int64_t t = rels[bl.r].src, n_dst = nd[t];
-      const int64_t* rank = rank_data + rank_off[t];
+      const int32_t* rank = rank_data + rank_off[t];
       int64_t* lo = local_ptr[bl.r] + bl.out_off;
       for (int64_t q = 0; q < bl.count; ++q) {
         if (lo[q] >= n_dst) lo[q] = n_dst + rank[lo[q] - n_dst];
