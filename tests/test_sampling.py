@@ -533,8 +533,9 @@ def test_fanout_beyond_draw_table_matches_reference(replace):
 
 def test_partitioned_dedup_matches_single_thread():
     # One node type with > 2^20 sampled edges in a hop: 2 threads split its dedup into hash
-    # partitions; the result must equal the one-thread single pass (reference equality is
-    # covered on smaller graphs above).
+    # partitions (any type with >= 2^15 destinations + edges is split); the result must
+    # equal the one-thread single pass at this size too (reference equality is covered on
+    # smaller graphs above).
     n, E = 200_000, 2_000_000
     g = torch.Generator().manual_seed(12)
     indptr, indices, eid = coo_to_csc(torch.randint(0, n, (E,), generator=g), torch.randint(0, n, (E,), generator=g), n)
