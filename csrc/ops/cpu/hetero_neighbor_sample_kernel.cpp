@@ -25,8 +25,8 @@
 // Output positions are fixed by prefix sums over blocks in block order, so the result is
 // bit-identical for any number of threads and any schedule. Hash tables, sampling arenas
 // and rank buffers live in thread-local storage reused across calls (hash slots are
-// generation-stamped: no O(num_nodes) work and no clearing per call); the large outputs
-// come from the CPU block cache (utils/cpu_buffer.h), so no call faults in fresh pages.
+// generation-stamped: no O(num_nodes) work and no clearing per call); outputs of 1 MiB or
+// more come from the CPU block cache (utils/cpu_buffer.h) instead of fresh pages.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
