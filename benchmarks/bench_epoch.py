@@ -244,7 +244,8 @@ def epoch_tables() -> list[Table]:
             ours_loss = late_loss(m["losses"]["ours"])
             assert ours_loss <= LOSS_TOL * base_loss, \
                 f"bench_epoch: ours' late-epoch loss {ours_loss:.4f} is more than {LOSS_TOL}x PyG's {base_loss:.4f}"
-        print(f"threads={n} done (load {load:.2f})", flush=True)
+        print(f"threads={n} done (load {load:.2f}): {table.rows[-len(m['time']):]}; breakdown {parts.rows[-1]}",
+              flush=True)
     return [table, parts]
 
 
