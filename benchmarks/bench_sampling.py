@@ -8,11 +8,19 @@ used (``pyg-lib`` or ``torch-sparse``) is printed. Note: PyG expands only the no
 each hop, while blocks expand every destination of every hop, so ours samples more edges
 per batch; edges/s is the fair comparison.
 
+A second table is ours' thread scaling (issue #26): fanouts [10, 10] and [15, 10, 5] at
+1, 2, ... threads up to the cores present, every thread count of a row timed in
+interleaved rounds (``common.time_interleaved``: one call at each count in turn), so each
+speed-up over 1 thread is a ratio measured in one run under the same load.
+
 pytest: ``pytest benchmarks/bench_sampling.py --benchmark-json=out.json``
-table:  ``python benchmarks/bench_sampling.py`` (``LMGNN_BENCH=full`` for full sizes)
+table:  ``python benchmarks/bench_sampling.py [--scaling-only]`` (``LMGNN_BENCH=full`` for
+full sizes)
 """
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 import numpy as np
@@ -20,7 +28,7 @@ import pytest
 import torch
 
 import lmgnn_fast  # noqa: F401
-from common import QUICK, Table, bench_devices, device_name, results_dir
+from common import QUICK, Table, bench_devices, device_name, results_dir, time_interleaved
 from lmgnn_fast.ops import coo_to_csc, hetero_neighbor_sample, hetero_neighbor_sample_ref
 
 NODE_TYPES = ["paper", "author", "field"]
@@ -29,6 +37,8 @@ SCALE = (50_000, 500_000) if QUICK else (1_000_000, 10_000_000)
 RELATIONS = [4] if QUICK else [4, 16]
 FANOUTS = [[15, 10, 5], [25, 20]]
 THREADS = [1, 2]
+SCALING_FANOUTS = [[10, 10], [15, 10, 5]]
+SCALING_THREADS = list(range(1, (os.cpu_count() or 1) + 1))
 BATCH = 1024
 NUM_BATCHES = 3 if QUICK else 8
 
@@ -143,9 +153,45 @@ def test_hetero_neighbor_sample(benchmark, impl, fanouts):
         assert benchmark(lambda: fn(next(counter))) > 0
 
 
+def scaling_table() -> Table:
+    """Ours at 1..cores threads, interleaved per row: ms / batch and speed-up over 1 thread."""
+    old = torch.get_num_threads()
+    table = Table(f"hetero_neighbor_sample thread scaling, CPU, batch {BATCH}, graph {SCALE[0]:,} nodes / "
+                  f"{SCALE[1]:,} edges ({os.cpu_count()} cores)",
+                  ["relations", "fanouts", "threads", "ms / batch", "sampled edges / batch", "speed-up vs 1 thread",
+                   "load (1 min)"])
+    try:
+        for R in RELATIONS:
+            g = _graph(R)
+            for fanouts in SCALING_FANOUTS:
+                counter = iter(range(10**9))
+                edges = g.ours(fanouts, 0)
+
+                def at(n, fanouts=fanouts, counter=counter):
+                    def run():
+                        torch.set_num_threads(n)
+                        g.ours(fanouts, next(counter) % NUM_BATCHES)
+                    return run
+                times = time_interleaved({n: at(n) for n in SCALING_THREADS}, rounds=5 if QUICK else 30)
+                load = os.getloadavg()[0]
+                for n in SCALING_THREADS:
+                    table.add(R, str(fanouts), n, times[n] * 1e3, edges, times[1] / times[n], load)
+                print(table.rows[-1], flush=True)
+    finally:
+        torch.set_num_threads(old)
+    return table
+
+
 def main():
     devices = bench_devices()
     if "cpu" in devices:
+        print(f"load average before: {os.getloadavg()}", flush=True)
+        scaling = scaling_table()
+        scaling.print()
+        scaling.save(results_dir() / "sampling_scaling.json")
+        print(f"load average after: {os.getloadavg()}", flush=True)
+        if "--scaling-only" in sys.argv[1:]:
+            return
         old = torch.get_num_threads()
         backend = pyg_backend()
         table = Table(f"hetero_neighbor_sample, CPU, batch {BATCH}, graph {SCALE[0]:,} nodes / {SCALE[1]:,} edges "

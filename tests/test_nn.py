@@ -88,6 +88,29 @@ def test_conv_block_homogeneous_tensors_and_cache():
         conv(x_src, None, block)
 
 
+def test_conv_dict_dst_prefix_matches_explicit_dst():
+    # x_dst=None (the block's dst prefix) takes one concatenation in the encoder's row
+    # numbering; it must equal passing the destination rows explicitly, gradients included.
+    num_src = {"paper": 25, "author": 12, "venue": 4}
+    num_dst = {"paper": 8, "author": 0, "venue": 2}
+    block = random_block(num_src, num_dst, seed=5, empty=())
+    conv = RGCNConv(6, 4, len(EDGE_TYPES)).double()
+    x = {t: v.requires_grad_() for t, v in _feats(num_src, 6, 4, "cpu").items()}
+    got = conv(x, None, block)
+    assert set(got) == set(NODE_TYPES) and got["author"].shape == (0, 4)
+    g1 = torch.autograd.grad(sum((v * (i + 1)).sum() for i, v in enumerate(got.values())), list(x.values()))
+    want = conv(x, {t: x[t][: num_dst[t]] for t in NODE_TYPES}, block)
+    g2 = torch.autograd.grad(sum((v * (i + 1)).sum() for i, v in enumerate(want.values())), list(x.values()))
+    for t in NODE_TYPES:
+        torch.testing.assert_close(got[t], want[t])
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(KeyError, match="no features for node type 'venue'"):
+        conv({t: v for t, v in x.items() if t != "venue"}, None, block)
+    with pytest.raises(ValueError, match="the block needs 25 source rows"):
+        conv({**x, "paper": x["paper"][:20]}, None, block)
+
+
 @pytest.mark.parametrize("num_bases", [None, 3])
 @pytest.mark.parametrize("aggr", ["mean", "add"])
 @pytest.mark.parametrize("bipartite", [False, True])

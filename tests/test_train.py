@@ -198,6 +198,13 @@ def test_stage2_same_bits_for_any_thread_count(toy, tmp_path):
     assert w1.keys() == w2.keys() and w1
     for k in w1:
         assert torch.equal(w1[k], w2[k]), k
+    # each epoch record carries the step-time breakdown (metrics.json's history)
+    m = json.load(open(os.path.join(str(tmp_path / "t2"), "metrics.json")))
+    ends = [r for r in m["history"]["stage2"] if "epoch_time_s" in r]
+    assert len(ends) == 3
+    for r in ends:
+        assert set(r["time_breakdown_s"]) == {"sample", "fetch", "gnn_forward", "gnn_backward", "optimizer", "step"}
+        assert min(r["time_breakdown_s"].values()) >= 0
 
 
 def test_user_errors(toy, tmp_path):

@@ -132,6 +132,8 @@ def test_early_stop_and_history(tmp_path):
     assert [r["step"] for r in recs if "loss" in r] == list(range(1, 11))
     ends = [r for r in recs if "epoch_time_s" in r]
     assert [r["epoch"] for r in ends] == [0, 1] and "val_neg_mse" in ends[0] and "val_neg_mse" not in ends[1]
+    for r in ends:  # the step-time breakdown: loader wait and the rest of the step, in seconds
+        assert set(r["time_breakdown_s"]) == {"sample", "step"} and min(r["time_breakdown_s"].values()) >= 0
     state = ctx.ckpt.load_last()[0]  # the end-of-epoch checkpoint of the last epoch run
     assert (state["epoch"], state["step"], state["global_step"]) == (2, 0, 10)
 

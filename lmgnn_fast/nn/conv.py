@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from lmgnn_fast.ops.aggregate import rgcn_aggregate, rgcn_aggregate_ref
 from lmgnn_fast.ops.kernels import kernel_available
-from lmgnn_fast.ops.layout import RelLayout, layout_from_block, layout_from_coo
+from lmgnn_fast.ops.layout import RelLayout, layout_from_block, layout_from_coo, layouts_from_blocks
 from lmgnn_fast.sampling.block import Block
 
 
@@ -145,10 +145,26 @@ class RGCNConv(nn.Module):
         return self._forward_coo(x, x_dst_or_edge_index, block_or_edge_type)
 
     def _forward_block(self, x_src, x_dst, block: Block):
+        if isinstance(x_src, dict) and x_dst is None:
+            # Destinations are the dst prefix of the sources: number the rows destinations
+            # first (the encoder's shared numbering), so one concatenation serves both and
+            # the root rows are a leading slice of it (no second copy, no second backward).
+            stack = layouts_from_blocks([block])
+            lay = stack.layouts[0]
+            counts: dict = {}
+            for t, _, hi in stack.input_slices:
+                counts[t] = max(counts.get(t, 0), hi)
+            _check_rows(x_src, stack.node_types, counts, "source")
+            parts = [x_src[t][lo:hi] for t, lo, hi in stack.input_slices]
+            if parts:
+                h = torch.cat(parts, 0)
+            else:
+                like = next(iter(x_src.values()))
+                h = like.new_zeros((0, like.shape[1]))
+            out = self.aggregate_rows(h, h[:lay.num_dst], lay)
+            return {t: out[o:o + n] for t, (o, n) in stack.output_slices.items()}
         layout = layout_from_block(block)
         if isinstance(x_src, dict):
-            if x_dst is None:
-                x_dst = x_src
             out = self.aggregate_rows(_concat(x_src, layout, layout.num_src_per_type, "source"),
                                   _concat(x_dst, layout, layout.num_dst_per_type, "destination"), layout)
             return {t: out[layout.dst_offset[t]: layout.dst_offset[t] + layout.num_dst_per_type[t]]
@@ -170,19 +186,24 @@ class RGCNConv(nn.Module):
                 f"num_bases={self.num_bases}, aggr={self.aggr!r}")
 
 
+def _check_rows(x: dict, node_types, counts: dict, what: str) -> None:
+    """Every type with rows in the block has features, at least ``counts[t]`` rows."""
+    for t in node_types:
+        n = counts.get(t, 0)
+        if n == 0:
+            continue
+        if t not in x:
+            raise KeyError(f"RGCNConv: no features for node type '{t}' ({n} {what} rows in the block)")
+        if x[t].shape[0] < n:
+            raise ValueError(f"RGCNConv: features of node type '{t}' have {x[t].shape[0]} rows, "
+                             f"the block needs {n} {what} rows")
+
+
 def _concat(x: dict, layout: RelLayout, counts: dict, what: str) -> Tensor:
     """Per node type features (at least ``counts[t]`` rows each) -> the layout's
     concatenated rows ``[sum(counts), F]``."""
-    parts = []
-    for t in layout.node_types:
-        if counts[t] == 0:
-            continue
-        if t not in x:
-            raise KeyError(f"RGCNConv: no features for node type '{t}' ({counts[t]} {what} rows in the block)")
-        if x[t].shape[0] < counts[t]:
-            raise ValueError(f"RGCNConv: features of node type '{t}' have {x[t].shape[0]} rows, "
-                             f"the block needs {counts[t]} {what} rows")
-        parts.append(x[t][: counts[t]])
+    _check_rows(x, layout.node_types, counts, what)
+    parts = [x[t][: counts[t]] for t in layout.node_types if counts[t] > 0]
     if not parts:
         like = next(iter(x.values()))
         return like.new_zeros((0, like.shape[1]))

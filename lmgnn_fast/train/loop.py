@@ -6,8 +6,14 @@ Semantics (what :func:`run_epochs` guarantees):
   then ``stage.step(batch, epoch, i)`` for each batch ``i`` of ``stage.make_batches(epoch)``
   (with the modules in train mode), then ``stage.end_epoch(epoch)``. Each step adds one to
   ``ctx.global_step`` and a ``{"step", "epoch", "loss"}`` record (the loss averaged over
-  ranks) to ``ctx.history["stage{k}"]``; each epoch adds a record with its time and the
-  validation metrics ``end_epoch`` returned.
+  ranks) to ``ctx.history["stage{k}"]``; each epoch adds a record with its time, its
+  ``time_breakdown_s`` and the validation metrics ``end_epoch`` returned.
+- **Step-time breakdown.** ``time_breakdown_s`` sums the epoch's host seconds per phase:
+  ``sample`` (waiting for the next batch: sampling not hidden by the loader's prefetch),
+  the phases a stage reports in its optional ``step_times`` dict after each step (stage 2:
+  ``fetch``, ``gnn_forward``, ``gnn_backward``, ``optimizer``), and ``step`` (the rest of
+  ``stage.step``). On CUDA, kernels run asynchronously: their time lands in the phase
+  where the host waits for them.
 - **Early stopping.** ``end_epoch`` returning ``None`` ends the stage after that epoch.
 - **Checkpoints.** Inside an epoch every ``run.checkpoint_every`` global steps and, once
   ``run.checkpoint_every_s`` seconds have passed since the last checkpoint, after the next
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import sys
 import time
+from time import perf_counter
 from typing import Iterator, Protocol
 
 from torch import Tensor, nn
@@ -164,10 +171,21 @@ def run_epochs(stage: Stage, ctx: RunContext, resume: ResumeState | None = None)
                    disable=not cfg.progress or not ctx.dist.is_main, unit="batch", file=sys.stderr)
         bar.update(start_step if epoch == start_epoch else 0)
         t0 = time.time()
+        breakdown: dict[str, float] = {}
+        t_wait = perf_counter()
         for i, batch in enumerate(batches):
             if epoch == start_epoch and i < start_step:
+                t_wait = perf_counter()
                 continue
-            loss = data_parallel.mean_over_ranks(stage.step(batch, epoch, i), ctx.dist)
+            t_step = perf_counter()
+            breakdown["sample"] = breakdown.get("sample", 0.0) + t_step - t_wait
+            loss = stage.step(batch, epoch, i)
+            step_s = perf_counter() - t_step
+            for k, v in (getattr(stage, "step_times", None) or {}).items():
+                breakdown[k] = breakdown.get(k, 0.0) + v
+                step_s -= v
+            breakdown["step"] = breakdown.get("step", 0.0) + step_s
+            loss = data_parallel.mean_over_ranks(loss, ctx.dist)
             ctx.global_step += 1
             data_parallel.maybe_fail(ctx.dist, ctx.global_step)
             rec = {"step": ctx.global_step, "epoch": epoch, "loss": float(loss)}
@@ -182,10 +200,12 @@ def run_epochs(stage: Stage, ctx: RunContext, resume: ResumeState | None = None)
             if cfg.interrupt_after_steps and ctx.global_step >= cfg.interrupt_after_steps:
                 bar.close()
                 raise SimulatedInterrupt(f"interrupted after {ctx.global_step} steps (run.interrupt_after_steps)")
+            t_wait = perf_counter()
         bar.close()
         epoch_time = time.time() - t0
         val = stage.end_epoch(epoch)
-        rec = {"step": ctx.global_step, "epoch": epoch, "epoch_time_s": epoch_time}
+        rec = {"step": ctx.global_step, "epoch": epoch, "epoch_time_s": epoch_time,
+               "time_breakdown_s": {k: round(v, 6) for k, v in breakdown.items()}}
         if val:
             rec.update({f"val_{k}": v for k, v in val.items()})
             ctx.log(f"stage {n} epoch {epoch + 1}: " + ", ".join(f"val {k} {v:.4f}" for k, v in val.items())

@@ -9,17 +9,24 @@
 //      indptr and the (source id, edge id) pairs into its thread's arena.
 //   B. dedup: per source node type, the sampled sources are numbered in order of first
 //      appearance after the destinations, with a hash table probed kPrefetch edges behind
-//      its prefetches. A type is one task (a single pass over its edges in output order,
-//      which also copies the edge ids); a dominating type is split into P hash partitions:
-//      task j scans the type's edges in order but handles only the ids whose hash falls in
-//      partition j, so each id has one owner and no atomics are needed. Tasks are claimed
-//      dynamically, largest first.
-//   C. finalise (partitioned types only): partitions are merged by first position, then
-//      per block the edge ids are copied and partition-local ids become final ids.
+//      its prefetches. A small type is one task (a single pass over its edges in output
+//      order, which also copies the edge ids and finishes the relations' indptr); with
+//      several threads, a type with enough work is split into P = threads hash partitions:
+//      each id has one owner partition, so no atomics are needed. Phase A already sorted
+//      each block's edge indices by partition (stable), so task j visits only its own
+//      edges, in edge order: the partitions together do the work of the single pass. A
+//      partition stores, for each edge, the type position of its source's first appearance
+//      and counts first appearances per sampling block. Tasks are claimed largest first.
+//   C. finalise (partitioned types only, no serial merge): a scan over the per-block counts
+//      (one number per block) gives each block its first new-node rank; then, in parallel
+//      over blocks, C1 writes the new nodes in rank order, the edge ids and each first
+//      appearance's rank, and C2 turns every edge's first-appearance position into its
+//      final local id.
 // Output positions are fixed by prefix sums over blocks in block order, so the result is
-// bit-identical for any number of threads and any schedule. Hash tables live in
-// thread-local storage reused across calls, with generation-stamped slots (no
-// O(num_nodes) work and no clearing per call).
+// bit-identical for any number of threads and any schedule. Hash tables, sampling arenas
+// and rank buffers live in thread-local storage reused across calls (hash slots are
+// generation-stamped: no O(num_nodes) work and no clearing per call); outputs of 1 MiB or
+// more come from the CPU block cache (utils/cpu_buffer.h) instead of fresh pages.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -39,6 +46,7 @@
 
 #include "ops/hetero_neighbor_sample.h"
 #include "utils/check.h"
+#include "utils/cpu_buffer.h"
 
 namespace lmgnn {
 namespace {
@@ -48,13 +56,13 @@ constexpr const char* kOp = "hetero_neighbor_sample";
 constexpr int64_t kBlock = 256;
 // Below this many items in a hop, or this many (destinations + edges) of a node type,
 // one thread does the work (a parallel region costs more than it saves).
-constexpr int64_t kParallelItems = 4096;
+constexpr int64_t kParallelItems = 1024;
 constexpr int64_t kParallelDedup = 1 << 15;
-// A node type with at least this much dedup work is split into hash partitions. Each
-// partition task rescans the type's edges (~40% more work in total, measured), which only
-// pays off when the helper threads really run in parallel; below this size types run as
-// one task each, types in parallel, which never costs more than the sequential pass.
-constexpr int64_t kPartitionDedup = 1 << 20;
+// A node type with at least this much dedup work (destinations + sampled edges) is split
+// into hash partitions when more than one thread runs. Each partition task streams over
+// all of the type's edges (hashing each) but probes the table only for its own 1/P of
+// them, so the random accesses, which dominate, are split P ways.
+constexpr int64_t kPartitionDedup = 1 << 15;
 // Fanouts above this use a hash set for Floyd's membership test (else a linear scan).
 constexpr int64_t kSmallFanout = 32;
 // How far ahead the dedup pass prefetches hash slots.
@@ -100,10 +108,20 @@ Range node_range(const Rel& rel, int64_t r, int64_t v) {
 
 inline void prefetch(const void* p) { __builtin_prefetch(p, 0, 1); }
 
-// A sampled edge before relabelling.
+// A sampled edge before relabelling. The empty default constructor keeps vector::resize
+// from zero-filling arenas that are written right after.
 struct Pair {
   int64_t src;
   int64_t eid;
+  Pair() {}  // NOLINT: deliberately uninitialized
+  Pair(int64_t s, int64_t e) : src(s), eid(e) {}
+};
+
+// A vector element that resize() leaves uninitialized (scratch written before it is read).
+template <typename T>
+struct Uninit {
+  T v;
+  Uninit() {}  // NOLINT: deliberately uninitialized
 };
 
 // Single-threaded open-addressing map from node id to an int64 value. Slots are valid only
@@ -196,9 +214,11 @@ IdMap& thread_map() {
   return map;
 }
 
-// The partition (of p) that owns a key with hash h; independent of the slot bits.
-inline int64_t partition_of(uint64_t h, int64_t p) {
-  return static_cast<int64_t>(((h >> 32) * static_cast<uint64_t>(p)) >> 32);
+// The partition (of p) that owns a key: Fibonacci hashing, one multiply, cheaper than the
+// table's hash (mix64) and unrelated to its slot bits.
+inline int64_t partition_of(int64_t key, int64_t p) {
+  return static_cast<int64_t>(((static_cast<uint64_t>(key) * 0x9E3779B97F4A7C15ULL) >> 32) *
+                                  static_cast<uint64_t>(p) >> 32);
 }
 
 // Draw indices whose random-word constants are tabulated once per call.
@@ -260,15 +280,29 @@ struct Block {
   int64_t r, i0, i1;
   std::vector<Pair>* arena = nullptr;  // the arena of the thread that sampled it
   int64_t arena_off = 0;
+  std::vector<Uninit<uint32_t>>* lists = nullptr;  // the same thread's partition lists (split > 1)
+  int64_t lists_off = 0;
   int64_t count = 0;
   int64_t out_off = 0;  // first output position within relation r
 };
 
+// Scratch of one call, reused by the calling thread across calls.
+struct CallBuffers {
+  std::vector<std::vector<Pair>> arenas;  // per worker: sampled (source, edge id) pairs
+  std::vector<std::vector<Uninit<uint32_t>>> lists;  // per worker: block-local edge indices by partition
+  std::vector<Uninit<int32_t>> ranks;     // per partitioned type position: new-node rank
+};
+
+CallBuffers& call_buffers() {
+  thread_local CallBuffers buf;
+  return buf;
+}
+
 // A dedup task: partition `part` of `parts` of node type t.
 struct DedupTask {
   int64_t t, part, parts, work;
-  std::vector<int64_t> keys;   // new node ids owned by this task, in first-appearance order
-  std::vector<int64_t> first;  // their first positions (within the type's edges), when parts > 1
+  std::vector<int64_t> keys;       // parts == 1: new node ids in first-appearance order
+  std::vector<int64_t> new_in_block;  // parts > 1: first appearances owned, per sampling block
 };
 
 // Runs fn(i, worker) for i in [0, n) on the calling thread plus up to `threads - 1`
@@ -393,7 +427,14 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
   std::vector<at::Tensor> out_nodes(L * T), out_indptr(L * R), out_indices(L * R), out_eid(L * R);
   auto out_num_dst = at::empty({L * T}, i64);
   int64_t* num_dst_ptr = out_num_dst.data_ptr<int64_t>();
-  std::vector<std::vector<Pair>> arenas(threads);
+  // Per-worker sampling arenas and the rank buffer, owned by the calling thread and kept
+  // (with their capacity) across calls. Bound by reference here: helpers must use the
+  // caller's buffers, not their own thread-local ones.
+  CallBuffers& buf = call_buffers();
+  std::vector<std::vector<Pair>>& arenas = buf.arenas;
+  std::vector<std::vector<Uninit<uint32_t>>>& lists = buf.lists;
+  if (static_cast<int64_t>(arenas.size()) < threads) arenas.resize(static_cast<size_t>(threads));
+  if (static_cast<int64_t>(lists.size()) < threads) lists.resize(static_cast<size_t>(threads));
 
   for (int64_t h = 0; h < L; ++h) {
     const int64_t blk = L - 1 - h;  // outermost block first
@@ -427,7 +468,12 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
     }
     first_block[R] = static_cast<int64_t>(blocks.size());
     for (auto& a : arenas) a.clear();
+    for (auto& a : lists) a.clear();
     const int64_t sample_threads = num_items >= kParallelItems ? threads : 1;
+    // With several threads, each block also sorts its edges' indices by hash partition
+    // (split ways, stable), so that a partitioned dedup task visits only its own edges.
+    const int64_t split = sample_threads > 1 ? threads : 1;
+    std::vector<int64_t> part_start(split > 1 ? blocks.size() * static_cast<size_t>(split + 1) : 0);
     parallel_claim(static_cast<int64_t>(blocks.size()), sample_threads, [&](int64_t b, int64_t w) {
       thread_local std::vector<int64_t> pos;
       Block& bl = blocks[b];
@@ -482,26 +528,43 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
         LMGNN_CHECK_INDEX(u >= 0 && u < n_src, kOp, ": indices[", r, "] holds source id ", u,
                           " out of range for node type ", node_type_label(names, rel.src), " (", n_src,
                           " nodes)");
-        out[q] = Pair{u, rel.eid[p]};
+        out[q] = Pair(u, rel.eid[p]);
       }
-      bl.count = static_cast<int64_t>(arena.size()) - bl.arena_off;
+      bl.count = total;
+      if (split > 1) {
+        LMGNN_CHECK(total < std::numeric_limits<uint32_t>::max(), kOp, ": a block of 256 destinations sampled ",
+                    total, " edges, more than one call supports (2^32)");
+        thread_local std::vector<Uninit<uint32_t>> part;
+        part.resize(static_cast<size_t>(total));
+        int64_t* st = part_start.data() + b * (split + 1);
+        for (int64_t q = 0; q < total; ++q) {
+          part[q].v = static_cast<uint32_t>(partition_of(out[q].src, split));
+          ++st[part[q].v + 1];
+        }
+        for (int64_t j = 0; j < split; ++j) st[j + 1] += st[j];
+        std::vector<Uninit<uint32_t>>& list = lists[w];
+        bl.lists = &list;
+        bl.lists_off = static_cast<int64_t>(list.size());
+        list.resize(static_cast<size_t>(bl.lists_off + total));
+        Uninit<uint32_t>* lo = list.data() + bl.lists_off;
+        thread_local std::vector<int64_t> cursor;
+        cursor.assign(st, st + split);
+        for (int64_t q = 0; q < total; ++q) lo[cursor[part[q].v]++].v = static_cast<uint32_t>(q);
+      }
     });
 
-    // Block offsets and indptr prefix sums.
+    // Block offsets (the relation's indptr prefix sums are finished per block in B).
     std::vector<int64_t> num_out(R, 0);
     for (int64_t r = 0; r < R; ++r) {
       for (int64_t b = first_block[r]; b < first_block[r + 1]; ++b) {
         blocks[b].out_off = num_out[r];
         num_out[r] += blocks[b].count;
       }
-      if (fan[r] == 0) continue;
-      int64_t* p = ipo[r];
-      for (int64_t i = 0, n = nd[rels[r].dst]; i < n; ++i) p[i + 1] += p[i];
     }
     std::vector<int64_t*> local_ptr(R), eid_ptr(R);
     for (int64_t r = 0; r < R; ++r) {
-      out_indices[blk * R + r] = at::empty({num_out[r]}, i64);
-      out_eid[blk * R + r] = at::empty({num_out[r]}, i64);
+      out_indices[blk * R + r] = empty_large({num_out[r]}, i64);
+      out_eid[blk * R + r] = empty_large({num_out[r]}, i64);
       local_ptr[r] = out_indices[blk * R + r].data_ptr<int64_t>();
       eid_ptr[r] = out_eid[blk * R + r].data_ptr<int64_t>();
     }
@@ -514,6 +577,7 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
       type_off[r] = type_edges[rels[r].src];
       type_edges[rels[r].src] += num_out[r];
     }
+    const int64_t num_blocks = static_cast<int64_t>(blocks.size());
     std::vector<DedupTask> tasks;
     std::vector<int64_t> parts(T, 1);
     for (int64_t t = 0; t < T; ++t) {
@@ -521,8 +585,11 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
       const int64_t work = nd[t] + type_edges[t];
       LMGNN_CHECK(work < std::numeric_limits<int32_t>::max(), kOp, ": hop ", h, " samples ", type_edges[t],
                   " edges from node type ", node_type_label(names, t), ", more than one call supports (2^31)");
-      parts[t] = (threads > 1 && work >= kPartitionDedup) ? threads : 1;
-      for (int64_t j = 0; j < parts[t]; ++j) tasks.push_back(DedupTask{t, j, parts[t], work / parts[t]});
+      parts[t] = (split > 1 && work >= kPartitionDedup) ? split : 1;
+      for (int64_t j = 0; j < parts[t]; ++j) {
+        tasks.push_back(DedupTask{t, j, parts[t], work / parts[t], {}, {}});
+        if (parts[t] > 1) tasks.back().new_in_block.assign(static_cast<size_t>(num_blocks), 0);
+      }
     }
     std::stable_sort(tasks.begin(), tasks.end(),
                      [](const DedupTask& a, const DedupTask& b) { return a.work > b.work; });
@@ -537,8 +604,8 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
       map.begin((n_dst + type_edges[t]) / P + 16);
       bool inserted = false;
       for (int64_t i = 0; i < n_dst; ++i) {
+        if (P > 1 && partition_of(dst[i], P) != j) continue;
         const uint64_t hh = IdMap::hash(dst[i]);
-        if (P > 1 && partition_of(hh, P) != j) continue;
         const int64_t val = map.find_or_insert(dst[i], hh, i, &inserted);
         LMGNN_CHECK(inserted, kOp, ": seeds of node type ", node_type_label(names, t), " contain duplicate id ",
                     dst[i], " (positions ", val, " and ", i, "); pass unique seeds");
@@ -549,100 +616,149 @@ Result hetero_neighbor_sample_cpu(at::TensorList indptr_in, at::TensorList indic
         int64_t* eids = eid_ptr[r];
         for (int64_t b = first_block[r]; b < first_block[r + 1]; ++b) {
           const Block& bl = blocks[b];
+          if (j == 0) {  // finish the indptr of the block's destinations
+            int64_t* p = ipo[r] + 1;
+            int64_t run = bl.out_off;
+            for (int64_t i = bl.i0; i < bl.i1; ++i) p[i] = run += p[i];
+          }
           const Pair* pairs = bl.arena->data() + bl.arena_off;
           const int64_t cnt = bl.count;
-          // Hashes run kPrefetch edges ahead of the probes (ring), prefetching owned slots.
+          // Hashes run kPrefetch edges ahead of the probes (ring), prefetching their slots.
           uint64_t ring[kPrefetch];
-          const int64_t ahead = std::min(cnt, kPrefetch);
-          for (int64_t q = 0; q < ahead; ++q) {
-            ring[q] = IdMap::hash(pairs[q].src);
-            if (P == 1 || partition_of(ring[q], P) == j) map.prefetch_slot(ring[q]);
+          if (P == 1) {
+            const int64_t ahead = std::min(cnt, kPrefetch);
+            for (int64_t q = 0; q < ahead; ++q) {
+              ring[q] = IdMap::hash(pairs[q].src);
+              map.prefetch_slot(ring[q]);
+            }
+            for (int64_t q = 0; q < cnt; ++q) {
+              const uint64_t hh = ring[q % kPrefetch];
+              if (q + kPrefetch < cnt) {
+                const uint64_t hn = IdMap::hash(pairs[q + kPrefetch].src);
+                ring[q % kPrefetch] = hn;
+                map.prefetch_slot(hn);
+              }
+              const int64_t u = pairs[q].src;
+              const int64_t fresh = n_dst + static_cast<int64_t>(task.keys.size());
+              const int64_t val = map.find_or_insert(u, hh, fresh, &inserted);
+              if (inserted) task.keys.push_back(u);
+              local[bl.out_off + q] = val;
+              eids[bl.out_off + q] = pairs[q].eid;
+            }
+            continue;
           }
-          for (int64_t q = 0; q < cnt; ++q) {
-            const uint64_t hh = ring[q % kPrefetch];
-            if (q + kPrefetch < cnt) {
-              const uint64_t hn = IdMap::hash(pairs[q + kPrefetch].src);
-              ring[q % kPrefetch] = hn;
-              if (P == 1 || partition_of(hn, P) == j) map.prefetch_slot(hn);
+          // Partitioned: only the block's edges of partition j (its list, in edge order).
+          // An edge's value is n_dst + the type position of its source's first appearance
+          // (its own position when it is that appearance).
+          const int64_t g0 = n_dst + type_off[r] + bl.out_off;
+          const int64_t* st = part_start.data() + b * (P + 1);
+          const Uninit<uint32_t>* own = bl.lists->data() + bl.lists_off + st[j];
+          const int64_t n_own = st[j + 1] - st[j];
+          const int64_t ahead_own = std::min(n_own, kPrefetch);
+          for (int64_t x = 0; x < ahead_own; ++x) {
+            ring[x] = IdMap::hash(pairs[own[x].v].src);
+            map.prefetch_slot(ring[x]);
+          }
+          int64_t fresh_here = 0;
+          for (int64_t x = 0; x < n_own; ++x) {
+            const uint64_t hh = ring[x % kPrefetch];
+            if (x + kPrefetch < n_own) {
+              const uint64_t hn = IdMap::hash(pairs[own[x + kPrefetch].v].src);
+              ring[x % kPrefetch] = hn;
+              map.prefetch_slot(hn);
             }
-            if (P > 1 && partition_of(hh, P) != j) continue;
-            const int64_t u = pairs[q].src;
-            const int64_t fresh = n_dst + static_cast<int64_t>(task.keys.size());
-            const int64_t val = map.find_or_insert(u, hh, fresh, &inserted);
-            if (inserted) {
-              task.keys.push_back(u);
-              if (P > 1) task.first.push_back(type_off[r] + bl.out_off + q);
-            }
+            const int64_t q = own[x].v;
+            const int64_t val = map.find_or_insert(pairs[q].src, hh, g0 + q, &inserted);
+            fresh_here += inserted ? 1 : 0;
             local[bl.out_off + q] = val;
-            if (P == 1) eids[bl.out_off + q] = pairs[q].eid;
           }
+          task.new_in_block[b] = fresh_here;
         }
       }
     });
 
-    // Merge the partitions of each type by first position: the nodes of the next hop, and
-    // per partition the map from partition-local to final ids.
+    // The nodes of the next hop: destinations first, then new nodes in first-appearance
+    // order. For partitioned types, block_rank[b] = rank (among the type's new nodes) of
+    // block b's first new node: a scan over one count per block and partition.
     std::vector<at::Tensor> next(T);
-    std::vector<std::vector<std::vector<int64_t>>> remap(T);
+    std::vector<int64_t> n_new(T, 0), rank_off(T, 0), block_rank(static_cast<size_t>(num_blocks), 0);
     std::vector<std::vector<const DedupTask*>> by_type(T);
     for (const auto& task : tasks) by_type[task.t].push_back(&task);
+    int64_t rank_total = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      if (by_type[t].empty()) continue;
+      if (parts[t] == 1) {
+        n_new[t] = static_cast<int64_t>(by_type[t][0]->keys.size());
+        continue;
+      }
+      rank_off[t] = rank_total;
+      rank_total += type_edges[t];
+      int64_t run = 0;
+      for (int64_t r = 0; r < R; ++r) {
+        if (rels[r].src != t) continue;
+        for (int64_t b = first_block[r]; b < first_block[r + 1]; ++b) {
+          block_rank[b] = run;
+          for (const DedupTask* x : by_type[t]) run += x->new_in_block[b];
+        }
+      }
+      n_new[t] = run;
+    }
+    if (static_cast<int64_t>(buf.ranks.size()) < rank_total) {  // grow without copying the old contents
+      buf.ranks = {};
+      buf.ranks.resize(static_cast<size_t>(rank_total + rank_total / 4));
+    }
+    int32_t* const rank_data = reinterpret_cast<int32_t*>(buf.ranks.data());
+    std::vector<int64_t*> node_ptr(T, nullptr);
     for (int64_t t = 0; t < T; ++t) {
       if (by_type[t].empty()) {
         next[t] = cur[t].clone();
         continue;
       }
-      auto& ts = by_type[t];
-      std::sort(ts.begin(), ts.end(), [](const DedupTask* a, const DedupTask* b) { return a->part < b->part; });
-      int64_t n_new = 0;
-      for (const auto* x : ts) n_new += static_cast<int64_t>(x->keys.size());
-      auto nodes = at::empty({nd[t] + n_new}, i64);
-      int64_t* np = nodes.data_ptr<int64_t>();
-      std::copy(dst_ptr[t], dst_ptr[t] + nd[t], np);
-      np += nd[t];
-      if (ts.size() == 1) {
-        std::copy(ts[0]->keys.begin(), ts[0]->keys.end(), np);
-      } else {
-        const int64_t P = static_cast<int64_t>(ts.size());
-        remap[t].resize(P);
-        std::vector<size_t> head(P, 0);
-        for (int64_t j = 0; j < P; ++j) remap[t][j].resize(ts[j]->keys.size());
-        for (int64_t o = 0; o < n_new; ++o) {
-          int64_t best = -1;
-          for (int64_t j = 0; j < P; ++j) {
-            if (head[j] < ts[j]->first.size() &&
-                (best < 0 || ts[j]->first[head[j]] < ts[best]->first[head[best]])) {
-              best = j;
-            }
-          }
-          np[o] = ts[best]->keys[head[best]];
-          remap[t][best][head[best]++] = nd[t] + o;
-        }
-      }
-      next[t] = nodes;
+      next[t] = at::empty({nd[t] + n_new[t]}, i64);
+      node_ptr[t] = next[t].data_ptr<int64_t>();
+      std::copy(dst_ptr[t], dst_ptr[t] + nd[t], node_ptr[t]);
+      if (parts[t] == 1) std::copy(by_type[t][0]->keys.begin(), by_type[t][0]->keys.end(), node_ptr[t] + nd[t]);
     }
 
-    // ---- C. finalise (types deduplicated in partitions) -------------------------------
+    // ---- C. finalise (partitioned types), in parallel over blocks ---------------------
     std::vector<int64_t> fin_blocks;
     int64_t fin_edges = 0;
-    for (int64_t b = 0; b < static_cast<int64_t>(blocks.size()); ++b) {
-      if (!remap[rels[blocks[b].r].src].empty()) {
+    for (int64_t b = 0; b < num_blocks; ++b) {
+      if (parts[rels[blocks[b].r].src] > 1) {
         fin_blocks.push_back(b);
         fin_edges += blocks[b].count;
       }
     }
     const int64_t num_fin = static_cast<int64_t>(fin_blocks.size());
-    parallel_claim(num_fin, fin_edges >= kParallelDedup ? threads : 1, [&](int64_t f, int64_t) {
-      {
-        const Block& bl = blocks[fin_blocks[f]];
-        const Pair* pairs = bl.arena->data() + bl.arena_off;
-        const int64_t t = rels[bl.r].src;
-        const int64_t P = static_cast<int64_t>(remap[t].size()), n_dst = nd[t];
-        int64_t* eo = eid_ptr[bl.r] + bl.out_off;
-        int64_t* lo = local_ptr[bl.r] + bl.out_off;
-        for (int64_t q = 0; q < bl.count; ++q) {
-          eo[q] = pairs[q].eid;
-          if (lo[q] >= n_dst) lo[q] = remap[t][partition_of(IdMap::hash(pairs[q].src), P)][lo[q] - n_dst];
+    const int64_t fin_threads = fin_edges >= kParallelDedup ? threads : 1;
+    // C1: new nodes, edge ids, and the rank of each first appearance.
+    parallel_claim(num_fin, fin_threads, [&](int64_t f, int64_t) {
+      const int64_t b = fin_blocks[f];
+      const Block& bl = blocks[b];
+      const Pair* pairs = bl.arena->data() + bl.arena_off;
+      const int64_t t = rels[bl.r].src, n_dst = nd[t];
+      const int64_t g0 = type_off[bl.r] + bl.out_off;
+      const int64_t* lo = local_ptr[bl.r] + bl.out_off;
+      int64_t* eo = eid_ptr[bl.r] + bl.out_off;
+      int64_t* nodes_new = node_ptr[t] + n_dst;
+      int32_t* rank = rank_data + rank_off[t];
+      int64_t k = block_rank[b];
+      for (int64_t q = 0; q < bl.count; ++q) {
+        eo[q] = pairs[q].eid;
+        if (lo[q] == n_dst + g0 + q) {
+          nodes_new[k] = pairs[q].src;
+          rank[g0 + q] = static_cast<int32_t>(k++);
         }
+      }
+    });
+    // C2: first-appearance positions become final local ids.
+    parallel_claim(num_fin, fin_threads, [&](int64_t f, int64_t) {
+      const Block& bl = blocks[fin_blocks[f]];
+      const int64_t t = rels[bl.r].src, n_dst = nd[t];
+      const int32_t* rank = rank_data + rank_off[t];
+      int64_t* lo = local_ptr[bl.r] + bl.out_off;
+      for (int64_t q = 0; q < bl.count; ++q) {
+        if (lo[q] >= n_dst) lo[q] = n_dst + rank[lo[q] - n_dst];
       }
     });
 
