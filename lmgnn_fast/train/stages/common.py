@@ -8,7 +8,7 @@ from lmgnn_fast.train.context import RunContext
 from lmgnn_fast.train.features import FeatureSource
 from lmgnn_fast.train.tasks import GNNTask
 
-__all__ = ["OUTPUT_SEED", "gnn_state", "load_gnn_checkpoint", "evaluate_gnn_checkpoint", "GNNPredictor",
+__all__ = ["OUTPUT_SEED", "gnn_state", "start_stage3", "load_gnn_checkpoint", "evaluate_gnn_checkpoint", "GNNPredictor",
            "GNNCheckpointReader"]
 
 # Sampling seed of the output rows that no evaluation computes (embeddings, and predictions
@@ -19,6 +19,17 @@ OUTPUT_SEED = 12345
 def gnn_state(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The graph model's tensors (``gnn.*``) of a stage checkpoint, prefix removed."""
     return {k[4:]: v for k, v in sd.items() if k.startswith("gnn.")}
+
+
+def start_stage3(ctx: RunContext, features: FeatureSource, task: GNNTask) -> GraphModel:
+    """Where stage 3 starts (either objective): the LM it starts from in ``features`` with its
+    rows in the caches, and a graph model holding stage 2's weights when stage 2 ran."""
+    features.load_lm(features.lm_source_for(3))
+    features.ensure_cache()
+    model = task.new_model(features.hidden_size)
+    if ctx.ckpt.has_stage(2):
+        model.load_state_dict(gnn_state(ctx.ckpt.load_stage(2)))
+    return model
 
 
 def load_gnn_checkpoint(ctx: RunContext, features: FeatureSource, task: GNNTask, stage: int) -> GraphModel:

@@ -21,7 +21,7 @@ from lmgnn_fast.train.data_parallel import wrap_modules
 from lmgnn_fast.train.diagnostics import DriftProbe, grad_norm
 from lmgnn_fast.train.features import FeatureSource
 from lmgnn_fast.train.seeds import derive_seed
-from lmgnn_fast.train.stages.common import GNNCheckpointReader, gnn_state
+from lmgnn_fast.train.stages.common import GNNCheckpointReader, start_stage3
 from lmgnn_fast.train.tasks import GNNTask
 
 __all__ = ["Stage3"]
@@ -41,12 +41,7 @@ class Stage3(GNNCheckpointReader):
     def __init__(self, ctx: RunContext, features: FeatureSource, task: GNNTask):
         self.ctx, self.features, self.task = ctx, features, task
         c3 = ctx.cfg.stage3
-        source = features.lm_source_for(3)
-        features.load_lm(source)
-        features.ensure_cache()
-        self.model = task.new_model(features.hidden_size)
-        if ctx.ckpt.has_stage(2):
-            self.model.load_state_dict(gnn_state(ctx.ckpt.load_stage(2)))
+        self.model = start_stage3(ctx, features, task)
         self.lm = features.lm
         self.lm_params = features.trainable_lm_parameters()  # LoRA adapters or every weight
         self.lm_grad_norm = None

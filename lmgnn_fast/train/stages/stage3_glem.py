@@ -38,8 +38,8 @@ from lmgnn_fast.train.data_parallel import shard_batches, wrap_modules
 from lmgnn_fast.train.diagnostics import DriftProbe, grad_norm
 from lmgnn_fast.train.features import FeatureSource
 from lmgnn_fast.train.seeds import derive_seed
-from lmgnn_fast.train.stages.common import GNNCheckpointReader, gnn_state
-from lmgnn_fast.train.stages.stage1_model import build_heads
+from lmgnn_fast.train.stages.common import GNNCheckpointReader, start_stage3
+from lmgnn_fast.train.stages.stage1_model import build_heads, load_heads
 from lmgnn_fast.train.tasks import GNNTask
 
 __all__ = ["Stage3GLEM", "soft_cross_entropy"]
@@ -76,19 +76,11 @@ class Stage3GLEM(GNNCheckpointReader):
     def __init__(self, ctx: RunContext, features: FeatureSource, task: GNNTask):
         self.ctx, self.features, self.task = ctx, features, task
         c3 = ctx.cfg.stage3
-        source = features.lm_source_for(3)
-        features.load_lm(source)
-        features.ensure_cache()
-        self.model = task.new_model(features.hidden_size)
-        if ctx.ckpt.has_stage(2):
-            self.model.load_state_dict(gnn_state(ctx.ckpt.load_stage(2)))
+        self.model = start_stage3(ctx, features, task)
         torch.manual_seed(derive_seed(ctx.cfg.run.seed, "stage3-heads"))
-        self.heads = build_heads(ctx, features.hidden_size)
-        if ctx.ckpt.has_stage(1):  # stage 1's head matches the LM it trained
-            s1 = {k[3:]: v for k, v in ctx.ckpt.load_stage(1).items() if k.startswith("s1.")}
-            own = self.heads.state_dict()
-            self.heads.load_state_dict({k: v for k, v in s1.items() if k in own and own[k].shape == v.shape},
-                                       strict=False)
+        # stage 1's heads match the LM it trained; new ones when stage 1 did not run
+        self.heads = load_heads(ctx, ctx.ckpt.load_stage(1), features.hidden_size).train() \
+            if ctx.ckpt.has_stage(1) else build_heads(ctx, features.hidden_size)
         self.lm = features.lm
         self.lm_params = features.trainable_lm_parameters()
         self.lm_grad_norm = None
@@ -109,6 +101,7 @@ class Stage3GLEM(GNNCheckpointReader):
             self.rel = ctx.relations.index(t.edge_type) if t.edge_type in ctx.relations else 0
         self.teacher: Tensor | None = None  # per round: probabilities, or the teacher's rows
         self.teacher_round = -1
+        self._all_ends: tuple[Tensor, Tensor] | None = None
         self.best_value, self.best_epoch, self.best_state = None, -1, None
         self.round_best = None
         self.lm_nodes_seen = 0
@@ -183,7 +176,10 @@ class Stage3GLEM(GNNCheckpointReader):
         return torch.cat([hs, hd]).float().cpu()
 
     def _ends(self) -> tuple[Tensor, Tensor]:
-        return edge_endpoints_all(self.ctx.graph, self.ctx.task.edge_type)
+        """``(src, dst)`` of every edge of the task's relation by edge id (read once)."""
+        if self._all_ends is None:
+            self._all_ends = edge_endpoints_all(self.ctx.graph, self.ctx.task.edge_type)
+        return self._all_ends
 
     def _pseudo_items(self) -> Tensor:
         """Items outside the training split whose teacher confidence passes the threshold
