@@ -18,7 +18,8 @@ type, with the same batch size, the same training nodes and the same number of s
 Sides:
 
 * ``ours`` — ``NeighborSampler`` + ``NodeLoader`` (batches built in the loader's
-  background thread, ``prefetch=2``), rows from the table (stage 2) or from the trainer's
+  background thread, ``prefetch=2``), rows from the table (stage 2, read in the loader's
+  thread through ``loader.transform``, as the trainer's stage 2 does) or from the trainer's
   ``EmbeddingCache`` (stage 3, ``builders.make_cache``, write-back with ``update``),
   ``lmgnn_fast.nn.GraphModel`` (``RGCN`` on the fused ``rgcn_aggregate`` op) + ``NodeHead``.
 * ``PyG`` — ``torch_geometric.loader.NeighborLoader`` over a ``HeteroData`` holding the
@@ -246,13 +247,15 @@ def ours_epoch(name: str, stage: int, breakdown: dict | None = None) -> tuple[li
     sampler = NeighborSampler(s.graph, FANOUTS, seed=0)
     loader = NodeLoader(s.graph, sampler, s.seed_type, seeds=s.seeds(stage), batch_size=BATCH[(name, stage)],
                         shuffle=True, seed=0, prefetch=2)
+    if stage == 2:  # as the trainer's stage 2: rows read in the loader's thread (they do not change)
+        loader.transform = lambda b: setattr(b, "x", {k: s.feats[k][v] for k, v in b.input_nodes.items()}) or b
     losses = []
     t = clock()
     for batch in loader:
         t0 = clock()
         seeds = batch.seeds[s.seed_type]
         if stage == 2:
-            x = {k: s.feats[k][v] for k, v in batch.input_nodes.items()}
+            x = batch.x
         else:
             x = {k: caches[k].gather(v) for k, v in batch.input_nodes.items()}
         y = s.labels[seeds]

@@ -405,6 +405,28 @@ def test_loader_prefetch_matches_and_early_exit():
     it.close()  # stops the producer thread without hanging
 
 
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_loader_transform_runs_where_batches_are_built(prefetch):
+    graph = _graph_with_data()
+    sampler = NeighborSampler(graph, [2])
+    plain = list(NodeLoader(graph, sampler, "paper", batch_size=8, seed=3, prefetch=prefetch))
+    loader = NodeLoader(graph, sampler, "paper", batch_size=8, seed=3, prefetch=prefetch)
+    seen = []
+
+    def tag(batch):
+        seen.append(threading.current_thread().name)
+        batch.tag = len(seen)
+        return batch
+
+    loader.transform = tag
+    got = list(loader)
+    assert [b.tag for b in got] == list(range(1, len(plain) + 1))
+    want = "NodeLoader-prefetch" if prefetch else threading.current_thread().name
+    assert seen == [want] * len(plain)
+    for a, b in zip(plain, got):
+        assert torch.equal(a.seeds["paper"], b.seeds["paper"])
+
+
 def test_edge_loader():
     graph = _graph_with_data()
     sampler = NeighborSampler(graph, [2, 2])

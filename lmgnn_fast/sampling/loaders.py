@@ -6,7 +6,9 @@ the prefetching or thread count), builds batches in a background thread (``prefe
 batches ahead; 0 = in the caller's thread), has ``len()`` and is a plain iterable, so
 ``for batch in tqdm(loader)`` works. Iterating starts epoch ``loader.epoch`` and then
 advances it; ``set_epoch(e)`` picks the epoch explicitly; ``max_batches`` cuts every epoch
-after that many batches.
+after that many batches. ``loader.transform`` (default ``None``), when set, is applied to
+every batch where the batch is built — in the background thread when ``prefetch > 0`` —
+so work that only reads (the trainer's feature fetch) overlaps the caller's compute.
 
 **Rank sharding** (data-parallel training, like torch's ``DistributedSampler``): with
 ``world_size = W > 1`` each epoch still has the same global batches as with one process
@@ -168,6 +170,7 @@ class _Loader:
         self.drop_last = bool(drop_last)
         self.prefetch = int(prefetch)
         self.epoch = 0
+        self.transform = None  # callable(batch) -> batch, run where the batch is built
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch the next iteration runs (it fixes the shuffle and the batch seeds)."""
@@ -192,7 +195,8 @@ class _Loader:
             items = order[i * self.batch_size:(i + 1) * self.batch_size]
             if self.world_size > 1:
                 items = items[shard_positions(items.numel(), self.rank, self.world_size, self.shard)]
-            yield self._make(items, mix_seed(self.seed, epoch, i))
+            batch = self._make(items, mix_seed(self.seed, epoch, i))
+            yield batch if self.transform is None else self.transform(batch)
 
     def __iter__(self) -> Iterator:
         epoch = self.epoch
