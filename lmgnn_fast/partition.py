@@ -8,10 +8,12 @@ of a job — rank ``p`` holds only the rows of the nodes part ``p`` owns — and
 ``torch.distributed`` all-to-alls (the ids to their owners, the rows back), so every rank
 reads the whole table while holding ``1/P`` of it.
 
-Partitioning methods: ``"contiguous"`` (balanced id ranges: node ids that were numbered
-with locality keep it) and ``"random"`` (a seeded balanced shuffle). Neither minimizes the
-edge cut; a min-cut partitioner (METIS-style or a streaming heuristic) is not part of this
-module yet.
+Partitioning methods: ``"metis"`` (a min-edge-cut partition of the graph made homogeneous
+and undirected, computed by METIS through the ``pymetis`` package — the optional extra
+``partition`` — balanced per node type and optionally by training seeds or degree),
+``"contiguous"`` (balanced id ranges: node ids that were numbered with locality keep it)
+and ``"random"`` (a seeded balanced shuffle). :func:`partition_stats` reports the edge cut
+and the balance of any partition.
 
 Example (under ``torchrun``, every rank)::
 
@@ -22,15 +24,21 @@ Example (under ``torchrun``, every rank)::
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
 from lmgnn_fast.distributed import DistContext
+from lmgnn_fast.ops.cache import cache_admit, cache_lookup
 
-__all__ = ["NodePartition", "PartitionedTable", "partition_graph", "local_graph", "METHODS"]
+__all__ = ["NodePartition", "PartitionedTable", "partition_graph", "partition_stats", "local_graph",
+           "homogeneous_adjacency", "METHODS", "BALANCE"]
 
-METHODS = ("contiguous", "random")
+METHODS = ("contiguous", "random", "metis")
+BALANCE = ("nodes", "train", "degree")
 
 
 class NodePartition:
@@ -96,26 +104,161 @@ class NodePartition:
         return cls(owner, num_parts)
 
 
-def partition_graph(graph, num_parts: int, method: str = "contiguous", seed: int = 0) -> dict[str, NodePartition]:
+def partition_graph(graph, num_parts: int, method: str = "contiguous", seed: int = 0,
+                    balance: Sequence[str] = ("nodes",)) -> dict[str, NodePartition]:
     """One :class:`NodePartition` per node type of ``graph`` (``node_types``, ``num_nodes``).
 
     Args:
         graph: a ``HeteroGraph``.
-        num_parts: ``P``, e.g. the number of machines or ranks.
-        method: ``"contiguous"`` or ``"random"`` (see the module docstring).
-        seed: seed of ``"random"`` (node type ``i`` uses ``seed + i``).
+        num_parts: ``P``, e.g. the number of machines or ranks; ``1 <= P <=`` the graph's
+            node count (all types together).
+        method: ``"metis"``, ``"contiguous"`` or ``"random"`` (see the module docstring).
+        seed: seed of ``"random"`` (node type ``i`` uses ``seed + i``) and of METIS.
+        balance: ``"metis"`` only: what every part gets an equal share of (one METIS
+            balance constraint each; METIS's k-way refinement keeps each within a few percent
+            of the mean on large graphs, more on small ones — see :func:`partition_stats`): ``"nodes"`` —
+            the nodes of every node type (one constraint per type), ``"train"`` — the
+            training seeds (nodes in a ``train`` mask, all types together), ``"degree"`` —
+            the edges (every node weighted by its degree over all relations).
 
     Raises:
-        ValueError: an unknown method.
+        ValueError: an unknown method or balance, or ``num_parts`` out of range.
+        ImportError: ``"metis"`` without the ``pymetis`` package.
     """
     if method not in METHODS:
         raise ValueError(f"partition_graph: method must be one of {METHODS}, got {method!r}")
+    total = sum(int(graph.num_nodes[t]) for t in graph.node_types)
+    if not 1 <= num_parts <= max(total, 1):
+        raise ValueError(f"partition_graph: num_parts must be in [1, {max(total, 1)}] (the graph's node "
+                         f"count), got {num_parts}")
+    if method == "metis":
+        return _partition_metis(graph, int(num_parts), int(seed), balance)
     out = {}
     for i, t in enumerate(graph.node_types):
         n = int(graph.num_nodes[t])
         out[t] = (NodePartition.contiguous(n, num_parts) if method == "contiguous"
                   else NodePartition.random(n, num_parts, seed + i))
     return out
+
+
+def _import_pymetis():
+    try:
+        import pymetis
+    except ImportError as exc:
+        raise ImportError("partition_graph: method='metis' needs the 'pymetis' package, which is not "
+                          "installed; install it with pip install 'lmgnn_fast[partition]' (from a "
+                          "checkout: pip install '.[partition]') or pip install pymetis") from exc
+    return pymetis
+
+
+def _type_offsets(graph) -> dict[str, int]:
+    off, out = 0, {}
+    for t in graph.node_types:
+        out[t] = off
+        off += int(graph.num_nodes[t])
+    return out
+
+
+def homogeneous_adjacency(graph) -> tuple[Tensor, Tensor, Tensor]:
+    """All relations of ``graph`` as one undirected graph over all its nodes.
+
+    Node ``i`` of type ``graph.node_types[k]`` becomes ``offset_k + i`` (the node counts of
+    the types before it summed). Every CSC entry ``u -> v`` of every relation links ``u``
+    and ``v`` both ways; parallel entries (several relations, a relation and its reverse)
+    merge into one edge whose weight is their count; self-loops are dropped.
+
+    Returns:
+        xadj: Tensor  # [N + 1] int64 row pointers (N = all nodes)
+        adjncy: Tensor  # [2M] int64 neighbours, increasing within a row
+        weight: Tensor  # [2M] int64 edge weights (CSC entries between the two nodes)
+    """
+    off = _type_offsets(graph)
+    n = sum(int(graph.num_nodes[t]) for t in graph.node_types)
+    us, vs = [], []
+    for et, c in graph.csc.items():
+        deg = c.indptr[1:] - c.indptr[:-1]
+        dst = torch.repeat_interleave(torch.arange(deg.numel(), dtype=torch.long), deg.cpu()) + off[et[2]]
+        src = c.indices.cpu().long() + off[et[0]]
+        us += [src, dst]
+        vs += [dst, src]
+    u = torch.cat(us) if us else torch.empty(0, dtype=torch.long)
+    v = torch.cat(vs) if vs else torch.empty(0, dtype=torch.long)
+    keep = u != v
+    key, weight = torch.unique(u[keep] * max(n, 1) + v[keep], return_counts=True)  # sorted by (u, v)
+    xadj = torch.zeros(n + 1, dtype=torch.long)
+    xadj[1:] = torch.cumsum(torch.bincount(key // max(n, 1), minlength=n), 0)
+    return xadj, key % max(n, 1), weight
+
+
+def _partition_metis(graph, num_parts: int, seed: int, balance: Sequence[str]) -> dict[str, NodePartition]:
+    balance = [balance] if isinstance(balance, str) else list(balance)
+    bad = [b for b in balance if b not in BALANCE]
+    if bad or not balance:
+        raise ValueError(f"partition_graph: balance must name one or more of {BALANCE}, got {balance!r}")
+    pymetis = _import_pymetis()
+    off = _type_offsets(graph)
+    n = sum(int(graph.num_nodes[t]) for t in graph.node_types)
+    xadj, adjncy, weight = homogeneous_adjacency(graph)
+    cons = []  # [N] integer weights, one per balance constraint
+    if "nodes" in balance:
+        for t in graph.node_types:
+            w = torch.zeros(n, dtype=torch.long)
+            w[off[t]:off[t] + int(graph.num_nodes[t])] = 1
+            cons.append(w)
+    if "train" in balance:
+        w = torch.zeros(n, dtype=torch.long)
+        for t in graph.node_types:
+            m = (graph.masks or {}).get(t, {}).get("train")
+            if m is not None:
+                w[off[t]:off[t] + int(graph.num_nodes[t])] = torch.as_tensor(m).cpu().long()
+        cons.append(w)
+    if "degree" in balance:
+        cons.append(xadj[1:] - xadj[:-1] + 1)  # +1: an isolated node still weighs something
+    cons = [w for w in cons if int(w.sum()) > 0]  # an empty type or no train mask constrains nothing
+    vweights = torch.stack(cons, 1).reshape(-1).numpy() if cons else None
+    res = pymetis.part_graph(num_parts, pymetis.CSRAdjacency(xadj.numpy(), adjncy.numpy()),
+                             vweights=vweights, eweights=weight.numpy() if weight.numel() else None,
+                             options=pymetis.Options(seed=seed), recursive=False)
+    owner = torch.from_numpy(np.asarray(res.vertex_part, dtype=np.int64))  # [N]
+    return {t: NodePartition(owner[off[t]:off[t] + int(graph.num_nodes[t])].clone(), num_parts)
+            for t in graph.node_types}
+
+
+def partition_stats(graph, parts: Mapping[str, NodePartition]) -> dict:
+    """Edge cut and balance of a partition of ``graph``.
+
+    An edge (a CSC entry ``src -> dst`` of a relation) is cut when its two ends have
+    different owners: sampling it from the destination's owner needs the source's row (and,
+    one hop further, its neighbour list) from another part.
+
+    Args:
+        graph: a ``HeteroGraph``.
+        parts: a partition per node type (:func:`partition_graph`).
+
+    Returns:
+        ``{"edges", "cut", "cut_fraction"}`` over all relations; ``"relations"``: the same
+        per relation (key ``"src__rel__dst"``); ``"nodes_per_part"``: per node type and
+        ``"all"``, the node count of every part; ``"balance"``: per node type and ``"all"``,
+        the largest part over the mean part (1.0 = perfectly balanced).
+    """
+    rel, edges, cut = {}, 0, 0
+    for et, c in graph.csc.items():
+        deg = c.indptr[1:] - c.indptr[:-1]
+        own_dst = torch.repeat_interleave(parts[et[2]].owner, deg.cpu())
+        k = int((parts[et[0]].owner[c.indices.cpu().long()] != own_dst).sum())
+        e = int(c.indices.numel())
+        rel["__".join(et)] = {"edges": e, "cut": k, "cut_fraction": k / e if e else 0.0}
+        edges, cut = edges + e, cut + k
+    num_parts = next(iter(parts.values())).num_parts if parts else 1
+    counts = {t: parts[t].counts for t in graph.node_types}
+    counts["all"] = sum(counts.values(), torch.zeros(num_parts, dtype=torch.long))
+
+    def _balance(c: Tensor) -> float:
+        return float(c.max()) / (float(c.sum()) / c.numel()) if int(c.sum()) else 1.0
+
+    return {"edges": edges, "cut": cut, "cut_fraction": cut / edges if edges else 0.0, "relations": rel,
+            "nodes_per_part": {t: c.tolist() for t, c in counts.items()},
+            "balance": {t: _balance(c) for t, c in counts.items()}}
 
 
 def local_graph(graph, parts: dict[str, NodePartition], rank: int):
@@ -158,13 +301,20 @@ class PartitionedTable:
 
     Rank ``p`` holds ``rows``: the rows of ``part.owned(p)`` in that order. Every rank
     writes only rows it owns (:meth:`write`) and reads any rows (:meth:`fetch`, collective).
+    With ``cache_capacity > 0`` each rank also keeps up to that many rows owned by other
+    ranks (the hot remote rows, admitted on miss and evicted by ``cache_policy`` through the
+    embedding cache's ops ``lmgnn::cache_lookup`` / ``lmgnn::cache_admit``), so a remote row
+    read again is not moved again.
 
     Args:
         part: the partition; ``part.num_parts`` must equal the job's world size.
         dim: row width.
         ctx: the job context (one process: the whole table is local).
         dtype: row dtype.
-        device: where the local rows live (the communication device follows the backend).
+        device: where the local rows and the cache live (the communication device follows
+            the backend).
+        cache_capacity: remote rows cached per rank (0: no cache).
+        cache_policy: ``"clock"`` or ``"lru"`` eviction.
 
     Attributes:
         rows: Tensor  # [counts[rank], dim] this rank's rows.
@@ -172,15 +322,32 @@ class PartitionedTable:
     """
 
     def __init__(self, part: NodePartition, dim: int, ctx: DistContext, dtype: torch.dtype = torch.float32,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", cache_capacity: int = 0, cache_policy: str = "clock"):
         if part.num_parts != ctx.world_size:
             raise ValueError(f"PartitionedTable: the partition has {part.num_parts} parts but the job has "
                              f"{ctx.world_size} ranks")
+        if cache_policy not in ("clock", "lru"):
+            raise ValueError(f"PartitionedTable: cache_policy must be 'clock' or 'lru', got {cache_policy!r}")
+        if isinstance(cache_capacity, bool) or int(cache_capacity) < 0:
+            raise ValueError(f"PartitionedTable: cache_capacity must be an int >= 0, got {cache_capacity!r}")
         self.part, self.ctx, self.dim = part, ctx, int(dim)
         self.ids = part.owned(ctx.rank)
         self.rows = torch.zeros(self.ids.numel(), self.dim, dtype=dtype, device=device)
         self._comm = ctx.device if ctx.device.type == "cuda" else torch.device("cpu")
-        self._stats = {"fetches": 0, "rows_local": 0, "rows_remote": 0, "bytes_sent": 0, "bytes_received": 0}
+        # the cache of remote rows: the embedding cache's state layout (see lmgnn_fast.ops.cache)
+        cap = min(int(cache_capacity), part.num_nodes - self.ids.numel())
+        self.cache_capacity, self.cache_policy = cap, cache_policy
+        dev, h = self.rows.device, 2
+        while h < 2 * cap:
+            h *= 2
+        self._keys = torch.full((h,), -1, dtype=torch.long, device=dev)
+        self._vals = torch.zeros(h, dtype=torch.long, device=dev)
+        self._slot_ids = torch.full((cap,), -1, dtype=torch.long, device=dev)
+        self._meta = torch.zeros(cap, dtype=torch.long, device=dev)
+        self._cached = torch.zeros(cap, self.dim, dtype=dtype, device=dev)
+        self._state = torch.zeros(4, dtype=torch.long, device=dev)
+        self._stats = {"fetches": 0, "rows_local": 0, "rows_remote": 0, "hits": 0, "misses": 0,
+                       "rows_moved": 0, "bytes_sent": 0, "bytes_received": 0}
 
     def _check(self, ids: Tensor, op: str) -> Tensor:
         ids = torch.as_tensor(ids)
@@ -197,6 +364,9 @@ class PartitionedTable:
 
     def write(self, ids: Tensor, rows: Tensor) -> None:
         """Write rows of nodes this rank owns.
+
+        Other ranks' cached copies of these rows are not updated: after owners rewrite
+        rows (an embedding refresh), every rank calls :meth:`clear_cache`.
 
         Args:
             ids: Tensor  # [K] node ids owned by this rank
@@ -216,49 +386,94 @@ class PartitionedTable:
                              f"not by rank {self.ctx.rank}")
         self.rows[self.part.local[ids].to(self.rows.device)] = rows.to(self.rows.device, self.rows.dtype)
 
+    def clear_cache(self) -> None:
+        """Forget every cached remote row (call on every rank after owners rewrote rows)."""
+        self._keys.fill_(-1)
+        self._slot_ids.fill_(-1)
+        self._meta.zero_()
+        self._state.zero_()
+
+    def cached_ids(self) -> Tensor:
+        """Tensor  # [n] int64, the remote node ids now cached (in slot order)."""
+        return self._slot_ids[self._slot_ids >= 0]
+
     @torch.no_grad()
     def fetch(self, ids: Tensor) -> Tensor:
         """Rows of any node ids (collective: every rank calls it, possibly with no ids).
 
-        The ids are grouped by owner, sent to their owners (one all-to-all of counts, one of
-        row positions), and the owners' rows come back in a third all-to-all.
+        Local rows are read in place and cached remote rows from the cache; the remaining
+        remote ids are deduplicated, grouped by owner and sent to their owners (one
+        all-to-all of counts, one of row positions), the owners' rows come back in a third
+        all-to-all and are admitted into the cache.
 
         Args:
             ids: Tensor  # [K] int32/int64, duplicates allowed
 
         Returns:
             Tensor  # [K, dim] on the rows' device, equal to the full table's ``[ids]``
+
+        Raises:
+            IndexError: an id outside ``[0, N)`` (named with the op and the value).
         """
         ids = self._check(ids, "fetch")
         owner = self.part.owner[ids]
         local = self.part.local[ids]
-        me = self.ctx.rank
+        me, dev = self.ctx.rank, self.rows.device
         self._stats["fetches"] += 1
-        n_local = int((owner == me).sum())
+        mine = owner == me
+        n_local = int(mine.sum())
         self._stats["rows_local"] += n_local
         self._stats["rows_remote"] += ids.numel() - n_local
+        out = torch.empty(ids.numel(), self.dim, dtype=self.rows.dtype, device=dev)
+        out[mine.to(dev)] = self.rows[local[mine].to(dev)]
         if not self.ctx.is_distributed:
-            return self.rows[local.to(self.rows.device)]
+            return out
+        rpos = torch.nonzero(~mine).flatten()  # [K_r] positions of remote ids
+        rids = ids[rpos]
+        if self.cache_capacity > 0 and rids.numel():
+            slots = cache_lookup(rids.to(dev), self._keys, self._vals, self.part.num_nodes).cpu()
+        else:
+            slots = torch.full((rids.numel(),), -1, dtype=torch.long)
+        hit = slots >= 0
+        n_hit = int(hit.sum())
+        self._stats["hits"] += n_hit
+        self._stats["misses"] += rids.numel() - n_hit
+        out[rpos[hit].to(dev)] = self._cached[slots[hit].to(dev)]
+        want, inv = torch.unique(rids[~hit], return_inverse=True)  # [M] each missed row once
+        got = self._request(want)  # [M, dim]
+        out[rpos[~hit].to(dev)] = got[inv.to(dev)]
+        if self.cache_capacity > 0 and rids.numel():
+            cache_admit(rids.to(dev), slots.to(dev), out[rpos.to(dev)], self._keys, self._vals, self._slot_ids,
+                        self._meta, self._cached, self._state, self.cache_policy)
+        return out
+
+    def _request(self, want: Tensor) -> Tensor:
+        """Rows of ``want`` (unique ids owned by other ranks) from their owners (collective)."""
+        owner = self.part.owner[want]
+        me = self.ctx.rank
         order = torch.argsort(owner, stable=True)
         send = torch.bincount(owner, minlength=self.ctx.world_size)
         recv = torch.empty(self.ctx.world_size, dtype=torch.long, device=self._comm)
         dist.all_to_all_single(recv, send.to(self._comm))
         send_l, recv_l = send.tolist(), recv.tolist()
-        want = torch.empty(sum(recv_l), dtype=torch.long, device=self._comm)
-        dist.all_to_all_single(want, local[order].to(self._comm), recv_l, send_l)
-        answer = self.rows[want.to(self.rows.device)].to(self._comm)
-        got = torch.empty(ids.numel(), self.dim, dtype=self.rows.dtype, device=self._comm)
+        asked = torch.empty(sum(recv_l), dtype=torch.long, device=self._comm)
+        dist.all_to_all_single(asked, self.part.local[want][order].to(self._comm), recv_l, send_l)
+        answer = self.rows[asked.to(self.rows.device)].to(self._comm)
+        got = torch.empty(want.numel(), self.dim, dtype=self.rows.dtype, device=self._comm)
         dist.all_to_all_single(got, answer, send_l, recv_l)
         out = torch.empty_like(got)
         out[order.to(self._comm)] = got
         row_bytes = self.dim * self.rows.element_size()
-        asked, answered = sum(send_l) - send_l[me], sum(recv_l) - recv_l[me]  # rows to / from others
-        self._stats["bytes_sent"] += asked * 8 + answered * row_bytes
-        self._stats["bytes_received"] += answered * 8 + asked * row_bytes
+        n_asked, n_answered = sum(send_l) - send_l[me], sum(recv_l) - recv_l[me]  # rows to / from others
+        self._stats["rows_moved"] += n_asked
+        self._stats["bytes_sent"] += n_asked * 8 + n_answered * row_bytes
+        self._stats["bytes_received"] += n_answered * 8 + n_asked * row_bytes
         return out.to(self.rows.device)
 
     def stats(self) -> dict:
-        """Counters since creation: ``fetches``, ``rows_local`` / ``rows_remote`` (requested
-        rows this rank owns / others own) and ``bytes_sent`` / ``bytes_received`` to and from
-        other ranks (ids and rows)."""
+        """Counters since creation: ``fetches``; ``rows_local`` / ``rows_remote`` (requested
+        rows this rank owns / others own, duplicates counted); of the remote ones ``hits``
+        (served by the cache) and ``misses``; ``rows_moved`` (distinct missed rows received
+        from their owners); ``bytes_sent`` / ``bytes_received`` to and from other ranks (8-byte
+        row positions out, rows back)."""
         return dict(self._stats)
