@@ -102,7 +102,7 @@ if QUICK:
     THREADS = [int(v) for v in os.environ.get("LMGNN_BENCH_THREADS", "1").split(",") if v]
 else:
     SYNTH = dict(num_nodes=1_000_000, num_edges=10_000_000, relations=8)
-    STEPS = {2: 30, 3: 20}
+    STEPS = {2: 30, 3: 10}
     ROUNDS = 3
     GRAPHS = [g for g in os.environ.get("LMGNN_BENCH_GRAPHS", "synthetic,attack").split(",") if g]
     THREADS = [int(v) for v in os.environ.get("LMGNN_BENCH_THREADS", "1,2").split(",") if v]
