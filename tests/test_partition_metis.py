@@ -125,3 +125,12 @@ def test_partition_stats_counts_cut_edges_and_balance():
     s = partition_stats(g, lopsided)
     assert s["cut"] == 0 and s["balance"]["all"] == pytest.approx(3.0)
     assert s["nodes_per_part"]["all"] == [90, 0, 0]
+
+
+@pytest.mark.parametrize("num_parts", [2, 4, 8])
+def test_metis_parts_are_balanced_per_node_type_on_a_larger_graph(num_parts):
+    pytest.importorskip("pymetis")
+    g = load_dataset("synthetic", num_nodes=20000, num_edges=120000, with_text=False, seed=4)
+    s = partition_stats(g, partition_graph(g, num_parts, method="metis"))
+    assert max(s["balance"].values()) < 1.2, s["balance"]
+    assert s["cut_fraction"] < 0.5 * (1 - 1 / num_parts)  # random cuts 1 - 1/P
