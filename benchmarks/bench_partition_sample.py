@@ -14,10 +14,12 @@ partitioned trainer would take its seeds; ``--split strided`` takes items ``rank
 instead, ignoring the owner), two hops
 (fanouts [15, 10]) sampled by ``DistNeighborSampler`` (frontiers exchanged with the owners),
 then the rows of every sampled node fetched twice — without a cache and through a cache of
-hot remote rows (``--cache`` x the node type's count per rank, clock policy; cold at the
-first step). Reported per rank and step (mean over ranks): the bytes each part moves
-(sent + received), the cache's hit rate, the times, and whether the step's blocks equal the
-single-process ``NeighborSampler``'s on the whole graph (checked at the first step).
+hot remote rows (``--cache`` x the node type's count per rank, clock policy). The first step
+warms up (and fills the cache) and is not counted. Reported per rank and step (mean over
+ranks and the counted steps): the bytes each part moves (sent + received), the share of the
+fetched rows owned elsewhere, the cache's hit rate on them, the times, and whether the
+blocks equal the single-process ``NeighborSampler``'s on the whole graph (checked at the
+first step) and the fetched rows the full table's (every step).
 
 ``python benchmarks/bench_partition_sample.py`` (quick, the default and CI's: a 20k-node /
 200k-edge synthetic graph, 1 and 2 processes, 2 steps); ``LMGNN_BENCH=full``: 1M nodes /
@@ -82,7 +84,19 @@ def worker(a) -> None:
     n0 = g.num_nodes[g.node_types[0]]
     equal, rows_ok = None, True
     times = {"sample": 0.0, "fetch": 0.0, "fetch_cached": 0.0}
+    measured = a.steps - 1  # step 0 warms up (and fills the cache); the means are over the rest
+
+    def counters() -> dict:
+        out = {"sampler": sampler.stats()}
+        for name, tabs in (("plain", plain), ("cached", cached)):
+            st = [x.stats() for x in tabs.values()]
+            out[name] = {k: sum(x[k] for x in st) for k in st[0]}
+        return out
+
     for step in range(a.steps):
+        if step == 1:
+            base = counters()
+            times = dict.fromkeys(times, 0.0)
         batch = torch.randperm(n0, generator=torch.Generator().manual_seed(step))[:BATCH]
         if a.split == "owner":
             seeds = {g.node_types[0]: batch[parts[g.node_types[0]].owner[batch] == me]}
@@ -107,19 +121,15 @@ def worker(a) -> None:
                         and all(torch.equal(p, q) for p, q in zip(x.indptr + x.indices + x.eid,
                                                                   y.indptr + y.indices + y.eid))
                         for x, y in zip(blocks, want))
-
-    def moved(tabs) -> float:
-        return sum(s["bytes_sent"] + s["bytes_received"] for s in (x.stats() for x in tabs.values())) / a.steps
-
-    sc = [c.stats() for c in cached.values()]
-    hits, remote = sum(s["hits"] for s in sc), sum(s["rows_remote"] for s in sc)
-    ss = sampler.stats()
+    end = counters()
+    d = {k: {c: (end[k][c] - base[k][c]) / measured for c in end[k]} for k in end}
     res = {"rank": me, "part_bytes": part_bytes, "table_bytes": table_bytes, "cache_bytes": cache_bytes,
-           "sampler_bytes": (ss["bytes_sent"] + ss["bytes_received"]) / a.steps,
-           "remote_nodes": ss["nodes_remote"] / a.steps, "rows_bytes": moved(plain), "rows_bytes_cached": moved(cached),
-           "rows": sum(s["rows_local"] + s["rows_remote"] for s in sc) / a.steps,
-           "hit_rate": hits / remote if remote else 0.0, "equal": equal, "rows_ok": rows_ok,
-           **{k + "_ms": 1000 * v / a.steps for k, v in times.items()}}
+           "sampler_bytes": d["sampler"]["bytes_sent"] + d["sampler"]["bytes_received"],
+           "rows_bytes": d["plain"]["bytes_sent"] + d["plain"]["bytes_received"],
+           "rows_bytes_cached": d["cached"]["bytes_sent"] + d["cached"]["bytes_received"],
+           "rows": d["cached"]["rows_local"] + d["cached"]["rows_remote"], "remote": d["cached"]["rows_remote"],
+           "hit_rate": d["cached"]["hits"] / d["cached"]["rows_remote"] if d["cached"]["rows_remote"] else 0.0,
+           "equal": equal, "rows_ok": rows_ok, **{k + "_ms": 1000 * v / measured for k, v in times.items()}}
     out = all_gather_object(res, ctx)
     if me == 0:
         with open(a.out, "w") as f:
@@ -138,12 +148,14 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=20_000 if quick else 1_000_000)
     ap.add_argument("--edges", type=int, default=200_000 if quick else 10_000_000)
     ap.add_argument("--dim", type=int, default=64 if quick else 384)
-    ap.add_argument("--steps", type=int, default=2 if quick else 5)
+    ap.add_argument("--steps", type=int, default=2 if quick else 5)  # >= 2: the first warms up
     ap.add_argument("--cache", type=float, default=0.05)
     ap.add_argument("--procs", default="1,2" if quick else "1,2,4")
     ap.add_argument("--split", choices=("owner", "strided"), default="owner")
     ap.add_argument("--methods", default="contiguous,random,metis")
     a = ap.parse_args()
+    if a.steps < 2:
+        ap.error("--steps must be >= 2 (the first step warms up and is not counted)")
     if a.worker:
         worker(a)
         return
@@ -181,11 +193,11 @@ def main() -> None:
         torch.save({t: one[t].owner for t in g.node_types}, files[("one", 1)])
         del g, one
         print(f"\nper rank and step (mean over ranks), d={a.dim} float32, global batch {BATCH}, fanouts {FANOUTS}, "
-              f"{a.steps} steps, cache {a.cache:.0%} of each type's rows, seeds split {a.split}")
-        print("| method | processes | graph part (MB) | table part (MB) | cache (MB) | sampler MB/step | "
-              "rows MB/step no cache | rows MB/step cache | hit rate | sample (ms) | fetch (ms) no cache / cache | "
-              "= 1 process |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+              f"{a.steps - 1} steps after 1 warm-up, cache {a.cache:.0%} of each type's rows, seeds split {a.split}")
+        print("| method | processes | graph part (MB) | table part (MB) | cache (MB) | sampler MB/step | rows/step | "
+              "owned elsewhere | rows MB/step no cache | rows MB/step cache | hit rate | sample (ms) | "
+              "fetch (ms) no cache / cache | = 1 process |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for p in procs:
             for m in (["one"] if p == 1 else methods):
                 out = os.path.join(tmp, f"res-{m}-{p}.json")
@@ -204,7 +216,8 @@ def main() -> None:
                 ok = all(x["equal"] and x["rows_ok"] for x in rs)
                 print(f"| {'-' if m == 'one' else m} | {p} | {mean('part_bytes') / 1e6:.1f} | "
                       f"{mean('table_bytes') / 1e6:.1f} | {mean('cache_bytes') / 1e6:.1f} | "
-                      f"{mean('sampler_bytes') / 1e6:.2f} | {mean('rows_bytes') / 1e6:.1f} | "
+                      f"{mean('sampler_bytes') / 1e6:.2f} | {mean('rows'):,.0f} | "
+                      f"{mean('remote') / max(mean('rows'), 1):.0%} | {mean('rows_bytes') / 1e6:.1f} | "
                       f"{mean('rows_bytes_cached') / 1e6:.1f} | {mean('hit_rate'):.0%} | {mean('sample_ms'):.0f} | "
                       f"{mean('fetch_ms'):.0f} / {mean('fetch_cached_ms'):.0f} | {'yes' if ok else 'NO'} |", flush=True)
                 if not ok:
