@@ -3,8 +3,8 @@
 
 Each rank holds only the rows of the nodes it owns (float32, width ``--dim``, one table per
 node type, partition ``--method``). Per step: this rank's share of a global batch of 1024
-seeds, two hops sampled (fanouts [15, 10]) on the whole graph (the partitioned sampler is
-not built yet, so the structure is read whole; only the rows are partitioned), and the
+seeds, two hops sampled (fanouts [15, 10]) on the whole graph (only the rows are
+partitioned here; ``bench_partition_sample.py`` partitions the structure too), and the
 rows of every sampled node fetched from their owners. Reported per rank and step: rows
 fetched, the share owned by another rank, bytes sent + received (ids and rows), time of
 the fetch alone and of the step.

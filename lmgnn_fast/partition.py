@@ -4,9 +4,11 @@ A :class:`NodePartition` says which of ``P`` parts owns every node of one node t
 where the node's row sits in its owner's table; :func:`partition_graph` makes one per node
 type. A :class:`PartitionedTable` spreads the ``[N, d]`` rows of one node type over the ranks
 of a job — rank ``p`` holds only the rows of the nodes part ``p`` owns — and
-:meth:`PartitionedTable.fetch` returns the rows of any node ids through two
+:meth:`PartitionedTable.fetch` returns the rows of any node ids through
 ``torch.distributed`` all-to-alls (the ids to their owners, the rows back), so every rank
-reads the whole table while holding ``1/P`` of it.
+reads the whole table while holding ``1/P`` of it, optionally with a per-rank cache of hot
+remote rows. :func:`local_graph` cuts a rank's part of the structure, which
+``lmgnn_fast.sampling.distributed.DistNeighborSampler`` samples from.
 
 Partitioning methods: ``"metis"`` (a min-edge-cut partition of the graph made homogeneous
 and undirected, computed by METIS through the ``pymetis`` package — the optional extra
@@ -17,8 +19,8 @@ and the balance of any partition.
 
 Example (under ``torchrun``, every rank)::
 
-    part = partition_graph(graph, ctx.world_size)["paper"]
-    table = PartitionedTable(part, 384, ctx)
+    part = partition_graph(graph, ctx.world_size, method="metis")["paper"]
+    table = PartitionedTable(part, 384, ctx, cache_capacity=100_000)
     table.write(part.owned(ctx.rank), my_rows)   # each owner writes its rows
     rows = table.fetch(ids)                      # [len(ids), 384] == full_table[ids]
 """
