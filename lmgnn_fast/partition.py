@@ -295,18 +295,24 @@ def partition_stats(graph, parts: Mapping[str, NodePartition]) -> dict:
 
     Returns:
         ``{"edges", "cut", "cut_fraction"}`` over all relations; ``"relations"``: the same
-        per relation (key ``"src__rel__dst"``); ``"nodes_per_part"``: per node type and
+        per relation (key ``"src__rel__dst"``); ``"node_types"``: the same per node type,
+        over the in-edges of its nodes (the edges its owners store); ``"nodes_per_part"``: per node type and
         ``"all"``, the node count of every part; ``"balance"``: per node type and ``"all"``,
         the largest part over the mean part (1.0 = perfectly balanced).
     """
-    rel, edges, cut = {}, 0, 0
+    def _cut(e: int, k: int) -> dict:
+        return {"edges": e, "cut": k, "cut_fraction": k / e if e else 0.0}
+
+    rel, by_type = {}, {t: [0, 0] for t in graph.node_types}
     for et, c in graph.csc.items():
         deg = c.indptr[1:] - c.indptr[:-1]
         own_dst = torch.repeat_interleave(parts[et[2]].owner, deg.cpu())
         k = int((parts[et[0]].owner[c.indices.cpu().long()] != own_dst).sum())
         e = int(c.indices.numel())
-        rel["__".join(et)] = {"edges": e, "cut": k, "cut_fraction": k / e if e else 0.0}
-        edges, cut = edges + e, cut + k
+        rel["__".join(et)] = _cut(e, k)
+        by_type[et[2]][0] += e
+        by_type[et[2]][1] += k
+    edges, cut = sum(e for e, _ in by_type.values()), sum(k for _, k in by_type.values())
     num_parts = next(iter(parts.values())).num_parts if parts else 1
     counts = {t: parts[t].counts for t in graph.node_types}
     counts["all"] = sum(counts.values(), torch.zeros(num_parts, dtype=torch.long))
@@ -314,7 +320,7 @@ def partition_stats(graph, parts: Mapping[str, NodePartition]) -> dict:
     def _balance(c: Tensor) -> float:
         return float(c.max()) / (float(c.sum()) / c.numel()) if int(c.sum()) else 1.0
 
-    return {"edges": edges, "cut": cut, "cut_fraction": cut / edges if edges else 0.0, "relations": rel,
+    return {**_cut(edges, cut), "relations": rel, "node_types": {t: _cut(e, k) for t, (e, k) in by_type.items()},
             "nodes_per_part": {t: c.tolist() for t, c in counts.items()},
             "balance": {t: _balance(c) for t, c in counts.items()}}
 

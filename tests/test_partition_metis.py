@@ -111,14 +111,17 @@ def test_partition_stats_counts_cut_edges_and_balance():
     g = load_dataset("synthetic", num_nodes=90, num_edges=400, with_text=False, seed=2)
     parts = {t: NodePartition.random(g.num_nodes[t], 3, seed=i) for i, t in enumerate(g.node_types)}
     s = partition_stats(g, parts)
-    cut = 0
+    cut, by_type = 0, {t: 0 for t in g.node_types}
     for et, c in g.csc.items():
         src, dst = g.edges(et)
         k = int((parts[et[0]].owner[src] != parts[et[2]].owner[dst]).sum())
         r = s["relations"]["__".join(et)]
         assert r["cut"] == k and r["edges"] == c.indices.numel()
         cut += k
+        by_type[et[2]] += k
     assert s["cut"] == cut and s["edges"] == g.num_edges()
+    assert {t: v["cut"] for t, v in s["node_types"].items()} == by_type
+    assert sum(v["edges"] for v in s["node_types"].values()) == g.num_edges()
     assert s["cut_fraction"] == pytest.approx(cut / g.num_edges())
     assert s["balance"]["t0"] == 1.0  # 30 nodes over 3 parts
     lopsided = {t: NodePartition(torch.zeros(g.num_nodes[t], dtype=torch.long), 3) for t in g.node_types}

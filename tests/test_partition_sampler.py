@@ -149,3 +149,11 @@ def test_bad_input_is_named():
         DistNeighborSampler(g, partition_graph(g, 2), [2], DistContext())
     with pytest.raises(ValueError, match="no partition for node type 't1'"):
         DistNeighborSampler(g, {"t0": parts["t0"]}, [2], DistContext())
+    import copy
+
+    from lmgnn_fast.graph import CSC
+
+    off_host = copy.copy(g)
+    off_host.csc = {et: CSC(*(t.to("meta") for t in c)) for et, c in g.csc.items()}
+    with pytest.raises(ValueError, match=r"graph part must be in host memory, got a graph on \['meta'\]"):
+        DistNeighborSampler(off_host, parts, [2], DistContext())

@@ -54,8 +54,9 @@ class DistNeighborSampler:
     no seeds passes empty ones and still answers the others' requests).
 
     Args:
-        graph: this rank's part of the graph (``local_graph(graph, parts, ctx.rank)``); the
-            whole graph works too (only the neighbour lists of owned nodes are read).
+        graph: this rank's part of the graph (``local_graph(graph, parts, ctx.rank)``), in
+            host memory; the whole graph works too (only the neighbour lists of owned nodes
+            are read). The blocks come back on the CPU.
         parts: the partition, one :class:`NodePartition` per node type, ``num_parts`` equal
             to the job's world size.
         fanouts: per hop, as for :class:`NeighborSampler`.
@@ -65,12 +66,16 @@ class DistNeighborSampler:
             :class:`NeighborSampler` does.
 
     Raises:
-        ValueError: a node type without a partition, or a partition of another size than
-            the job.
+        ValueError: a node type without a partition, a partition of another size than the
+            job, or a graph not on the CPU.
     """
 
     def __init__(self, graph, parts: Mapping[str, NodePartition], fanouts: FanoutSpec, ctx: DistContext,
                  replace: bool = False, seed: int = 0):
+        devices = {c.indptr.device.type for c in graph.csc.values()}
+        if devices - {"cpu"}:
+            raise ValueError(f"DistNeighborSampler: the graph part must be in host memory, got a graph on "
+                             f"{sorted(devices - {'cpu'})}")
         self._local = NeighborSampler(graph, fanouts, replace=replace, seed=seed)  # fanouts, exclusion
         self.node_types: list[str] = self._local.node_types
         self.edge_types: list[EdgeType] = self._local.edge_types
