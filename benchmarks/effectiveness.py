@@ -161,7 +161,8 @@ def run_grid(datasets, seeds, kinds, variants, max_nodes, extra, partial: str = 
                         tr = Trainer(cfg, graph=graph, log=lambda *a: None)
                         res = tr.run()
                         times.append(time.time() - t0)
-                        last = res[f"stage{tr.final_stage}"]
+                        # the final model: a stage, or the ensemble of stages 1 and 2 (run.ensemble)
+                        last = tr.ensemble if tr.ensemble_chosen else res[f"stage{tr.final_stage}"]
                         vals.append(last["test"].get(tr.task.primary_metric, float("nan")))
                         metric = tr.task.primary_metric
                         stage_vals = {k: r["val"].get(metric) for k, r in res.items()
@@ -179,6 +180,12 @@ def run_grid(datasets, seeds, kinds, variants, max_nodes, extra, partial: str = 
                                                   "val": last["val"].get(metric), "final_stage": tr.final_stage,
                                                   "stage_vals": stage_vals, "stage_tests": stage_tests,
                                                   "lm_grad_norm": lm_grad, "sizes": sizes,
+                                                  "final_model": "ensemble" if tr.ensemble_chosen else "stage",
+                                                  "ensemble": None if tr.ensemble is None else {
+                                                      "weight": tr.ensemble["weight"],
+                                                      "val": tr.ensemble["val"].get(metric),
+                                                      "test": tr.ensemble["test"].get(metric),
+                                                      "chosen": tr.ensemble["chosen"]},
                                                   "edges": edges, "max_nodes": max_nodes.get(ds),
                                                   "overrides": {**extra, **over}})
                 if not vals:

@@ -3,7 +3,8 @@
 Re-evaluates a saved run on top of the inference layer (:func:`lmgnn_fast.inference.load_run`,
 no trainer, no process group): loads each stage's checkpoint with the LM rows it reads (the
 rows the run stored, only changed texts encoded again) and reports validation/test metrics
-under the same protocol as training (``lmgnn_fast.train.metrics``). Writes
+under the same protocol as training (``lmgnn_fast.train.metrics``); without ``--stage``, also
+the ensemble of stages 1 and 2 when that is the run's final model. Writes
 ``RUN_DIR/evaluation.json``. Errors are one line (``--debug`` shows the traceback; see
 ``lmgnn_fast.cli``).
 """
@@ -16,12 +17,15 @@ import sys
 
 def evaluate_run(run_dir: str, stages: list[int] | None = None, overrides: list[str] | None = None,
                  graph=None) -> dict:
-    """``{"stage{k}": {"val": {...}, "test": {...}}}`` for the stages with a checkpoint."""
+    """``{"stage{k}": {"val": {...}, "test": {...}}}`` for the stages with a checkpoint (and
+    ``"ensemble"`` when no stages are named and the run's final model is the ensemble)."""
     from lmgnn_fast.inference import load_run
+    from lmgnn_fast.inference.run import final_model_of
     from lmgnn_fast.train.checkpoint import atomic_write_json
 
     if not os.path.exists(os.path.join(run_dir, "config.yaml")):
         raise FileNotFoundError(f"{run_dir!r} is not a run directory (no config.yaml)")
+    named = bool(stages)
     stages = stages or [s for s in (1, 2, 3) if os.path.exists(os.path.join(run_dir, "checkpoints",
                                                                              f"stage{s}.safetensors"))]
     out = {}
@@ -29,6 +33,8 @@ def evaluate_run(run_dir: str, stages: list[int] | None = None, overrides: list[
         run = load_run(run_dir, stage=s, graph=graph, overrides=overrides, log=lambda *a: None)
         graph = run.graph  # loaded once
         out[f"stage{s}"] = run.evaluate()
+    if not named and os.path.exists(os.path.join(run_dir, "metrics.json")) and final_model_of(run_dir)[1] is not None:
+        out["ensemble"] = load_run(run_dir, graph=graph, overrides=overrides, log=lambda *a: None).evaluate()
     atomic_write_json(os.path.join(run_dir, "evaluation.json"), out)
     return out
 
@@ -66,7 +72,8 @@ def _main(argv: list[str]) -> int:
     trained = {}
     if os.path.exists(metrics):
         with open(metrics) as f:
-            trained = json.load(f).get("stages", {})
+            m = json.load(f)
+        trained = {**m.get("stages", {}), **({"ensemble": m["ensemble"]} if "ensemble" in m else {})}
     for stage, r in res.items():
         for split in ("val", "test"):
             got = r.get(split, {})

@@ -74,10 +74,18 @@ class LMTaskModel:
             return None
         return (self.heads.decoder.query(h_src, self._rel) @ h_cand.T).float().cpu()
 
+    def output_rows(self, h: Tensor) -> Tensor:
+        """The rows a request gets from rows of :meth:`embed` (the same)."""
+        return h
+
+    def evaluation(self, split: str) -> tuple[dict, dict | None]:
+        """Stage 1's ``(metrics, outputs)`` on ``split`` (the trainer's ``stage1_scores``)."""
+        return stage1_scores(self.ctx, self.task, self.heads, lambda t, ids: self.table[t][ids.to(
+            self.table[t].device)], split)
+
     def evaluate(self, split: str) -> dict:
         """Stage 1's metrics on ``split`` (the trainer's ``stage1_scores``)."""
-        return stage1_scores(self.ctx, self.task, self.heads, lambda t, ids: self.table[t][ids.to(
-            self.table[t].device)], split)[0]
+        return self.evaluation(split)[0]
 
 
 class GNNTaskModel:
@@ -141,9 +149,17 @@ class GNNTaskModel:
     def _features(self, block) -> dict[str, Tensor]:
         return {t: self.table[t][block.src_nodes[t].to(self.table[t].device)] for t in self.table}
 
+    def output_rows(self, h: Tensor) -> Tensor:
+        """The rows a request gets from rows of :meth:`embed` (the same)."""
+        return h
+
+    def evaluation(self, split: str) -> tuple[dict, dict]:
+        """The stage's ``(metrics, outputs)`` on ``split`` (the trainer's ``GNNTask.scores``)."""
+        return self.task.scores(self.model, split, self._features)
+
     def evaluate(self, split: str) -> dict:
         """The stage's metrics on ``split`` (the trainer's ``GNNTask.scores``)."""
-        return self.task.scores(self.model, split, self._features)[0]
+        return self.evaluation(split)[0]
 
 
 def load_task_model(ctx: RunContext, task: GNNTask, stage: int, table: dict[str, Tensor], lm_dim: int,

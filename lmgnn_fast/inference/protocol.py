@@ -1,8 +1,8 @@
 """The one protocol a run's model answers through, whatever stage produced it.
 
-The stage-1 model (the LM's pooled rows with its task head or link decoder) and the graph
-models of stages 2 and 3 (R-GCN over the LM rows with their head) both implement
-:class:`TaskModel`; :class:`~lmgnn_fast.inference.run.LoadedRun` turns requests (raw ids,
+The stage-1 model (the LM's pooled rows with its task head or link decoder), the graph
+models of stages 2 and 3 (R-GCN over the LM rows with their head) and the ensemble of
+stages 1 and 2 all implement :class:`TaskModel`; :class:`~lmgnn_fast.inference.run.LoadedRun` turns requests (raw ids,
 new nodes and edges) into calls of it, and ``evaluate`` reports its metrics.
 """
 from __future__ import annotations
@@ -51,6 +51,14 @@ class TaskModel(Protocol):
     def candidate_scores(self, h_src: Tensor, h_cand: Tensor) -> Tensor | None:
         """Link scores ``[Q, K]`` of query rows ``[Q, H]`` against shared candidate rows
         ``[K, H]`` (link prediction), else ``None``."""
+
+    def output_rows(self, h: Tensor) -> Tensor:
+        """The rows a request gets (embeddings) from rows of :meth:`embed`: the same rows,
+        or the graph model's part of an ensemble's."""
+
+    def evaluation(self, split: str) -> tuple[dict, dict | None]:
+        """``(metrics, outputs)`` on ``split``: :meth:`evaluate`'s metrics and the outputs
+        they are computed from (``None`` when the model has none for the task)."""
 
     def evaluate(self, split: str) -> dict:
         """Metrics on ``split`` (``"val"``/``"test"``) under the training's evaluation

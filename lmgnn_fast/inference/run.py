@@ -18,20 +18,23 @@ import time
 import torch
 from torch import Tensor
 
+from lmgnn_fast.inference.ensemble import EnsembleTaskModel
 from lmgnn_fast.inference.models import OUTPUT_SEED, load_task_model
 from lmgnn_fast.inference.results import LinkCandidates, NodePredictions, PairPredictions
 from lmgnn_fast.inference.rows import load_rows, reuse_positions, text_hashes
 from lmgnn_fast.inference.view import GraphView, NodeIndex, PredictError, parse_edge_type
 from lmgnn_fast.inference.writer import raw_ids
 from lmgnn_fast.train.context import RunContext
+from lmgnn_fast.train.ensemble import Ensemble
 from lmgnn_fast.train.outputs import lm_identity
 from lmgnn_fast.train.tasks import GNNTask
 
-__all__ = ["load_run", "LoadedRun", "final_stage_of"]
+__all__ = ["load_run", "LoadedRun", "final_stage_of", "final_model_of"]
 
 
 def final_stage_of(run_dir: str) -> int:
-    """The run's final model (``metrics.json``'s ``final_stage``).
+    """The run's final model's stage (``metrics.json``'s ``final_stage``; stage 2 when the
+    final model is the ensemble of stages 1 and 2).
 
     Raises:
         FileNotFoundError: no ``metrics.json`` (the run did not finish).
@@ -51,6 +54,27 @@ def final_stage_of(run_dir: str) -> int:
     return stage
 
 
+def final_model_of(run_dir: str) -> tuple[int, dict | None]:
+    """``(final_stage_of(run_dir), ensemble)``: ``ensemble`` is ``metrics.json``'s
+    ``ensemble`` entry when the run's final model is the ensemble of stages 1 and 2, else
+    ``None``.
+
+    Raises:
+        FileNotFoundError, PredictError: as :func:`final_stage_of`; a final model named
+            ``ensemble`` without its entry.
+    """
+    stage = final_stage_of(run_dir)
+    mpath = os.path.join(run_dir, "metrics.json")
+    with open(mpath) as f:
+        m = json.load(f)
+    if m.get("final_model") != "ensemble":
+        return stage, None
+    ens = m.get("ensemble")
+    if not isinstance(ens, dict):
+        raise PredictError(f"{mpath}: final_model is 'ensemble' but there is no ensemble entry")
+    return stage, ens
+
+
 def load_run(run_dir: str, *, stage: int | None = None, graph=None, full_neighbourhood: bool = False,
              overrides: list[str] | None = None, log=None) -> "LoadedRun":
     """Load the model of a finished run for inference (no trainer, no process group).
@@ -58,7 +82,9 @@ def load_run(run_dir: str, *, stage: int | None = None, graph=None, full_neighbo
     Args:
         run_dir: a run directory (``config.yaml``, ``metrics.json``,
             ``checkpoints/stage<K>.safetensors``; ``lm_rows/`` when the run stored its rows).
-        stage: the stage whose model answers (default: ``metrics.json``'s ``final_stage``).
+        stage: the stage whose model answers (default: the run's final model,
+            ``metrics.json``'s ``final_stage``, or the ensemble of stages 1 and 2 when that is
+            the final model).
         graph: the graph to answer on (default: the run's ``data.name``, loaded again).
         full_neighbourhood: take every neighbour at every layer instead of sampling with the
             run's ``gnn.fanouts``.
@@ -75,12 +101,14 @@ def load_run(run_dir: str, *, stage: int | None = None, graph=None, full_neighbo
     path = os.path.join(run_dir, "config.yaml")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{run_dir!r} is not a run directory (no config.yaml)")
+    ensemble = None
     if stage is None:
-        stage = final_stage_of(run_dir)
+        stage, ensemble = final_model_of(run_dir)
     if stage not in (1, 2, 3):
         raise PredictError(f"stage must be 1, 2 or 3, got {stage!r}")
-    if not os.path.isfile(os.path.join(run_dir, "checkpoints", f"stage{stage}.safetensors")):
-        raise PredictError(f"{run_dir}: no checkpoint of stage {stage} (checkpoints/stage{stage}.safetensors)")
+    for s in ([1, stage] if ensemble is not None else [stage]):
+        if not os.path.isfile(os.path.join(run_dir, "checkpoints", f"stage{s}.safetensors")):
+            raise PredictError(f"{run_dir}: no checkpoint of stage {s} (checkpoints/stage{s}.safetensors)")
     cfg = load_config(path, overrides)
     cfg.run.out_dir = run_dir
     cfg.run.resume = False
@@ -91,7 +119,7 @@ def load_run(run_dir: str, *, stage: int | None = None, graph=None, full_neighbo
         def log(*a):
             print(*a, file=sys.stderr, flush=True)
     ctx = RunContext.open(cfg, graph=graph, log=log)
-    return LoadedRun(ctx, stage, full_neighbourhood)
+    return LoadedRun(ctx, stage, full_neighbourhood, ensemble)
 
 
 def _lm_source(ctx: RunContext, stage: int) -> str:
@@ -113,7 +141,10 @@ class LoadedRun:
         ctx: the run's context (config, graph, task, device); ``ctx.cfg`` is the config.
         graph: the run's graph (requests never change it; :meth:`update_texts` does).
         task: the run's resolved target task.
-        model: the :class:`~lmgnn_fast.inference.protocol.TaskModel`.
+        model: the :class:`~lmgnn_fast.inference.protocol.TaskModel` (an
+            :class:`~lmgnn_fast.inference.ensemble.EnsembleTaskModel` when ``ensemble``).
+        ensemble: the mixture of stages 1 and 2 (:class:`~lmgnn_fast.train.ensemble.Ensemble`)
+            when the run's final model is that ensemble and no stage was named, else ``None``.
         lm: the LM that encodes new texts (``None`` without text node types), loaded on first
             use (:meth:`warm_up` loads it at once).
         table: per text node type, the LM rows of the graph's nodes ``[N_t, H]``.
@@ -121,7 +152,7 @@ class LoadedRun:
         load_report: per text node type ``{"rows", "reused", "encoded"}`` and ``seconds``.
     """
 
-    def __init__(self, ctx: RunContext, stage: int, full_neighbourhood: bool = False):
+    def __init__(self, ctx: RunContext, stage: int, full_neighbourhood: bool = False, ensemble: dict | None = None):
         t0 = time.perf_counter()
         self.ctx, self.stage = ctx, stage
         self.graph, self.task = ctx.graph, ctx.task
@@ -137,6 +168,14 @@ class LoadedRun:
             self._load_table(self._lm_source)
         lm_dim = int(next(iter(self.table.values())).shape[1]) if self.table else 0
         self.model = load_task_model(ctx, self.gnn_task, stage, self.table, lm_dim, self.fanouts)
+        self.ensemble = None
+        if ensemble is not None:
+            try:
+                self.ensemble = Ensemble.from_dict(ensemble)
+            except ValueError as e:
+                raise PredictError(f"{ctx.out_dir}/metrics.json: {e}") from None
+            lm_model = load_task_model(ctx, self.gnn_task, 1, self.table, lm_dim, self.fanouts)
+            self.model = EnsembleTaskModel(lm_model, self.model, self.ensemble)
         self._coo: dict = {}
         self._candidates: dict[str, Tensor] = {}
         self.lock = threading.Lock()
@@ -316,7 +355,7 @@ class LoadedRun:
         new), in request order."""
         view, new = self.view(nodes, edges)
         idx, _ = self._targets(ids, new)
-        return {t: r.float().cpu() for t, r in self._embed(view, idx).items()}
+        return {t: self.model.output_rows(r).float().cpu() for t, r in self._embed(view, idx).items()}
 
     def _embed(self, view: GraphView, idx: dict[str, list[int]]) -> dict[str, Tensor]:
         if not idx:
@@ -352,7 +391,8 @@ class LoadedRun:
         for t, rows in emb.items():
             logits = self.model.node_logits(rows) if task.type == "node_classification" and \
                 t == task.node_type else None
-            res[t] = NodePredictions(t, out_ids[t], rows.float().cpu(), logits, bool(task.multilabel),
+            out_rows = self.model.output_rows(rows).float().cpu()
+            res[t] = NodePredictions(t, out_ids[t], out_rows, logits, bool(task.multilabel),
                                      float(self.ctx.cfg.task.threshold),
                                      (self.graph.label_names or {}).get(t) if logits is not None else None)
         return res
@@ -536,6 +576,7 @@ class LoadedRun:
         elif t.type == "edge_classification":
             names = (getattr(g, "edge_label_names", None) or {}).get(tuple(t.edge_type))
         return {"run_dir": self.ctx.out_dir, "stage": self.stage,
+                "final_model": "ensemble" if self.ensemble is not None else "stage",
                 "task": {"name": t.name, "type": t.type, "node_type": t.node_type,
                          "edge_type": list(t.edge_type) if t.edge_type else None, "multilabel": bool(t.multilabel),
                          "num_classes": t.num_classes, "class_names": names},

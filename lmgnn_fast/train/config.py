@@ -169,6 +169,10 @@ class RunConfig:
     # which stage's model is the run's result (predictions, embeddings): "best" = the highest
     # validation value of the task's primary metric, or a stage number
     final_stage: str = "best"
+    # with final_stage "best": also try the mixture of stage 1's and stage 2's predictions
+    # (weight chosen on validation) and make it the final model when its validation value
+    # beats every single stage's (docs/training.md, "The final model")
+    ensemble: bool = True
 
 
 @dataclass

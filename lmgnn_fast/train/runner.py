@@ -22,12 +22,14 @@ from lmgnn_fast.train.checkpoint import atomic_write_json, seed_everything
 from lmgnn_fast.train.config import Config
 from lmgnn_fast.train.context import RunContext
 from lmgnn_fast.train.data import TargetTask
+from lmgnn_fast.train.ensemble import Ensemble, choose_ensemble
 from lmgnn_fast.train.errors import TrainingError
 from lmgnn_fast.train.features import FeatureSource
 from lmgnn_fast.train.loop import ResumeState, run_epochs
 from lmgnn_fast.train.outputs import write_lm_rows, write_outputs
 from lmgnn_fast.train.selection import select_stage
 from lmgnn_fast.train.stages import STAGES
+from lmgnn_fast.train.stages.ensemble_predictor import EnsemblePredictor
 from lmgnn_fast.train.tasks import GNNTask
 
 __all__ = ["Trainer", "format_table", "out_of_memory_hint"]
@@ -54,6 +56,8 @@ class Trainer:
         self.gnn_task = GNNTask(self.ctx)
         self.results: dict[str, dict] = {}
         self.final_stage: int | None = None
+        self.ensemble: dict | None = None  # the stage 1 + 2 mixture tried (weights, val/test, chosen)
+        self.ensemble_chosen = False
         self.per_class: dict | None = None
 
     @property
@@ -130,20 +134,66 @@ class Trainer:
             self._write_metrics()
         ctx.ckpt.clear_last()
         self.final_stage = self._select_final_stage()
+        self._consider_ensemble()
         self._write_metrics()
         if self.final_stage is not None:
-            self.per_class = write_outputs(ctx, self.gnn_task,
-                                           STAGES[self.final_stage].predictor(ctx, self.features, self.gnn_task))
+            if self.ensemble_chosen:
+                predictor = self._ensemble_predictor
+            else:
+                predictor = STAGES[self.final_stage].predictor(ctx, self.features, self.gnn_task)
+            self.per_class = write_outputs(ctx, self.gnn_task, predictor)
             write_lm_rows(ctx, self.features)
             if self.per_class is not None:
                 self._write_metrics()
-        ctx.log(format_table(self.results, ctx.task, self.final_stage))
+        ctx.log(format_table(self.results, ctx.task, self.final_stage, self.ensemble))
         return self.results
+
+    def _consider_ensemble(self) -> None:
+        """With ``run.ensemble`` and ``run.final_stage best``: the mixture of stage 1's and
+        stage 2's predictions (:mod:`lmgnn_fast.train.ensemble`), its weight chosen on
+        validation; it becomes the final model (``self.ensemble_chosen``; ``final_stage``
+        then names stage 2, whose rows are the run's embeddings) when its validation value is
+        strictly above the best single stage's. Needs both stages to have a model of the task
+        and to read the same LM rows (stage 2 on stage 1's LM)."""
+        ctx, cfg, metric = self.ctx, self.ctx.cfg, self.ctx.task.primary_metric
+        self.ensemble, self.ensemble_chosen = None, False
+        if not cfg.run.ensemble or cfg.run.final_stage != "best" or self.final_stage is None:
+            return
+        if not (1 in ctx.stages and 2 in ctx.stages and "stage1" in self.results and "stage2" in self.results):
+            return
+        if not ctx.ckpt.has_stage(1) or not ctx.ckpt.has_stage(2) or \
+                ctx.ckpt.stage_metadata(2).get("lm_source", "pretrained") != "stage1":
+            return
+        t0 = time.time()
+        lm_pred = STAGES[1].predictor(ctx, self.features, self.gnn_task)
+        val_a = lm_pred.split_outputs("val")
+        if val_a is None:  # stage 1 has no model of the task
+            return
+        test_a = lm_pred.split_outputs("test")
+        gnn_pred = STAGES[2].predictor(ctx, self.features, self.gnn_task)
+        val_b, test_b = gnn_pred.split_outputs("val"), gnn_pred.split_outputs("test")
+        kind = Ensemble.kind_of(ctx.task.type, ctx.task.multilabel)
+        y_val = y_test = None
+        if kind != "scores":
+            y_val, y_test = self.gnn_task.split_labels("val"), self.gnn_task.split_labels("test")
+        ens, val = choose_ensemble(kind, val_a, val_b, metric, y_val, cfg.task.threshold)
+        test = ens.metrics(ens.mix_outputs(test_a, test_b), y_test, cfg.task.threshold)
+        best = (self.results[f"stage{self.final_stage}"].get("val") or {}).get(metric)
+        v = val.get(metric)
+        self.ensemble_chosen = v is not None and best is not None and v == v and v > best
+        self.ensemble = {**ens.to_dict(), "val": val, "test": test, "chosen": self.ensemble_chosen,
+                         "time_s": round(time.time() - t0, 2)}
+        if self.ensemble_chosen:
+            self.final_stage = 2
+            self._ensemble_predictor = EnsemblePredictor(lm_pred, gnn_pred, ens)
+        ctx.log(f"ensemble of stages 1 and 2 (LM weight {ens.weight}): val {metric} {v:.4f} vs best single stage "
+                f"{best:.4f}: " + ("final model: the ensemble" if self.ensemble_chosen else "not used"))
 
     def _select_final_stage(self) -> int | None:
         """The stage whose model is the run's result (``run.final_stage``; by default the
         best on validation among the stages that ran, else the last one that ran)."""
-        ran = {k: v for k, v in self.results.items() if int(k[len("stage"):]) in self.ctx.stages}
+        ran = {k: v for k, v in self.results.items()
+               if k.startswith("stage") and int(k[len("stage"):]) in self.ctx.stages}
         stage = select_stage(ran, self.ctx.task.primary_metric, self.ctx.cfg.run.final_stage)
         if stage is None and ran:
             stage = max(int(k[len("stage"):]) for k in ran)
@@ -159,7 +209,10 @@ class Trainer:
         if not ctx.dist.is_main:
             return
         m = {"task": {"name": ctx.task.name, "type": ctx.task.type, "primary_metric": ctx.task.primary_metric},
-             "final_stage": self.final_stage, "stages": self.results, "history": ctx.history}
+             "final_stage": self.final_stage, "final_model": "ensemble" if self.ensemble_chosen else "stage",
+             "stages": self.results, "history": ctx.history}
+        if self.ensemble is not None:
+            m["ensemble"] = self.ensemble
         if self.per_class is not None:  # the final model's, per named class
             m["per_class"] = {"stage": self.final_stage, **self.per_class}
         atomic_write_json(os.path.join(ctx.out_dir, "metrics.json"), m)
@@ -204,9 +257,13 @@ def out_of_memory_hint(cfg: Config, stage: int):
         raise TrainingError(f"out of memory in stage {stage} on {c.run.device}: lower " + ", ".join(hints)) from e
 
 
-def format_table(results: dict, task: TargetTask, final_stage: int | None = None) -> str:
+def format_table(results: dict, task: TargetTask, final_stage: int | None = None,
+                 ensemble: dict | None = None) -> str:
     """Markdown table of validation/test metrics per stage (``-``: no such metric); the
-    final model's stage is marked with ``*``."""
+    final model's stage is marked with ``*`` (the ensemble's row when it is the final model)."""
+    chosen = bool(ensemble and ensemble.get("chosen"))
+    if ensemble is not None:
+        results = {**results, "ensemble": ensemble}
     keys = []
     for r in results.values():
         for split in ("val", "test"):
@@ -220,8 +277,12 @@ def format_table(results: dict, task: TargetTask, final_stage: int | None = None
         for split in ("val", "test"):
             m = r.get(split) or {}
             vals = " | ".join(f"{m[k]:.4f}" if k in m else "-" for k in keys)
-            mark = " *" if final_stage is not None and stage == f"stage{final_stage}" else ""
+            final = "ensemble" if chosen else f"stage{final_stage}"
+            mark = " *" if final_stage is not None and stage == final else ""
             lines.append(f"| {stage}{mark} | {split} | {vals} | {r.get('time_s', '-')} |")
-    if final_stage is not None:
+    if chosen:
+        lines.append(f"\n* final model: the ensemble of stages 1 and 2 (LM weight {ensemble['weight']}; "
+                     "embeddings: stage 2's)")
+    elif final_stage is not None:
         lines.append(f"\n* final model (predictions, embeddings): stage {final_stage}")
     return "\n".join(lines)

@@ -61,6 +61,16 @@ class GNNTask:
         """Items of ``split``: node ids, edge ids, or ``(src, dst)`` for link prediction."""
         return split_items(self.ctx.graph, self.ctx.task, split)
 
+    def split_labels(self, split: str) -> Tensor:
+        """Labels of the items of ``split`` (node or edge classification), in :meth:`items` order."""
+        task, g = self.ctx.task, self.ctx.graph
+        items = self.items(split)
+        if task.type == "node_classification":
+            return torch.as_tensor(g.labels[task.node_type])[items]
+        if task.type == "edge_classification":
+            return torch.as_tensor(g.edge_labels[task.edge_type])[items]
+        raise ValueError(f"task {task.name!r} ({task.type}) has no labels")
+
     def num_train_items(self) -> int:
         """Number of training items."""
         items = self.items("train")
@@ -157,7 +167,8 @@ class GNNTask:
 
         Returns:
             ``(metrics, outputs)``: outputs are ``ids``/``logits`` (classification) or
-            ``src``/``dst``/``score``/``rank`` (link prediction).
+            ``src``/``dst``/``score``/``rank`` (link prediction; with ``neg_score`` ``[P, K]``
+            and ``valid``, the candidates' scores and which of them count).
         """
         task, g, cfg = self.ctx.task, self.ctx.graph, self.ctx.cfg
         seed = derive_seed(cfg.run.seed, "eval", split)
@@ -184,5 +195,6 @@ class GNNTask:
         pos = model.head(hs, hd).float().cpu()
         negs = model.head.score_candidates(hs, hn).float().cpu()
         ranks = ranks_from_scores(pos, negs, valid)
-        return ranking_metrics(ranks), {"src": s, "dst": d, "score": pos, "rank": ranks}
+        return ranking_metrics(ranks), {"src": s, "dst": d, "score": pos, "rank": ranks, "neg_score": negs,
+                                        "valid": valid}
 

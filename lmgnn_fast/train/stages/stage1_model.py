@@ -135,8 +135,10 @@ def stage1_scores(ctx: RunContext, task: GNNTask, heads: Stage1Heads, enc, split
         hs, hd = enc(t.edge_type[0], s), enc(t.edge_type[2], d)
         hn = enc(t.edge_type[2], neg.reshape(-1)).view(neg.shape[0], neg.shape[1], -1)
         pos = heads.decoder(hs, hd, r).float().cpu()
-        ranks = ranks_from_scores(pos, heads.decoder.score_candidates(hs, hn, r).float().cpu(), valid)
-        return ranking_metrics(ranks), {"src": s, "dst": d, "score": pos, "rank": ranks}
+        negs = heads.decoder.score_candidates(hs, hn, r).float().cpu()
+        ranks = ranks_from_scores(pos, negs, valid)
+        return ranking_metrics(ranks), {"src": s, "dst": d, "score": pos, "rank": ranks, "neg_score": negs,
+                                        "valid": valid}
     logits = stage1_logits(ctx, task, heads, enc, items)
     if t.type == "node_classification":
         y = torch.as_tensor(g.labels[t.node_type])[items]
