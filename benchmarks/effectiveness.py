@@ -49,6 +49,8 @@ VARIANTS = {
     "default": {},
     # the default recipe with each stage-3 objective, and with each encoder
     "s3glem": {"stage3.objective": "glem"},
+    # the current defaults (stage 3 glem, run.ensemble true: stage 1 + 2 mixture as a candidate)
+    "ensemble": {"stage3.objective": "glem", "run.ensemble": "true"},
     "s3joint": {"stage3.objective": "joint"},
     "hgt": {"gnn.model": "hgt"},
     # the frozen-LM comparison of the encoders (stage 2 alone, same settings as (b))
@@ -61,6 +63,7 @@ LABELS = {"default": "default recipe (final model by validation)",
           "s123": "(d) stages 1+2+3",
           "s12x": "(c') stages 1+2, stage 1 on 4,096 edges", "notext": "(e) R-GCN, learnable features",
           "s3glem": "recipe, stage 3 glem", "s3joint": "recipe, stage 3 joint",
+          "ensemble": "recipe with the stage 1 + 2 ensemble",
           "hgt": "recipe with HGT", "rgat": "recipe with RGAT",
           "frozen_hgt": "(b) with HGT", "frozen_rgat": "(b) with RGAT"}
 
@@ -252,7 +255,7 @@ def stage3_markdown(paths) -> str:
     for path in paths:
         with open(path) as f:
             runs += [json.loads(x) for x in f if x.strip()]
-    objective = {"s3glem": "glem", "s3joint": "joint"}
+    objective = {"s3glem": "glem", "s3joint": "joint", "ensemble": "glem"}
     by: dict = {}
     for r in runs:
         sv = r.get("stage_vals") or {}
