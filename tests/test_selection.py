@@ -83,3 +83,16 @@ def test_auto_values_follow_the_device_and_keep_explicit_ones():
     cfg = apply_overrides(Config(), ["--stage2.batch_size", "8", "--stage1.max_items", "100"])
     assert resolve_auto(cfg, 670, "cpu") == [] and (cfg.stage1.max_items, cfg.stage2.batch_size) == (100, 8)
     cfg.validate()
+
+
+def test_table_marks_the_ensemble_when_it_is_the_final_model():
+    task = TargetTask(name="t", type="node_classification", node_type="n", num_classes=3)
+    results = {"stage1": {"val": {"accuracy": 0.5}, "test": {"accuracy": 0.4}},
+               "stage2": {"val": {"accuracy": 0.6}, "test": {"accuracy": 0.5}}}
+    ens = {"val": {"accuracy": 0.7}, "test": {"accuracy": 0.55}, "chosen": True, "weight": 0.35}
+    out = format_table(results, task, 2, ens)
+    lines = out.splitlines()
+    assert lines.index("| ensemble * | test | 0.5500 | - |") > lines.index("| stage2 | test | 0.5000 | - |")
+    assert "final model: the ensemble of stages 1 and 2 (LM weight 0.35" in out
+    out = format_table(results, task, 2, {**ens, "chosen": False})
+    assert "| stage2 * | val | 0.6000 | - |" in out and "| ensemble | val | 0.7000 | - |" in out

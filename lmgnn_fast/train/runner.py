@@ -58,6 +58,7 @@ class Trainer:
         self.final_stage: int | None = None
         self.ensemble: dict | None = None  # the stage 1 + 2 mixture tried (weights, val/test, chosen)
         self.ensemble_chosen = False
+        self._ensemble_predictor = None
         self.per_class: dict | None = None
 
     @property
@@ -186,8 +187,8 @@ class Trainer:
         if self.ensemble_chosen:
             self.final_stage = 2
             self._ensemble_predictor = EnsemblePredictor(lm_pred, gnn_pred, ens)
-        ctx.log(f"ensemble of stages 1 and 2 (LM weight {ens.weight}): val {metric} {v:.4f} vs best single stage "
-                f"{best:.4f}: " + ("final model: the ensemble" if self.ensemble_chosen else "not used"))
+        ctx.log(f"ensemble of stages 1 and 2 (LM weight {ens.weight}): val {metric} {_fmt(v)} vs best single stage "
+                f"{_fmt(best)}: " + ("final model: the ensemble" if self.ensemble_chosen else "not used"))
 
     def _select_final_stage(self) -> int | None:
         """The stage whose model is the run's result (``run.final_stage``; by default the
@@ -232,6 +233,10 @@ class Trainer:
             self.ctx.history.update(m.get("history", {}))
 
 
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
 @contextlib.contextmanager
 def out_of_memory_hint(cfg: Config, stage: int):
     """Turn an out-of-memory error inside the block into a :class:`TrainingError` naming the
@@ -264,6 +269,7 @@ def format_table(results: dict, task: TargetTask, final_stage: int | None = None
     chosen = bool(ensemble and ensemble.get("chosen"))
     if ensemble is not None:
         results = {**results, "ensemble": ensemble}
+    order = sorted(k for k in results if k != "ensemble") + (["ensemble"] if "ensemble" in results else [])
     keys = []
     for r in results.values():
         for split in ("val", "test"):
@@ -272,7 +278,7 @@ def format_table(results: dict, task: TargetTask, final_stage: int | None = None
                     keys.append(k)
     head = "| stage | split | " + " | ".join(keys) + " | time (s) |"
     lines = [f"\nResults: task {task.name} ({task.type})", head, "|" + "---|" * (len(keys) + 3)]
-    for stage in sorted(results):
+    for stage in order:
         r = results[stage]
         for split in ("val", "test"):
             m = r.get(split) or {}
