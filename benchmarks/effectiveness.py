@@ -118,7 +118,7 @@ def rows_from_partial(path: str) -> list:
             row["seeds"].append(r["seed"])
             row["times"].append(r["time_s"])
             row.setdefault("vals", []).append(r.get("val"))
-            row.setdefault("final_stages", []).append(r.get("final_stage"))
+            row.setdefault("final_stages", []).append("E" if r.get("final_model") == "ensemble" else r.get("final_stage"))
             row["max_nodes"] = r.get("max_nodes")
     out = list(rows.values())
     for r in out:
@@ -255,7 +255,7 @@ def stage3_markdown(paths) -> str:
     for path in paths:
         with open(path) as f:
             runs += [json.loads(x) for x in f if x.strip()]
-    objective = {"s3glem": "glem", "s3joint": "joint", "ensemble": "glem"}
+    objective = {"s3glem": "glem", "s3joint": "joint", "ensemble": "glem (+ ensemble)"}
     by: dict = {}
     for r in runs:
         sv = r.get("stage_vals") or {}
@@ -285,10 +285,54 @@ def stage3_markdown(paths) -> str:
     return "\n".join(out)
 
 
+def _best_single(stage_vals: dict) -> str | None:
+    """The stage validation picks among single stages (a later stage wins a tie)."""
+    best, best_v = None, None
+    for k in sorted(stage_vals):
+        v = stage_vals[k]
+        if v is not None and (best_v is None or v >= best_v):
+            best, best_v = k, v
+    return best
+
+
+def ensemble_markdown(paths) -> str:
+    """Per task, the runs of the recipe with the stage 1 + 2 ensemble (variant ``ensemble``):
+    how often validation took the ensemble, its validation gain over the best single stage,
+    and the final model's test value with the ensemble as a candidate and without it (the
+    best single stage on validation, from the same runs), the LM weights chosen, and how
+    often the final model is stage 3."""
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            runs += [json.loads(x) for x in f if x.strip()]
+    by: dict = {}
+    for r in runs:
+        if r["variant"] == "ensemble" and r.get("ensemble"):
+            by.setdefault((r["dataset"], r["task"], r.get("max_nodes")), []).append(r)
+    out = ["| task | runs | ensemble taken | val: ensemble - best stage (mean) | test, final model with ensemble "
+           "| test, best single stage (no ensemble) | LM weights | final = stage 3 |",
+           "|---|---|---|---|---|---|---|---|"]
+    for (ds, task, n), rs in sorted(by.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+        taken = sum(bool(r["ensemble"]["chosen"]) for r in rs)
+        gain = [r["ensemble"]["val"] - max(v for v in r["stage_vals"].values() if v is not None) for r in rs]
+        with_e = [r["value"] for r in rs]
+        without = [r["stage_tests"][_best_single(r["stage_vals"])] for r in rs]
+        s3 = sum(r["final_stage"] == 3 and r.get("final_model") != "ensemble" for r in rs)
+
+        def ms(v):
+            return f"{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f}" if len(v) > 1 else f"{v[0]:.4f}"
+        name = f"{ds} / {task}" + (f" ({n} nodes)" if n else "")
+        weights = ",".join(f"{r['ensemble']['weight']:g}" for r in rs)
+        out.append(f"| {name} | {len(rs)} | {taken} | {statistics.mean(gain):+.4f} | {ms(with_e)} | {ms(without)} "
+                   f"| {weights} | {s3} |")
+    return "\n".join(out)
+
+
 def targets_markdown(rows) -> str:
     """The issue's targets per task: the default recipe's test mean against the better of (a)
     and (b) and against (e), with the pooled standard deviation (sqrt of the mean of the two
-    sample variances), and which stage the default recipe's validation picked per seed."""
+    sample variances), and which stage the default recipe's validation picked per seed (``E``:
+    the ensemble of stages 1 and 2)."""
     by: dict = {}
     for r in rows:
         by.setdefault((r["dataset"], r["task"], r.get("max_nodes")), {})[r["variant"]] = r
@@ -371,7 +415,7 @@ def main(argv=None):
                 if r["variant"] == args.default_variant:
                     r["variant"] = "default"
         print(targets_markdown(rows) + "\n\n" + stage3_markdown(args.aggregate.split(",")) + "\n\n"
-              + grouped_markdown(rows))
+              + ensemble_markdown(args.aggregate.split(",")) + "\n\n" + grouped_markdown(rows))
         return 0
     variants = [v for v in args.variants.split(",") if v]
     rows = run_grid(args.datasets.split(","), args.seeds, args.tasks.split(","), variants, max_nodes, extra,
