@@ -118,7 +118,8 @@ def rows_from_partial(path: str) -> list:
             row["seeds"].append(r["seed"])
             row["times"].append(r["time_s"])
             row.setdefault("vals", []).append(r.get("val"))
-            row.setdefault("final_stages", []).append("E" if r.get("final_model") == "ensemble" else r.get("final_stage"))
+            final = "E" if r.get("final_model") == "ensemble" else r.get("final_stage")
+            row.setdefault("final_stages", []).append(final)
             row["max_nodes"] = r.get("max_nodes")
     out = list(rows.values())
     for r in out:
