@@ -51,6 +51,9 @@ VARIANTS = {
     "s3glem": {"stage3.objective": "glem"},
     # the current defaults (stage 3 glem, run.ensemble true: stage 1 + 2 mixture as a candidate)
     "ensemble": {"stage3.objective": "glem", "run.ensemble": "true"},
+    # the same without stage 3, for the aggregate to complete with the stage 3 of the same
+    # seed's "s3glem" run (stages 1 and 2 are checked equal there first): see reconstruct_default
+    "ensemble_s12": {"stage3.objective": "glem", "run.ensemble": "true", "run.stages": "1,2"},
     "s3joint": {"stage3.objective": "joint"},
     "hgt": {"gnn.model": "hgt"},
     # the frozen-LM comparison of the encoders (stage 2 alone, same settings as (b))
@@ -102,25 +105,76 @@ def _append_partial(path: str, rec: dict) -> None:
         os.fsync(f.fileno())
 
 
+def read_records(paths) -> list:
+    """The runs (JSON lines) of ``--partial`` files, in file order."""
+    out = []
+    for path in paths:
+        with open(path) as f:
+            out += [json.loads(x) for x in f if x.strip()]
+    return out
+
+
+def _same_stages(a: dict, b: dict, stages=("stage1", "stage2")) -> bool:
+    return all(a["stage_vals"].get(k) == b["stage_vals"].get(k) and a["stage_tests"].get(k) == b["stage_tests"].get(k)
+               for k in stages)
+
+
+def reconstruct_default(records: list) -> list:
+    """Records of variant ``ensemble`` (the current defaults) completed from ``ensemble_s12``
+    runs (stages 1 and 2 and the ensemble, no stage 3) and the ``s3glem`` run of the same
+    task and seed (stages 1-3, no ensemble): the final model is chosen on validation among
+    the three stages and the ensemble exactly as the trainer chooses it. Runs are
+    deterministic on CPU with one thread, so both runs trained the same stages 1 and 2; that
+    is checked (validation and test values equal to the last bit) before a record is made,
+    and a mismatch raises. A full ``ensemble`` run of the same task and seed takes
+    precedence. Each made record says ``"stage3_from": "s3glem"``.
+    """
+    key = lambda r: (r["dataset"], r["task"], r["seed"], r.get("max_nodes"))  # noqa: E731
+    full = {key(r) for r in records if r["variant"] == "ensemble"}
+    s3 = {key(r): r for r in records if r["variant"] == "s3glem" and "stage3" in (r.get("stage_vals") or {})}
+    out = []
+    for r in records:
+        if r["variant"] != "ensemble_s12" or key(r) in full or key(r) not in s3 or not r.get("ensemble"):
+            continue
+        g = s3[key(r)]
+        if not _same_stages(r, g):
+            raise ValueError(f"{key(r)}: stages 1-2 of the ensemble_s12 run differ from the s3glem run "
+                             f"({r['stage_vals']} vs {g['stage_vals']}); cannot complete it")
+        sv = {**r["stage_vals"], "stage3": g["stage_vals"]["stage3"]}
+        st = {**r["stage_tests"], "stage3": g["stage_tests"]["stage3"]}
+        best = _best_single(sv)
+        ens = r["ensemble"]
+        chosen = ens["val"] is not None and ens["val"] > sv[best]
+        rec = {**r, "variant": "ensemble", "stage_vals": sv, "stage_tests": st, "stage3_from": "s3glem",
+               "final_stage": 2 if chosen else int(best[len("stage"):]),
+               "final_model": "ensemble" if chosen else "stage",
+               "value": ens["test"] if chosen else st[best], "val": ens["val"] if chosen else sv[best],
+               "ensemble": {**ens, "chosen": chosen}, "lm_grad_norm": g.get("lm_grad_norm"),
+               "time_s": r["time_s"] + g["time_s"]}
+        out.append(rec)
+    return out
+
+
 def rows_from_partial(path: str) -> list:
     """Group the JSON lines of ``--partial`` runs into table rows (one per dataset/task/variant)."""
+    return rows_from_records(read_records([path]))
+
+
+def rows_from_records(records: list) -> list:
+    """Group runs into table rows (one per dataset/task/variant)."""
     rows: dict = {}
-    with open(path) as f:
-        for line in f:
-            if not line.strip():
-                continue
-            r = json.loads(line)
-            key = (r["dataset"], r["task"], r["variant"], r.get("max_nodes"))
-            row = rows.setdefault(key, {"dataset": r["dataset"], "task": r["task"], "metric": r["metric"],
-                                        "variant": r["variant"], "values": [], "seeds": [], "times": [],
-                                        "sizes": r["sizes"], "edges": r["edges"]})
-            row["values"].append(r["value"])
-            row["seeds"].append(r["seed"])
-            row["times"].append(r["time_s"])
-            row.setdefault("vals", []).append(r.get("val"))
-            final = "E" if r.get("final_model") == "ensemble" else r.get("final_stage")
-            row.setdefault("final_stages", []).append(final)
-            row["max_nodes"] = r.get("max_nodes")
+    for r in records:
+        key = (r["dataset"], r["task"], r["variant"], r.get("max_nodes"))
+        row = rows.setdefault(key, {"dataset": r["dataset"], "task": r["task"], "metric": r["metric"],
+                                    "variant": r["variant"], "values": [], "seeds": [], "times": [],
+                                    "sizes": r["sizes"], "edges": r["edges"]})
+        row["values"].append(r["value"])
+        row["seeds"].append(r["seed"])
+        row["times"].append(r["time_s"])
+        row.setdefault("vals", []).append(r.get("val"))
+        final = "E" if r.get("final_model") == "ensemble" else r.get("final_stage")
+        row.setdefault("final_stages", []).append(final)
+        row["max_nodes"] = r.get("max_nodes")
     out = list(rows.values())
     for r in out:
         r["time_s"] = statistics.mean(r["times"])
@@ -248,15 +302,12 @@ def grouped_markdown(rows) -> str:
     return "\n".join(out)
 
 
-def stage3_markdown(paths) -> str:
+def stage3_markdown(runs) -> str:
     """Per task and stage-3 objective (runs of the whole recipe, stages 1-3): how often
     validation picked stage 3 (strictly above stages 1 and 2; ties apart), stage 3's mean
-    validation gain over stage 2, and the LM's mean gradient norm in stages 1 and 3."""
-    runs = []
-    for path in paths:
-        with open(path) as f:
-            runs += [json.loads(x) for x in f if x.strip()]
-    objective = {"s3glem": "glem", "s3joint": "joint", "ensemble": "glem (+ ensemble)"}
+    validation gain over stage 2, and the LM's mean gradient norm in stages 1 and 3. (Runs
+    of the recipe with the ensemble train the same stages as ``s3glem``: not counted again.)"""
+    objective = {"s3glem": "glem", "s3joint": "joint"}
     by: dict = {}
     for r in runs:
         sv = r.get("stage_vals") or {}
@@ -296,16 +347,12 @@ def _best_single(stage_vals: dict) -> str | None:
     return best
 
 
-def ensemble_markdown(paths) -> str:
+def ensemble_markdown(runs) -> str:
     """Per task, the runs of the recipe with the stage 1 + 2 ensemble (variant ``ensemble``):
     how often validation took the ensemble, its validation gain over the best single stage,
     and the final model's test value with the ensemble as a candidate and without it (the
     best single stage on validation, from the same runs), the LM weights chosen, and how
     often the final model is stage 3."""
-    runs = []
-    for path in paths:
-        with open(path) as f:
-            runs += [json.loads(x) for x in f if x.strip()]
     by: dict = {}
     for r in runs:
         if r["variant"] == "ensemble" and r.get("ensemble"):
@@ -326,6 +373,15 @@ def ensemble_markdown(paths) -> str:
         weights = ",".join(f"{r['ensemble']['weight']:g}" for r in rs)
         out.append(f"| {name} | {len(rs)} | {taken} | {statistics.mean(gain):+.4f} | {ms(with_e)} | {ms(without)} "
                    f"| {weights} | {s3} |")
+    # full runs of the recipe with the ensemble against the s3glem run of the same seed
+    key = lambda r: (r["dataset"], r["task"], r["seed"], r.get("max_nodes"))  # noqa: E731
+    s3 = {key(r): r for r in runs if r["variant"] == "s3glem"}
+    full = [r for r in runs if r["variant"] == "ensemble" and "stage3_from" not in r and key(r) in s3]
+    same = sum(_same_stages(r, s3[key(r)], ("stage1", "stage2", "stage3")) for r in full)
+    made = sum(r["variant"] == "ensemble" and "stage3_from" in r for r in runs)
+    out.append(f"\nFull runs with the ensemble whose stages 1-3 equal the s3glem run of the same seed to the last "
+               f"bit: {same} of {len(full)}. Runs completed from an ensemble_s12 run and the s3glem run's stage 3 "
+               f"(stages 1-2 checked equal): {made}.")
     return "\n".join(out)
 
 
@@ -409,14 +465,23 @@ def main(argv=None):
     extra = dict(kv.split("=", 1) for kv in args.set.split(sep) if kv)
     if args.aggregate:
         args.speedup = ""
-        rows = [r for path in args.aggregate.split(",") if path for r in rows_from_partial(path)]
+        paths = [p for p in args.aggregate.split(",") if p]
+        records = read_records(paths)
+        made = reconstruct_default(records)
+        # rows per file as the runs were grouped before (a later file's row of the same variant
+        # wins); the current defaults' runs (variant "ensemble": full runs and completed ones)
+        # form one row across files, after the others
+        rows = [row for p in paths for row in rows_from_records([r for r in read_records([p])
+                                                                  if r["variant"] != "ensemble"])]
+        rows += rows_from_records([r for r in records if r["variant"] == "ensemble"] + made)
+        records += made
         if args.default_variant != "default":  # the variant that is the default recipe now
             rows = [r for r in rows if r["variant"] != "default"]
             for r in rows:
                 if r["variant"] == args.default_variant:
                     r["variant"] = "default"
-        print(targets_markdown(rows) + "\n\n" + stage3_markdown(args.aggregate.split(",")) + "\n\n"
-              + ensemble_markdown(args.aggregate.split(",")) + "\n\n" + grouped_markdown(rows))
+        print(targets_markdown(rows) + "\n\n" + stage3_markdown(records) + "\n\n"
+              + ensemble_markdown(records) + "\n\n" + grouped_markdown(rows))
         return 0
     variants = [v for v in args.variants.split(",") if v]
     rows = run_grid(args.datasets.split(","), args.seeds, args.tasks.split(","), variants, max_nodes, extra,
