@@ -170,3 +170,41 @@ def test_checkpoints_by_time_and_by_steps(tmp_path, monkeypatch):
     timed = make_ctx(str(tmp_path / "timed"), checkpoint_every=0, checkpoint_every_s=10)
     # clock reads: start 0; step 1 7 (<10); step 2 14 (save, reset 21); step 3 28 (7 <10); step 4 35 (save, 42)
     assert _checkpoint_steps(timed, monkeypatch) == [2, 4, 5, 7, 9, 10]
+
+
+class _Stream:
+    """A text stream that says whether it is a terminal."""
+
+    def __init__(self, tty: bool):
+        self.tty, self.parts = tty, []
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, s):
+        self.parts.append(s)
+        return len(s)
+
+    def flush(self):
+        pass
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_progress_bars_only_on_a_terminal(tmp_path, monkeypatch, tty):
+    """Written to a file or pipe (a CI log), the loop draws no bar: every refresh would be a
+    line of the log. On a terminal, with run.progress, it does."""
+    import sys
+
+    from lmgnn_fast.train.loop import show_progress
+
+    err = _Stream(tty)
+    monkeypatch.setattr(sys, "stderr", err)
+    ctx = make_ctx(str(tmp_path / "run"), progress=True, checkpoint_every=0)
+    assert show_progress(ctx.cfg.run) is tty
+    run_epochs(ToyStage(epochs=2), ctx)
+    drawn = "".join(err.parts)
+    assert ("stage 2 epoch 1/2" in drawn) is tty
+    if not tty:
+        assert drawn == ""
+    ctx.cfg.run.progress = False
+    assert show_progress(ctx.cfg.run) is False

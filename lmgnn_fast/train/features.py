@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from lmgnn_fast.io.paths import safe_join
 from lmgnn_fast.train import builders, data_parallel
 from lmgnn_fast.train.context import RunContext
+from lmgnn_fast.train.loop import show_progress
 
 __all__ = ["FeatureSource"]
 
@@ -154,7 +155,7 @@ class FeatureSource:
                                                  ctx.cfg.lm.encode_batch_size, step, ctx.dist)
                 continue
             self.lm.encode_all(self.tokens[t], self.caches[t], batch_size=ctx.cfg.lm.encode_batch_size,
-                               step=step, desc=f"encode {t}", progress=ctx.cfg.run.progress)
+                               step=step, desc=f"encode {t}", progress=show_progress(ctx.cfg.run))
         self.cache_source = self.lm_source
 
     def _new_cache(self, n: int):

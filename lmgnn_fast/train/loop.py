@@ -42,7 +42,7 @@ from lmgnn_fast.train.checkpoint import flatten_state, set_rng_state, unflatten_
 from lmgnn_fast.train.context import RunContext
 from lmgnn_fast.train.errors import SimulatedInterrupt
 
-__all__ = ["Stage", "Batches", "ResumeState", "run_epochs"]
+__all__ = ["Stage", "Batches", "ResumeState", "run_epochs", "show_progress"]
 
 _EXTRA = "__extra__"
 
@@ -146,6 +146,16 @@ def _checkpoint_due(ctx: RunContext, last_save: float) -> bool:
     return bool(due)
 
 
+def show_progress(cfg) -> bool:
+    """Whether progress bars are drawn: ``run.progress`` and stderr is a terminal. Written to
+    a file or a pipe (a CI log, ``nohup``), a bar's every refresh would be a line of its own,
+    so there the per-epoch log lines are the progress."""
+    try:
+        return bool(cfg.progress) and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stderr
+        return False
+
+
 def run_epochs(stage: Stage, ctx: RunContext, resume: ResumeState | None = None) -> None:
     """Train ``stage`` for its epochs (see the module docstring for the guarantees).
 
@@ -168,7 +178,7 @@ def run_epochs(stage: Stage, ctx: RunContext, resume: ResumeState | None = None)
         batches = stage.make_batches(epoch)
         stage.modules.train()
         bar = tqdm(total=len(batches), desc=f"stage {n} epoch {epoch + 1}/{stage.epochs}", leave=False,
-                   disable=not cfg.progress or not ctx.dist.is_main, unit="batch", file=sys.stderr)
+                   disable=not show_progress(cfg) or not ctx.dist.is_main, unit="batch", file=sys.stderr)
         bar.update(start_step if epoch == start_epoch else 0)
         t0 = time.time()
         breakdown: dict[str, float] = {}
