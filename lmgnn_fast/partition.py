@@ -23,6 +23,7 @@ Example (under ``torchrun``, every rank)::
     table = PartitionedTable(part, 384, ctx, cache_capacity=100_000)
     table.write(part.owned(ctx.rank), my_rows)   # each owner writes its rows
     rows = table.fetch(ids)                      # [len(ids), 384] == full_table[ids]
+    table.scatter(ids, new_rows)                 # any rank writes any rows; owners store them
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from lmgnn_fast.distributed import DistContext
+from lmgnn_fast.distributed import DistContext, all_gather_variable
 from lmgnn_fast.ops.cache import cache_admit, cache_lookup
 
 __all__ = ["NodePartition", "PartitionedTable", "partition_graph", "partition_stats", "local_graph",
@@ -411,7 +412,7 @@ class PartitionedTable:
         self._cached = torch.zeros(cap, self.dim, dtype=dtype, device=dev)
         self._state = torch.zeros(4, dtype=torch.long, device=dev)
         self._stats = {"fetches": 0, "rows_local": 0, "rows_remote": 0, "hits": 0, "misses": 0,
-                       "rows_moved": 0, "bytes_sent": 0, "bytes_received": 0}
+                       "rows_moved": 0, "rows_scattered": 0, "bytes_sent": 0, "bytes_received": 0}
 
     def _check(self, ids: Tensor, op: str) -> Tensor:
         ids = torch.as_tensor(ids)
@@ -449,6 +450,63 @@ class PartitionedTable:
             raise ValueError(f"PartitionedTable.write: node {i} is owned by rank {int(self.part.owner[i])}, "
                              f"not by rank {self.ctx.rank}")
         self.rows[self.part.local[ids].to(self.rows.device)] = rows.to(self.rows.device, self.rows.dtype)
+
+    @torch.no_grad()
+    def scatter(self, ids: Tensor, rows: Tensor, refresh_cached: bool = True) -> None:
+        """Write rows of any node ids (collective: every rank calls it, possibly with no ids).
+
+        Each row goes to its owner (one all-to-all of counts, one of row positions, one of
+        rows), which writes it; rows of one id sent by several ranks are written in rank
+        order (the last wins, as when every rank writes every rank's rows in rank order).
+        With ``refresh_cached`` the written ids are all-gathered and every rank re-reads
+        from the owners the ones it holds in its remote-row cache, so no rank reads a stale
+        copy (after writing every row, :meth:`clear_cache` is cheaper: pass ``False``).
+
+        Args:
+            ids: Tensor  # [K] int32/int64 node ids of any owner
+            rows: Tensor  # [K, dim]
+            refresh_cached: re-read the cached copies of the written rows (must be the same
+                on every rank).
+
+        Raises:
+            ValueError: rows of the wrong shape. IndexError: an id outside ``[0, N)``.
+        """
+        ids = self._check(ids, "scatter")
+        if rows.shape != (ids.numel(), self.dim):
+            raise ValueError(f"PartitionedTable.scatter: rows must have shape ({ids.numel()}, {self.dim}), "
+                             f"got {tuple(rows.shape)}")
+        if not self.ctx.is_distributed:
+            self.rows[self.part.local[ids].to(self.rows.device)] = rows.to(self.rows.device, self.rows.dtype)
+            return
+        owner = self.part.owner[ids]
+        me, W = self.ctx.rank, self.ctx.world_size
+        order = torch.argsort(owner, stable=True)
+        send = torch.bincount(owner, minlength=W)
+        recv = torch.empty(W, dtype=torch.long, device=self._comm)
+        dist.all_to_all_single(recv, send.to(self._comm))
+        send_l, recv_l = send.tolist(), recv.tolist()
+        pos = torch.empty(sum(recv_l), dtype=torch.long, device=self._comm)
+        dist.all_to_all_single(pos, self.part.local[ids][order].to(self._comm), recv_l, send_l)
+        got = torch.empty(sum(recv_l), self.dim, dtype=self.rows.dtype, device=self._comm)
+        dist.all_to_all_single(got, rows[order.to(rows.device)].to(self._comm, self.rows.dtype), recv_l, send_l)
+        self.rows[pos.to(self.rows.device)] = got.to(self.rows.device)
+        row_bytes = self.dim * self.rows.element_size()
+        n_out, n_in = sum(send_l) - send_l[me], sum(recv_l) - recv_l[me]
+        self._stats["rows_scattered"] += n_out
+        self._stats["bytes_sent"] += n_out * (8 + row_bytes)
+        self._stats["bytes_received"] += n_in * (8 + row_bytes)
+        if not refresh_cached:
+            return
+        written = all_gather_variable(ids.to(self._comm), self.ctx).cpu()
+        if self.cache_capacity > 0 and written.numel():
+            written = torch.unique(written)
+            slots = cache_lookup(written.to(self.rows.device), self._keys, self._vals, self.part.num_nodes).cpu()
+            hit = slots >= 0
+            stale, slots = written[hit], slots[hit]
+        else:
+            stale, slots = torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
+        fresh = self._request(stale)  # collective even when this rank caches none of them
+        self._cached[slots.to(self.rows.device)] = fresh
 
     def clear_cache(self) -> None:
         """Forget every cached remote row (call on every rank after owners rewrote rows)."""
@@ -538,6 +596,7 @@ class PartitionedTable:
         """Counters since creation: ``fetches``; ``rows_local`` / ``rows_remote`` (requested
         rows this rank owns / others own, duplicates counted); of the remote ones ``hits``
         (served by the cache) and ``misses``; ``rows_moved`` (distinct missed rows received
-        from their owners); ``bytes_sent`` / ``bytes_received`` to and from other ranks (8-byte
-        row positions out, rows back)."""
+        from their owners, also by :meth:`scatter`'s cache refresh); ``rows_scattered`` (rows
+        :meth:`scatter` sent to other owners); ``bytes_sent`` / ``bytes_received`` to and
+        from other ranks (8-byte row positions and the rows)."""
         return dict(self._stats)

@@ -104,3 +104,45 @@ def test_cache_arguments_and_single_process():
     assert t.stats()["hits"] == 0 and t.stats()["rows_local"] == 4
     with pytest.raises(IndexError, match="PartitionedTable.fetch: id -2 out of range for 61 nodes"):
         t.fetch(torch.tensor([-2, 1]))
+
+
+def _scatter_worker(rank, world, port, q):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from lmgnn_fast.distributed import init_distributed
+
+    ctx = init_distributed("cpu", timeout_s=120)
+    try:
+        full = _full()
+        part = NodePartition.random(N, world, seed=3)
+        tab = PartitionedTable(part, D, ctx, cache_capacity=64)
+        tab.write(part.owned(rank), full[part.owned(rank)])
+        warm = tab.fetch(torch.arange(N))  # every remote row is now cached
+        ids = torch.randperm(N, generator=torch.Generator().manual_seed(7 + rank))[:25]  # ranks overlap
+        tab.scatter(ids, -full[ids] * (rank + 1))  # refreshes the cached copies
+        after = tab.fetch(torch.arange(N))
+        empty = tab.scatter(torch.empty(0, dtype=torch.long), torch.empty(0, D))  # nothing to write
+        q.put((rank, torch.equal(warm, full), after, tab.stats(), empty))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_ranks_scatter_writes_any_rows_and_refreshes_cached_copies(spawn_gloo):
+    full = _full()
+    want = full.clone()
+    for r in range(2):  # rank order: where both ranks write an id, rank 1's row wins
+        ids = torch.randperm(N, generator=torch.Generator().manual_seed(7 + r))[:25]
+        want[ids] = -full[ids] * (r + 1)
+    for rank, warm_ok, after, stats, empty in spawn_gloo(_scatter_worker, 2):
+        assert warm_ok and empty is None
+        assert torch.equal(after, want), rank  # cached remote copies were re-read, not stale
+        assert stats["rows_scattered"] > 0 and stats["hits"] > 0
+
+
+def test_scatter_single_process_and_bad_shape():
+    t = PartitionedTable(NodePartition.contiguous(N, 1), D, DistContext())
+    full = _full()
+    t.scatter(torch.arange(N), full)
+    assert torch.equal(t.fetch(torch.tensor([4, 0])), full[[4, 0]])
+    with pytest.raises(ValueError, match=r"PartitionedTable.scatter: rows must have shape \(2, 5\), got \(2, 4\)"):
+        t.scatter(torch.tensor([1, 2]), torch.zeros(2, 4))

@@ -1,7 +1,8 @@
 """DistNeighborSampler in 2 and 4 real gloo processes: every rank holds only its part of the
 graph and its blocks equal, tensor for tensor, the single-process NeighborSampler's blocks
 on the whole graph for the same seeds and sampling seed (contiguous, random and METIS
-partitions; 1-3 hops; with and without excluded edges; with replacement)."""
+partitions; 1-3 hops; with and without excluded edges; with replacement; every rank with
+the same sampling seed or its own)."""
 from __future__ import annotations
 
 import os
@@ -89,8 +90,9 @@ def _worker(rank, world, port, q):
                         seeds = _seeds(g, rank, case)
                         ex = _exclude(g, rank) if excl else None
                         ds = DistNeighborSampler(mine, parts, fanouts, ctx, replace=replace)
-                        got = ds.sample(seeds, ex, seed=100 + case)
-                        want = NeighborSampler(g, fanouts, replace=replace).sample(seeds, ex, seed=100 + case)
+                        seed = 100 + case + (rank if case % 2 else 0)  # ranks may sample with their own seed
+                        got = ds.sample(seeds, ex, seed=seed)
+                        want = NeighborSampler(g, fanouts, replace=replace).sample(seeds, ex, seed=seed)
                         d = _diff(got, want)
                         if d:
                             failures.append(f"{method} fanouts={fanouts} exclude={excl} replace={replace}: {d}")

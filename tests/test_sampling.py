@@ -730,6 +730,43 @@ def test_loader_rank_shards(shard, world):
             assert mine and mine == {e for e in ref if e[1] in set(got[r].tolist())}
 
 
+def test_loader_owner_shards():
+    """shard="owner": every rank runs len(loader) batches; its share of batch i is the items
+    of the one-process batch i whose node it owns (edges: the destination's owner), in the
+    batch's order, possibly empty, never padded; ``share`` is its fraction of the batch."""
+    graph = _graph_with_data()
+    sampler = NeighborSampler(graph, [2])
+    owners = {t: torch.randint(0, 2, (graph.num_nodes[t],), generator=torch.Generator().manual_seed(9))
+              for t in NODE_TYPES}
+    owners["paper"][:190] = 0  # rank 1 owns 3 training papers: some batches hold none of its items
+    one = NodeLoader(graph, sampler, "paper", batch_size=16, seed=5, prefetch=0)
+    ranks = [NodeLoader(graph, sampler, "paper", batch_size=16, seed=5, prefetch=0, rank=r, world_size=2,
+                        shard="owner", owners=owners) for r in range(2)]
+    full, parts = list(one), [list(ld) for ld in ranks]
+    assert all(len(p) == len(full) == 5 for p in parts)
+    empty = 0
+    for i, b in enumerate(full):
+        items = b.seeds["paper"]
+        for r in range(2):
+            got = parts[r][i]
+            want = items[owners["paper"][items] == r]
+            assert torch.equal(got.seeds["paper"], want)
+            assert got.share == want.numel() / items.numel()
+            assert b.share is None
+            empty += want.numel() == 0
+    assert empty > 0
+    et = EDGE_TYPES[0]
+    e_one = list(EdgeLoader(graph, sampler, et, batch_size=64, seed=0, prefetch=0))
+    e_r = [list(EdgeLoader(graph, sampler, et, batch_size=64, seed=0, prefetch=0, rank=r, world_size=2,
+                           shard="owner", owners=owners)) for r in range(2)]
+    dst = graph.coo[et][1]
+    for i, b in enumerate(e_one):
+        for r in range(2):
+            assert torch.equal(e_r[r][i].edge_ids, b.edge_ids[owners[et[2]][dst[b.edge_ids]] == r])
+    with pytest.raises(ValueError, match="shard='owner' needs owners"):
+        NodeLoader(graph, sampler, "paper", world_size=2, shard="owner")
+
+
 def _global_edges(block):
     """(relation, dst id, src id) of every edge of a block, in global ids."""
     out = set()

@@ -18,7 +18,8 @@ as they are) draws for each node what the single process draws for it. The front
 order, the deduplication and the local indices depend only on the frontier and the drawn
 neighbours, so the requester rebuilds them as the op does. Excluded edges are given by edge
 id and sent to every owner with the request, where they become positions in the owner's
-part.
+part; so is the requester's sampling seed (ranks may sample with different seeds in the
+same call, e.g. evaluation chunks), which the owner draws with for that requester.
 
 Example (under ``torchrun``, every rank)::
 
@@ -125,24 +126,27 @@ class DistNeighborSampler:
         self._stats["bytes_received"] += (sum(recv_l) - recv_l[me] + W - 1) * _ID_BYTES
         return list(out.cpu().split(recv_l))
 
-    def _exclusions(self, exclude_eids: Mapping[EdgeType, Tensor] | None) -> list[list[Tensor] | None]:
-        """Every rank's excluded edge ids, as CSC positions of this rank's part (per requester)."""
+    def _exclusions(self, exclude_eids: Mapping[EdgeType, Tensor] | None,
+                    seed: int) -> tuple[list[list[Tensor] | None], list[int]]:
+        """Every rank's excluded edge ids, as CSC positions of this rank's part, and its
+        sampling seed (per requester)."""
         R = len(self.edge_types)
         mine = [torch.empty(0, dtype=torch.long)] * R
         for et, e in (exclude_eids or {}).items():
             if tuple(et) not in self.edge_types:
                 raise ValueError(f"DistNeighborSampler: exclude_eids names unknown edge type {et!r}")
             mine[self.edge_types.index(tuple(et))] = torch.as_tensor(e).reshape(-1).cpu().long()
-        packed = torch.cat([torch.tensor([m.numel() for m in mine], dtype=torch.long)] + mine)
-        out = []
+        packed = torch.cat([torch.tensor([seed] + [m.numel() for m in mine], dtype=torch.long)] + mine)
+        out, seeds = [], []
         for got in self._exchange([packed] * self.ctx.world_size):
-            sizes = got[:R].tolist()
+            seeds.append(int(got[0]))
+            sizes = got[1:R + 1].tolist()
             if sum(sizes) == 0:
                 out.append(None)
                 continue
-            eids = dict(zip(self.edge_types, got[R:].split(sizes)))
+            eids = dict(zip(self.edge_types, got[R + 1:].split(sizes)))
             out.append(self._local.exclude_positions(eids))
-        return out
+        return out, seeds
 
     # ------------------------------------------------------------------ the owner's side
     def _answer(self, hop: int, ids: Tensor, exclude: list[Tensor] | None, seed: int) -> Tensor:
@@ -169,7 +173,7 @@ class DistNeighborSampler:
 
     # ------------------------------------------------------------------ the requester's side
     def _hop(self, hop: int, cur: list[Tensor], exclude: list,
-             seed: int) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+             seeds: list[int]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         """Per relation: the frontier's indptr, sampled global sources and edge ids."""
         T, R, W = len(self.node_types), len(self.edge_types), self.ctx.world_size
         owner = [self.parts[t].owner[cur[i]] for i, t in enumerate(self.node_types)]
@@ -182,7 +186,7 @@ class DistNeighborSampler:
             else:
                 self._stats["nodes_remote"] += sum(s.numel() for s in sel)
         asked = self._exchange(requests)
-        answers = self._exchange([self._answer(hop, asked[q], exclude[q], seed) for q in range(W)])
+        answers = self._exchange([self._answer(hop, asked[q], exclude[q], seeds[q]) for q in range(W)])
         per_rel = [([], [], []) for _ in range(R)]  # (dst position, source, eid) per owner
         for p, ans in enumerate(answers):
             n_req = [int((owner[t] == p).sum()) for t in range(T)]
@@ -218,7 +222,7 @@ class DistNeighborSampler:
             seeds: per node type, unique node ids  # [S_t] int32/int64; missing types have none
             exclude_eids: per edge type, edge ids never sampled (this rank's batch's).
             seed: random seed for this call (default: derived from ``self.seed`` and a call
-                counter).
+                counter); ranks may pass different seeds.
 
         Returns:
             ``num_layers`` blocks, outermost first, equal tensor for tensor to
@@ -252,11 +256,11 @@ class DistNeighborSampler:
             self._calls += 1
         seed = as_int64(seed)
         self._stats["calls"] += 1
-        exclude = self._exclusions(exclude_eids)
+        exclude, seeds_of = self._exclusions(exclude_eids, seed)
         L = self.num_layers
         blocks: list = [None] * L
         for hop in range(L):
-            indptr, src, eid = self._hop(hop, cur, exclude, seed)
+            indptr, src, eid = self._hop(hop, cur, exclude, seeds_of)
             nxt, indices = [], [None] * R
             for t in range(T):  # first-occurrence order over (frontier, then each relation's sources)
                 rels = [r for r in range(R) if self._src[r] == t]

@@ -17,7 +17,13 @@ gets its share of each: items ``r, r + W, ...`` of the batch (``shard="strided"`
 ``r``-th contiguous run (``shard="contiguous"``), ``ceil(B / W)`` items on every rank — a
 batch that ``W`` does not divide is padded by wrapping around to its first items. So every
 rank runs the same number of steps with equal-size slices, and the ranks together see each
-global batch (plus at most ``W - 1`` repeated items).
+global batch (plus at most ``W - 1`` repeated items). ``shard="owner"`` (training on a
+partitioned graph) gives every rank the items of each global batch whose node it owns
+(``owners``: the owner rank of every node, per node type; an edge belongs to its
+destination's owner): slices differ in size, may be empty, and are never padded; every rank
+still runs ``len()`` steps, and each batch's ``share`` is this rank's fraction of the
+global batch's items (weight the loss by ``share * W`` and DDP's gradient average is the
+global-batch mean).
 """
 from __future__ import annotations
 
@@ -66,6 +72,7 @@ class NodeBatch(_BatchBase):
         blocks: outermost first.
         input_nodes: per type, ``blocks[0].src_nodes`` (the nodes whose features enter).
         labels: ``[B]`` or ``[B, C]`` labels of the seeds when the graph has them, else None.
+        share: with ``shard="owner"``, this rank's items over the global batch's; else None.
     """
 
     node_type: str
@@ -73,6 +80,7 @@ class NodeBatch(_BatchBase):
     blocks: list[Block]
     input_nodes: dict[str, Tensor]
     labels: Tensor | None = None
+    share: float | None = None
 
 
 @dataclass
@@ -85,6 +93,7 @@ class EdgeBatch(_BatchBase):
         src, dst: ``[B]`` local ids into ``blocks[-1].dst_nodes(src type / dst type)``.
         seeds, blocks, input_nodes: as in :class:`NodeBatch` (seeds: unique endpoints).
         labels: ``[B]`` edge labels when the graph has them, else None.
+        share: as in :class:`NodeBatch`.
     """
 
     edge_type: EdgeType
@@ -95,6 +104,7 @@ class EdgeBatch(_BatchBase):
     blocks: list[Block]
     input_nodes: dict[str, Tensor]
     labels: Tensor | None = None
+    share: float | None = None
 
 
 @dataclass
@@ -109,7 +119,7 @@ class LinkBatch(_BatchBase):
             destinations of the source / destination type).
         neg_dst: ``[B, K]`` local ids of the negative destinations of each positive.
         negative_mode: ``uniform``, ``joint`` or ``in_batch``.
-        seeds, blocks, input_nodes: as in :class:`NodeBatch`.
+        seeds, blocks, input_nodes, share: as in :class:`NodeBatch`.
     """
 
     edge_type: EdgeType
@@ -121,6 +131,7 @@ class LinkBatch(_BatchBase):
     seeds: dict[str, Tensor]
     blocks: list[Block]
     input_nodes: dict[str, Tensor]
+    share: float | None = None
 
 
 def shard_positions(n: int, rank: int, world_size: int, shard: str = "strided") -> Tensor:
@@ -149,7 +160,7 @@ class _Loader:
 
     def __init__(self, num_items: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool,
                  prefetch: int, rank: int = 0, world_size: int = 1, shard: str = "strided",
-                 max_batches: int = 0):
+                 max_batches: int = 0, item_owner: Tensor | None = None):
         name = type(self).__name__
         if batch_size < 1:
             raise ValueError(f"{name}: batch_size must be >= 1, got {batch_size}")
@@ -157,8 +168,10 @@ class _Loader:
             raise ValueError(f"{name}: prefetch must be >= 0, got {prefetch}")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"{name}: rank must be in [0, world_size), got rank {rank} and world_size {world_size}")
-        if shard not in ("strided", "contiguous"):
-            raise ValueError(f"{name}: shard must be 'strided' or 'contiguous', got {shard!r}")
+        if shard not in ("strided", "contiguous", "owner"):
+            raise ValueError(f"{name}: shard must be 'strided', 'contiguous' or 'owner', got {shard!r}")
+        if shard == "owner" and item_owner is None:
+            raise ValueError(f"{name}: shard='owner' needs owners (the owner rank of every node, per node type)")
         if max_batches < 0:
             raise ValueError(f"{name}: max_batches must be >= 0, got {max_batches}")
         self.rank, self.world_size, self.shard = int(rank), int(world_size), shard
@@ -171,6 +184,7 @@ class _Loader:
         self.prefetch = int(prefetch)
         self.epoch = 0
         self.transform = None  # callable(batch) -> batch, run where the batch is built
+        self.item_owner = item_owner  # [num_items] owner rank of every item (shard="owner")
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch the next iteration runs (it fixes the shuffle and the batch seeds)."""
@@ -193,9 +207,16 @@ class _Loader:
         order = self._order(epoch)
         for i in range(len(self)):
             items = order[i * self.batch_size:(i + 1) * self.batch_size]
-            if self.world_size > 1:
+            share = None
+            if self.shard == "owner":
+                n = items.numel()
+                items = items[self.item_owner[items] == self.rank]
+                share = items.numel() / max(n, 1)
+            elif self.world_size > 1:
                 items = items[shard_positions(items.numel(), self.rank, self.world_size, self.shard)]
             batch = self._make(items, mix_seed(self.seed, epoch, i))
+            if share is not None:
+                batch.share = share
             yield batch if self.transform is None else self.transform(batch)
 
     def __iter__(self) -> Iterator:
@@ -243,6 +264,15 @@ class _Loader:
                 worker.join(timeout=0.05)
 
 
+def _item_owner(owners: dict[str, Tensor] | None, node_type: str, nodes: Tensor) -> Tensor | None:
+    """The owner rank of every item, given by the owner of its node ``nodes`` of ``node_type``."""
+    if owners is None:
+        return None
+    if node_type not in owners:
+        raise ValueError(f"owners has no owner map for node type {node_type!r}")
+    return torch.as_tensor(owners[node_type]).long().cpu()[nodes]
+
+
 def _split_mask(masks, key, split, what):
     if masks is None or key not in masks or masks[key] is None or split not in masks[key]:
         raise ValueError(f"no '{split}' split for {what}; pass the seeds explicitly")
@@ -269,12 +299,13 @@ class NodeLoader(_Loader):
         batch_size, shuffle, seed, drop_last, prefetch: see the module docstring.
         rank, world_size, shard, max_batches: this rank's share of each batch and the cut
             of each epoch (see the module docstring).
+        owners: ``{node_type: [N_t] int}`` the owner rank of every node (``shard="owner"``).
     """
 
     def __init__(self, graph, sampler: NeighborSampler, node_type: str, seeds: Tensor | None = None,
                  split: str = "train", batch_size: int = 1024, shuffle: bool = True, seed: int = 0,
                  drop_last: bool = False, prefetch: int = 2, *, rank: int = 0, world_size: int = 1,
-                 shard: str = "strided", max_batches: int = 0):
+                 shard: str = "strided", max_batches: int = 0, owners: dict[str, Tensor] | None = None):
         if node_type not in graph.node_types:
             raise ValueError(f"NodeLoader: unknown node type {node_type!r}; node types are {graph.node_types}")
         if seeds is None:
@@ -287,7 +318,7 @@ class NodeLoader(_Loader):
         labels = getattr(graph, "labels", None)
         self._labels = labels.get(node_type) if isinstance(labels, dict) else None
         super().__init__(self.seeds.numel(), batch_size, shuffle, seed, drop_last, prefetch, rank, world_size, shard,
-                         max_batches)
+                         max_batches, _item_owner(owners, node_type, self.seeds))
 
     def _make(self, items, batch_seed):
         seeds = self.seeds[items]
@@ -313,14 +344,15 @@ class EdgeLoader(_Loader):
         edge_ids: ``[B]`` eids to iterate; default: the relation's edges in the message-passing
             graph selected by ``graph.edge_masks[edge_type][split]`` (all when no masks).
         exclude_self: also exclude the batch's own edges (and reverses) from the blocks.
-        batch_size, shuffle, seed, drop_last, prefetch, rank, world_size, shard, max_batches:
-            as in :class:`NodeLoader`.
+        batch_size, shuffle, seed, drop_last, prefetch, rank, world_size, shard, max_batches, owners:
+            as in :class:`NodeLoader` (an edge belongs to its destination's owner).
     """
 
     def __init__(self, graph, sampler: NeighborSampler, edge_type: EdgeType, edge_ids: Tensor | None = None,
                  split: str = "train", batch_size: int = 1024, shuffle: bool = True, seed: int = 0,
                  drop_last: bool = False, prefetch: int = 2, exclude_self: bool = False, *, rank: int = 0,
-                 world_size: int = 1, shard: str = "strided", max_batches: int = 0):
+                 world_size: int = 1, shard: str = "strided", max_batches: int = 0,
+                 owners: dict[str, Tensor] | None = None):
         edge_type = tuple(edge_type)
         if edge_type not in [tuple(e) for e in graph.edge_types]:
             raise ValueError(f"EdgeLoader: unknown edge type {edge_type!r}")
@@ -355,7 +387,7 @@ class EdgeLoader(_Loader):
                 and edge_type[1].startswith(REVERSE_PREFIX)):
             self._labels = labels.get(tuple(rev))  # a reverse edge shares its forward edge's eid
         super().__init__(edge_ids.numel(), batch_size, shuffle, seed, drop_last, prefetch, rank, world_size, shard,
-                         max_batches)
+                         max_batches, _item_owner(owners, edge_type[2], self.dst_ids))
 
     def _exclude(self, eids):
         ex = {self.edge_type: eids}
@@ -395,8 +427,8 @@ class LinkLoader(EdgeLoader):
         negative: ``"uniform"``, ``"joint"``, ``"in_batch"`` or a NegativeSampler.
         num_negatives: K for uniform / joint.
         exclude_positives: exclude the batch's positive eids (and reverses) from sampling.
-        batch_size, shuffle, seed, drop_last, prefetch, rank, world_size, shard, max_batches:
-            as in :class:`NodeLoader`.
+        batch_size, shuffle, seed, drop_last, prefetch, rank, world_size, shard, max_batches, owners:
+            as in :class:`EdgeLoader`.
     """
 
     def __init__(self, graph, sampler: NeighborSampler, edge_type: EdgeType,
@@ -404,7 +436,7 @@ class LinkLoader(EdgeLoader):
                  negative: str | NegativeSampler = "uniform", num_negatives: int = 1,
                  batch_size: int = 1024, shuffle: bool = True, seed: int = 0, drop_last: bool = False,
                  prefetch: int = 2, exclude_positives: bool = True, *, rank: int = 0, world_size: int = 1,
-                 shard: str = "strided", max_batches: int = 0):
+                 shard: str = "strided", max_batches: int = 0, owners: dict[str, Tensor] | None = None):
         self.negative = make_negative_sampler(negative, num_negatives)
         edge_type = tuple(edge_type)
         if edges is None and split != "train":
@@ -420,7 +452,7 @@ class LinkLoader(EdgeLoader):
         if edges is None:
             super().__init__(graph, sampler, edge_type, None, split, batch_size, shuffle, seed, drop_last,
                              prefetch, exclude_self=exclude_positives, rank=rank, world_size=world_size,
-                             shard=shard, max_batches=max_batches)
+                             shard=shard, max_batches=max_batches, owners=owners)
             self._has_eids = True
         else:
             edge_type = tuple(edge_type)
@@ -432,7 +464,7 @@ class LinkLoader(EdgeLoader):
             self.edge_ids = torch.arange(self.src_ids.numel())
             self.exclude_self, self._has_eids, self._labels = False, False, None
             _Loader.__init__(self, self.src_ids.numel(), batch_size, shuffle, seed, drop_last, prefetch, rank,
-                             world_size, shard, max_batches)
+                             world_size, shard, max_batches, _item_owner(owners, edge_type[2], self.dst_ids))
         self._num_dst_nodes = int(graph.num_nodes[self.edge_type[2]])
 
     def _make(self, items, batch_seed):

@@ -3,7 +3,8 @@
 Public API: :class:`Config` (+ :func:`load_config`), :class:`Trainer`, :func:`train`.
 
 Layers, each importing only those before it: ``config``, ``errors``, ``seeds``,
-``checkpoint``, ``metrics``, ``data`` (task resolution), ``builders``, ``data_parallel``;
+``checkpoint``, ``metrics``, ``data`` (task resolution), ``builders``, ``data_parallel``,
+``partitioned`` (the partition of ``run.partitioned``: sampler, row tables, refresh);
 ``context`` (:class:`RunContext`); ``features`` (LM, tokens, caches) and ``tasks``
 (batches, losses, evaluation); ``loop`` (the ``Stage`` protocol and the epoch loop);
 ``stages`` (one class per stage); ``outputs``; ``runner`` (:class:`Trainer`).

@@ -166,6 +166,12 @@ class RunConfig:
     # shared by its ranks (false: every rank holds its own); shared_dir "" = /dev/shm
     share_memory: bool = True
     shared_dir: str = ""
+    # under torchrun: every rank owns a partition of the nodes; stages 2 and 3 sample with the
+    # distributed sampler and keep only the owned LM rows plus a cache of remote ones
+    # (docs/scaling.md, "Partitioned training"). CPU / gloo only.
+    partitioned: bool = False
+    partition_method: str = "auto"  # auto (metis when pymetis is installed, else random) | metis | random | contiguous
+    partition_cache: float = 0.1  # remote LM rows cached per rank and text type (fraction of its rows if <= 1)
     # which stage's model is the run's result (predictions, embeddings): "best" = the highest
     # validation value of the task's primary metric, or a stage number
     final_stage: str = "best"

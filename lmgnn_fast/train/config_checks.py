@@ -2,6 +2,7 @@
 left ``null`` (auto), and the fields that depend on each other."""
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import re
@@ -22,6 +23,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "stage1.objective": ("task", "task+graph", "graph"),
     "stage3.objective": ("glem", "joint"),
     "run.final_stage": ("best", "1", "2", "3"),
+    "run.partition_method": ("auto", "metis", "random", "contiguous"),
 }
 # Options whose null value means "derived from the graph and the device" (train/budget.py).
 AUTO = ("stage1.max_items", "stage2.batch_size", "stage3.lm_items")
@@ -78,6 +80,7 @@ RANGES: dict[str, tuple[float, bool, float, bool]] = {
     "run.checkpoint_every_s": (0, True, _INF, False),
     "run.interrupt_after_steps": (0, True, _INF, False),
     "run.dist_timeout": (0, False, _INF, False),
+    "run.partition_cache": (0, True, _INF, False),
 }
 
 
@@ -154,6 +157,7 @@ def config_problems(cfg) -> list[str]:
             parent = os.path.dirname(parent)
         if parent and not os.path.isdir(parent):
             out.append(f"run.out_dir {od!r} is inside {parent!r}, which is not a directory")
+    out += _partitioned_problems(cfg)
     try:
         stages = cfg.stage_list
     except ValueError as e:  # ConfigError from Config.stage_list
@@ -162,4 +166,25 @@ def config_problems(cfg) -> list[str]:
         fs = cfg.run.final_stage
         if fs != "best" and fs in CHOICES["run.final_stage"] and int(fs) not in stages:
             out.append(f"run.final_stage is {fs} but run.stages is {cfg.run.stages!r}")
+    return out
+
+
+def _partitioned_problems(cfg) -> list[str]:
+    """``run.partitioned`` needs ``torchrun`` (2+ processes), the CPU, and pymetis for METIS."""
+    r = cfg.run
+    if not isinstance(r.partitioned, bool):
+        return [f"run.partitioned must be true or false, got {r.partitioned!r}"]
+    if not r.partitioned:
+        return []
+    out = []
+    world = os.environ.get("WORLD_SIZE", "1")
+    if not world.isdigit() or int(world) < 2:
+        out.append(f"run.partitioned needs torch.distributed with 2 or more processes (WORLD_SIZE is {world}): "
+                   "start the run with torchrun --nproc-per-node N, or set run.partitioned false")
+    if isinstance(r.device, str) and r.device.startswith("cuda"):
+        out.append(f"run.partitioned runs on the CPU only (gloo; the partitioned sampler and row table are "
+                   f"untested under NCCL), got run.device {r.device!r}: use --run.device cpu")
+    if r.partition_method == "metis" and importlib.util.find_spec("pymetis") is None:
+        out.append("run.partition_method is 'metis' but pymetis is not installed: pip install "
+                   "'lmgnn_fast[partition]', or use run.partition_method auto")
     return out

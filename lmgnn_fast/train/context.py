@@ -8,6 +8,7 @@ keeps a copy of what it holds.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Callable
@@ -17,9 +18,10 @@ import torch
 from lmgnn_fast.distributed import DistContext
 from lmgnn_fast.train import builders, data_parallel
 from lmgnn_fast.train.budget import resolve_auto
-from lmgnn_fast.train.config import Config
+from lmgnn_fast.train.config import Config, ConfigError
 from lmgnn_fast.train.data import TargetTask, resolve_relations, resolve_task, split_items, text_types
 from lmgnn_fast.train.errors import DataError, TrainingError
+from lmgnn_fast.train.partitioned import PartitionLayout, build_layout
 from lmgnn_fast.train.shared_copy import MachineShare
 
 __all__ = ["RunContext", "resolve_device"]
@@ -67,6 +69,8 @@ class RunContext:
         global_step: optimizer steps taken so far over all stages.
         share: the machine's shared copy (graph, tokens, embedding tables) under
             ``torchrun`` with ``run.share_memory``; ``None`` otherwise.
+        partition: the partition of the nodes over the ranks with ``run.partitioned``
+            (:mod:`lmgnn_fast.train.partitioned`); ``None`` otherwise.
     """
 
     cfg: Config
@@ -83,6 +87,7 @@ class RunContext:
     history: dict[str, list[dict]] = field(default_factory=dict)
     global_step: int = 0
     share: MachineShare | None = None
+    partition: PartitionLayout | None = None
 
     @classmethod
     def create(cls, cfg: Config, graph=None, log=None) -> "RunContext":
@@ -100,6 +105,9 @@ class RunContext:
         cfg = cfg.validate()
         log = log or (lambda *a: print(*a, flush=True))
         dist = data_parallel.setup(resolve_device(cfg.run.device), cfg.run.dist_timeout)
+        if cfg.run.partitioned and dist.device.type != "cpu":
+            raise ConfigError(f"run.partitioned runs on the CPU only (gloo), but run.device {cfg.run.device!r} "
+                              f"resolved to {dist.device}: use --run.device cpu")
         if not dist.is_main:
             log = lambda *a: None  # noqa: E731
         if cfg.run.num_threads > 0:
@@ -113,6 +121,7 @@ class RunContext:
                 graph = share.share_graph(lambda: builders.load_graph(cfg.data.name, cfg.data.options))
         graph = graph if graph is not None else builders.load_graph(cfg.data.name, cfg.data.options)
         task, relations, texts = _resolve_task_parts(cfg, graph)
+        partition = build_layout(cfg, graph, dist, log) if cfg.run.partitioned else None
         if not texts and (1 in stages or 3 in stages):
             why = "gnn.text_features is false" if not cfg.gnn.text_features else "no node type of the graph has text"
             raise DataError(f"stages 1 and 3 train the LM but {why}; use --run.stages 2")
@@ -123,7 +132,7 @@ class RunContext:
         os.makedirs(cfg.run.out_dir, exist_ok=True)
         return cls(cfg=cfg, graph=graph, task=task, relations=relations, text_types=texts, stages=stages,
                    device=dist.device, dist=dist, ckpt=data_parallel.RankZeroCheckpoints(cfg.run.out_dir, dist, log),
-                   out_dir=cfg.run.out_dir, log=log, share=share)
+                   out_dir=cfg.run.out_dir, log=log, share=share, partition=partition)
 
     @classmethod
     def open(cls, cfg: Config, graph=None, log=None) -> "RunContext":
@@ -142,7 +151,8 @@ class RunContext:
         """
         from lmgnn_fast.train.checkpoint import CheckpointManager
 
-        cfg = cfg.validate()
+        # one process reads a finished run, partitioned or not (its checkpoints are the same)
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, partitioned=False)).validate()
         log = log or (lambda *a: print(*a, flush=True))
         device = resolve_device(cfg.run.device)
         if cfg.run.num_threads > 0:

@@ -138,7 +138,7 @@ def mean_over_ranks(value: float, ctx: DistContext) -> float:
     return float(all_reduce_sum(torch.tensor([float(value)], dtype=torch.float64), ctx)) / ctx.world_size
 
 
-def map_chunks(n: int, chunk: int, fn, ctx: DistContext, width: int, device) -> Tensor:
+def map_chunks(n: int, chunk: int, fn, ctx: DistContext, width: int, device, idle=None) -> Tensor:
     """Rows of ``fn(start, end)`` over the chunks ``[i, i + chunk)`` of ``range(n)``, in order.
 
     With several ranks each computes a contiguous run of the chunks (the same chunks, with
@@ -151,6 +151,10 @@ def map_chunks(n: int, chunk: int, fn, ctx: DistContext, width: int, device) -> 
         fn: ``fn(start, end) -> Tensor[end - start, width]``.
         width: row width (for ranks without a chunk).
         device: where the result lives.
+        idle: with several ranks, ``idle()`` is called once for every chunk this rank has
+            fewer than the rank with the most, after its own chunks, so every rank makes the
+            same number of calls (when ``fn`` issues collectives, as the partitioned
+            sampler does, ``idle`` issues the same ones with no rows).
 
     Returns:
         ``[n, width]`` tensor.
@@ -158,6 +162,9 @@ def map_chunks(n: int, chunk: int, fn, ctx: DistContext, width: int, device) -> 
     k = -(-n // chunk) if n else 0
     a, b = split_range(k, ctx) if ctx.is_distributed else (0, k)
     out = [fn(i * chunk, min(n, (i + 1) * chunk)) for i in range(a, b)]
+    if idle is not None and ctx.is_distributed:
+        for _ in range(-(-k // ctx.world_size) - (b - a)):
+            idle()
     if not ctx.is_distributed:
         return torch.cat(out) if out else torch.zeros(0, width, device=device)
     dtype = out[0].dtype if out else torch.float32

@@ -7,6 +7,11 @@ reads the embedding caches (stages 2 and 3), :meth:`FeatureSource.encode_mixed` 
 tracks which weights the LM holds (``lm_source``: ``"pretrained"``, ``"stage1"``,
 ``"stage3"``, or ``"stage3-training"`` while stage 3 changes it) and which weights filled
 the caches (``cache_source``), so a cache is only recomputed when it is stale.
+
+With ``run.partitioned`` the rows live in one
+:class:`~lmgnn_fast.partition.PartitionedTable` per text type instead (``tables``; each
+rank holds its nodes' rows, see :mod:`lmgnn_fast.train.partitioned`): reading, writing back
+and refreshing them are collective, and every rank calls them in the same order.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from lmgnn_fast.io.paths import safe_join
-from lmgnn_fast.train import builders, data_parallel
+from lmgnn_fast.train import builders, data_parallel, partitioned
 from lmgnn_fast.train.context import RunContext
 from lmgnn_fast.train.loop import show_progress
 
@@ -38,6 +43,7 @@ class FeatureSource:
         self.cache_source: str | None = None
         self.tokens: dict = {}
         self.caches: dict = {}
+        self.tables: dict = {}  # run.partitioned: PartitionedTable per text type
         self._pretrained = None
 
     @property
@@ -144,6 +150,13 @@ class FeatureSource:
         ctx = self.ctx
         for t in ctx.text_types:
             n = ctx.graph.num_nodes[t]
+            if ctx.partition is not None:
+                if t not in self.tables:
+                    self.tables[t] = partitioned.make_table(ctx.partition, t, self.lm.hidden_size, ctx.dist,
+                                                            ctx.cfg.run.partition_cache)
+                partitioned.encode_all_partitioned(self.lm, self.tokens[t], self.tables[t],
+                                                   ctx.cfg.lm.encode_batch_size, ctx.dist)
+                continue
             if t not in self.caches:
                 self.caches[t] = self._new_cache(n)
             if ctx.share is not None:
@@ -168,7 +181,7 @@ class FeatureSource:
 
     def ensure_cache(self) -> None:
         """:meth:`encode_all` unless the caches already hold the current LM's rows."""
-        if self.ctx.text_types and (self.cache_source != self.lm_source or not self.caches):
+        if self.ctx.text_types and (self.cache_source != self.lm_source or not (self.caches or self.tables)):
             self.encode_all(self.ctx.global_step)
 
     def encode_mixed(self, ids: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -212,10 +225,23 @@ class FeatureSource:
 
     def cache_features(self, block) -> dict[str, Tensor]:
         """Input rows of a block's source nodes read from the caches: per text type
-        ``[block.num_src(t), hidden]``."""
+        ``[block.num_src(t), hidden]`` (partitioned: fetched from their owners, collective)."""
+        if self.ctx.partition is not None:
+            return {t: self.tables[t].fetch(block.src_nodes[t]).to(self.ctx.device) for t in self.ctx.text_types}
         return {t: self.caches[t].gather(block.src_nodes[t].to(self.ctx.device)) for t in self.ctx.text_types}
+
+    def table_rows(self, t: str) -> Tensor:
+        """The whole ``[N_t, hidden]`` table of ``t`` (partitioned: gathered from every
+        owner, collective)."""
+        if self.ctx.partition is not None:
+            return partitioned.gather_table(self.tables[t], self.ctx.dist)
+        return self.caches[t].table[:self.ctx.graph.num_nodes[t]]
 
     def write_back(self, t: str, ids: Tensor, rows: Tensor, step: int) -> None:
         """Write LM rows recomputed during training into the cache of ``t`` (every rank
-        calls it; under ``torchrun`` the rows of all ranks go into every rank's cache)."""
+        calls it; under ``torchrun`` the rows of all ranks go into every rank's cache;
+        partitioned: to their owners, and every rank's cached copies are re-read)."""
+        if self.ctx.partition is not None:
+            self.tables[t].scatter(ids.cpu(), rows.detach().float().cpu())
+            return
         data_parallel.sync_cache_update(self.caches[t], ids, rows, step, self.ctx.dist)

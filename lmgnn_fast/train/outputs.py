@@ -169,8 +169,8 @@ def write_lm_rows(ctx: RunContext, features) -> list[str]:
     if not ctx.text_types or features.lm is None or source not in ("pretrained", "stage1", "stage3"):
         return []
     features.ensure_cache()  # the caches hold the rows of the LM the final model reads
+    rows = {t: features.table_rows(t) for t in ctx.text_types}  # partitioned: gathered (collective)
     if not ctx.dist.is_main:
         return []
     meta = lm_identity(ctx, source)
-    return [save_rows(ctx.out_dir, t, features.caches[t].table[:ctx.graph.num_nodes[t]],
-                      text_hashes(ctx.graph.text[t]), meta) for t in ctx.text_types]
+    return [save_rows(ctx.out_dir, t, rows[t], text_hashes(ctx.graph.text[t]), meta) for t in ctx.text_types]

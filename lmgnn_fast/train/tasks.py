@@ -5,6 +5,14 @@
 negatives and exclusion of the positives), computes a batch's loss through the model's
 head, embeds nodes for evaluation and scores a split under the protocol of ``metrics.py``
 (fixed sampling seed per split; link prediction ranked against fixed, filtered candidates).
+
+With ``run.partitioned`` the sampler is the distributed one over this rank's part, the
+loaders give each rank the items it owns (``shard="owner"``, no prefetch thread) and the
+loss of a batch is weighted by the rank's share of it, so DDP's gradient average is the
+global batch's mean gradient; evaluation runs the single process's chunks and sampling
+seeds through the same collective sampler and row fetch, with an empty call on a rank that
+has one chunk fewer (``map_chunks``'s ``idle``), so its metrics equal the replicated run's
+for the same weights.
 """
 from __future__ import annotations
 
@@ -13,7 +21,7 @@ from torch import Tensor
 
 from lmgnn_fast.nn import GraphModel
 from lmgnn_fast.sampling import EdgeBatch, EdgeLoader, LinkLoader, NodeBatch, NodeLoader
-from lmgnn_fast.train import builders, data_parallel
+from lmgnn_fast.train import builders, data_parallel, partitioned
 from lmgnn_fast.train.context import RunContext
 from lmgnn_fast.train.data import known_edge_keys, split_items
 from lmgnn_fast.train.errors import DataError
@@ -43,8 +51,10 @@ class GNNTask:
     def sampler(self):
         """The neighbour sampler (``gnn.fanouts``), built on first use."""
         if self._sampler is None:
-            self._sampler = builders.make_sampler(self.ctx.graph, [int(f) for f in self.ctx.cfg.gnn.fanouts],
-                                                  seed=self.ctx.cfg.run.seed)
+            ctx = self.ctx
+            fanouts, seed = [int(f) for f in ctx.cfg.gnn.fanouts], ctx.cfg.run.seed
+            self._sampler = builders.make_sampler(ctx.graph, fanouts, seed=seed) if ctx.partition is None \
+                else partitioned.make_sampler(ctx.partition, fanouts, ctx.dist, seed)
         return self._sampler
 
     def new_model(self, lm_dim: int) -> GraphModel:
@@ -104,7 +114,7 @@ class GNNTask:
         """The loader of the training items: ``NodeLoader``, ``EdgeLoader`` or ``LinkLoader``
         (negatives ``task.negatives``, the batch's positives and their reverses excluded from
         its blocks), shuffled per epoch from ``(run.seed, tag)``, giving this rank its share
-        of each global batch.
+        of each global batch (partitioned: the items it owns, built in the caller's thread).
 
         Args:
             batch_size: the global batch size.
@@ -114,6 +124,8 @@ class GNNTask:
         ctx, task, g = self.ctx, self.ctx.task, self.ctx.graph
         common = dict(batch_size=batch_size, shuffle=True, seed=derive_seed(ctx.cfg.run.seed, tag), prefetch=1,
                       rank=ctx.dist.rank, world_size=ctx.dist.world_size, max_batches=max_batches)
+        if ctx.partition is not None:  # sampling is collective: in the main thread, in step order
+            common.update(prefetch=0, shard="owner", owners=ctx.partition.owners)
         if task.type == "node_classification":
             return NodeLoader(g, self.sampler, task.node_type, seeds=self.items("train"), **common)
         if task.type == "edge_classification":
@@ -122,20 +134,32 @@ class GNNTask:
                           num_negatives=ctx.cfg.task.num_negatives, **common)
 
     def batch_loss(self, model: GraphModel, batch, feats, lm_hook=None) -> Tensor:
-        """Loss of the task on one batch of :meth:`train_loader`, by the model's head."""
+        """Loss of the task on one batch of :meth:`train_loader`, by the model's head.
+
+        A batch of an owner-sharded loader (``batch.share`` set) gives its loss weighted by
+        ``share x W``; with no item of this rank (``share == 0``) a zero loss over the
+        parameters, after the same feature reads (collectives) as any batch."""
         batch = batch.to(self.ctx.device)
         blocks = batch.blocks
         x = feats(blocks[0])
-        h = model(x if lm_hook is None else lm_hook(blocks, x), blocks)
+        if lm_hook is not None:
+            x = lm_hook(blocks, x)
+        share = batch.share
+        if share == 0:
+            return sum(p.sum() for p in model.parameters()) * 0.0 + sum(v.sum() for v in x.values()) * 0.0
+        h = model(x, blocks)
         head = model.head
         if isinstance(batch, NodeBatch):
-            return head.loss(head(h[batch.node_type]), batch.labels)
-        st, _, dt = batch.edge_type
-        if isinstance(batch, EdgeBatch):
-            return head.loss(head(h[st][batch.src], h[dt][batch.dst]), batch.labels)
-        hs = h[st][batch.src]
-        mask = batch.neg_dst != batch.dst.unsqueeze(1) if batch.negative_mode == "in_batch" else None
-        return head.loss(head(hs, h[dt][batch.dst]), head.score_candidates(hs, h[dt][batch.neg_dst]), mask)
+            loss = head.loss(head(h[batch.node_type]), batch.labels)
+        elif isinstance(batch, EdgeBatch):
+            st, _, dt = batch.edge_type
+            loss = head.loss(head(h[st][batch.src], h[dt][batch.dst]), batch.labels)
+        else:
+            st, _, dt = batch.edge_type
+            hs = h[st][batch.src]
+            mask = batch.neg_dst != batch.dst.unsqueeze(1) if batch.negative_mode == "in_batch" else None
+            loss = head.loss(head(hs, h[dt][batch.dst]), head.score_candidates(hs, h[dt][batch.neg_dst]), mask)
+        return loss if share is None else loss * (share * self.ctx.dist.world_size)
 
     @torch.no_grad()
     def embed_nodes(self, model: GraphModel, t: str, ids: Tensor, feats, seed: int) -> Tensor:
@@ -146,8 +170,12 @@ class GNNTask:
         def chunk(i, j):
             blocks = self.sample({t: ids[i:j]}, derive_seed(seed, t, i))
             return model(feats(blocks[0]), blocks)[t]
+
+        def idle():  # partitioned: a chunk's collectives (sampling, row fetch) with no nodes
+            feats(self.sample({t: ids[:0]}, 0)[0])
         return data_parallel.map_chunks(ids.numel(), self.ctx.cfg.run.eval_batch_size, chunk, self.ctx.dist,
-                                        self.ctx.cfg.gnn.hidden, self.ctx.device)
+                                        self.ctx.cfg.gnn.hidden, self.ctx.device,
+                                        idle=idle if self.ctx.partition is not None else None)
 
     def embed_unique(self, model: GraphModel, t: str, ids: Tensor, feats, seed: int) -> Tensor:
         """:meth:`embed_nodes` of ``ids`` that may repeat (each node embedded once)."""

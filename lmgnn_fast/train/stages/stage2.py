@@ -5,7 +5,9 @@ embedding cache per text node type; the R-GCN trains over sampled blocks reading
 rows from the caches. The epoch with the best validation metric is kept (early stopping
 after ``stage2.patience`` epochs without improvement). On CPU the input rows of a batch are
 read from the caches in the loader's background thread, beside the previous step's compute
-(the caches do not change during stage 2, and a CPU cache read is a plain table gather).
+(the caches do not change during stage 2, and a CPU cache read is a plain table gather) —
+except with ``run.partitioned``, where sampling and row fetches are collectives issued in
+step order from the main thread (the loader has no prefetch thread, so no transform is set).
 """
 from __future__ import annotations
 
