@@ -67,6 +67,7 @@ LABELS = {"default": "default recipe (final model by validation)",
           "s12x": "(c') stages 1+2, stage 1 on 4,096 edges", "notext": "(e) R-GCN, learnable features",
           "s3glem": "recipe, stage 3 glem", "s3joint": "recipe, stage 3 joint",
           "ensemble": "recipe with the stage 1 + 2 ensemble",
+          "ensemble_s12": "stages 1-2 + ensemble (completed with s3glem's stage 3)",
           "hgt": "recipe with HGT", "rgat": "recipe with RGAT",
           "frozen_hgt": "(b) with HGT", "frozen_rgat": "(b) with RGAT"}
 
