@@ -123,9 +123,14 @@ class Setup:
     texts: list  # text of every seed-type node (only the training seeds' are tokenized)
     train: Tensor  # seed-type node ids, shuffled; the first steps * batch are used
 
+    def steps(self, stage: int) -> int:
+        """Steps of the epoch: ``STEPS[stage]``, fewer when the graph has not that many
+        batches of distinct training nodes (attack's ``tactic`` node type at full size)."""
+        return max(1, min(STEPS[stage], self.train.numel() // BATCH[(self.name, stage)]))
+
     def seeds(self, stage: int) -> Tensor:
-        n = STEPS[stage] * BATCH[(self.name, stage)]
-        return self.train[:n].repeat((n + self.train.numel() - 1) // self.train.numel())[:n]
+        """The epoch's seeds: distinct nodes (a loader refuses repeated seeds)."""
+        return self.train[:self.steps(stage) * BATCH[(self.name, stage)]]
 
 
 def _words(n: int, seed: int) -> list[str]:
@@ -389,7 +394,7 @@ def epoch_tables() -> list[Table]:
                   ["graph", "stage", "threads", "sample (wait)", "fetch", "forward", "backward + optimizer", "total"])
     for name in GRAPHS:
         for stage in STAGES:
-            steps, batch = STEPS[stage], BATCH[(name, stage)]
+            steps, batch = setup(name).steps(stage), BATCH[(name, stage)]
             for n in THREADS:
                 m = measure(name, stage, n)
                 load = os.getloadavg()[0]
@@ -422,8 +427,8 @@ def test_epoch(benchmark, impl, stage):
     name = GRAPHS[0]
     fn = (lambda: ours_epoch(name, stage)) if impl == "ours" else (lambda: pyg_epoch(name, stage))
     losses, _ = fn()  # warm-up
-    assert len(losses) == STEPS[stage] and all(v == v for v in losses)
-    benchmark.extra_info.update(graph=name, stage=stage, steps=STEPS[stage], batch=BATCH[(name, stage)],
+    assert len(losses) == setup(name).steps(stage) and all(v == v for v in losses)
+    benchmark.extra_info.update(graph=name, stage=stage, steps=setup(name).steps(stage), batch=BATCH[(name, stage)],
                                 fanouts=FANOUTS, emb=EMB)
     benchmark.pedantic(fn, rounds=1, iterations=1)
 

@@ -16,7 +16,6 @@ graph is built (``LMGNN_BENCH=full``: 1M nodes / 10M edges; quick, the default a
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -26,9 +25,11 @@ import time
 
 import torch
 
+from common import finish_worker, worker_parser
+
 
 def worker(a) -> None:
-    from lmgnn_fast.distributed import all_gather_object, init_distributed
+    from lmgnn_fast.distributed import init_distributed
     from lmgnn_fast.io import load_binary
     from lmgnn_fast.partition import PartitionedTable, partition_graph
     from lmgnn_fast.train import builders, data_parallel
@@ -58,20 +59,11 @@ def worker(a) -> None:
     st = [tab.stats() for tab in tables.values()]
     mine = {k: sum(s[k] for s in st) / a.steps for k in ("rows_local", "rows_remote", "bytes_sent", "bytes_received")}
     mine.update(fetch_ms=1000 * fetch_s / a.steps, step_ms=1000 * step_s / a.steps)
-    res = all_gather_object(mine, ctx)
-    if ctx.rank == 0:
-        with open(a.out, "w") as f:
-            json.dump(res, f)
-    if ctx.is_distributed:
-        torch.distributed.destroy_process_group()
+    finish_worker(mine, ctx, a.out)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--worker", action="store_true")
-    quick = os.environ.get("LMGNN_BENCH", "quick") != "full"
-    ap.add_argument("--graph")
-    ap.add_argument("--out")
+    ap, quick = worker_parser(with_parts=False)
     ap.add_argument("--dim", type=int, default=64 if quick else 384)
     ap.add_argument("--steps", type=int, default=2 if quick else 10)
     ap.add_argument("--method", default="random")

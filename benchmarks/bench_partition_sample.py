@@ -27,7 +27,6 @@ first step) and the fetched rows the full table's (every step).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -36,6 +35,8 @@ import tempfile
 import time
 
 import torch
+
+from common import finish_worker, worker_parser
 
 FANOUTS = [15, 10]
 BATCH = 1024
@@ -57,7 +58,7 @@ def _part_bytes(g, parts) -> int:
 
 
 def worker(a) -> None:
-    from lmgnn_fast.distributed import all_gather_object, init_distributed
+    from lmgnn_fast.distributed import init_distributed
     from lmgnn_fast.io import load_binary
     from lmgnn_fast.partition import NodePartition, PartitionedTable, local_graph
     from lmgnn_fast.sampling import NeighborSampler
@@ -130,21 +131,11 @@ def worker(a) -> None:
            "rows": d["cached"]["rows_local"] + d["cached"]["rows_remote"], "remote": d["cached"]["rows_remote"],
            "hit_rate": d["cached"]["hits"] / d["cached"]["rows_remote"] if d["cached"]["rows_remote"] else 0.0,
            "equal": equal, "rows_ok": rows_ok, **{k + "_ms": 1000 * v / measured for k, v in times.items()}}
-    out = all_gather_object(res, ctx)
-    if me == 0:
-        with open(a.out, "w") as f:
-            json.dump(out, f)
-    if ctx.is_distributed:
-        torch.distributed.destroy_process_group()
+    finish_worker(res, ctx, a.out)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--worker", action="store_true")
-    quick = os.environ.get("LMGNN_BENCH", "quick") != "full"
-    ap.add_argument("--graph")
-    ap.add_argument("--parts")
-    ap.add_argument("--out")
+    ap, quick = worker_parser()
     ap.add_argument("--nodes", type=int, default=20_000 if quick else 1_000_000)
     ap.add_argument("--edges", type=int, default=200_000 if quick else 10_000_000)
     ap.add_argument("--dim", type=int, default=64 if quick else 384)

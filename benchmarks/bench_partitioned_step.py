@@ -25,7 +25,6 @@ width 384. ``--nodes/--edges/--procs/--steps/--dim`` override.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -36,13 +35,15 @@ import time
 
 import torch
 
+from common import finish_worker, worker_parser
+
 FANOUTS = [15, 10]
 BATCH = 1024
 CLASSES = 8
 
 
 def worker(a) -> None:
-    from lmgnn_fast.distributed import all_gather_object, init_distributed
+    from lmgnn_fast.distributed import init_distributed
     from lmgnn_fast.io import load_binary
     from lmgnn_fast.nn import GraphModel
     from lmgnn_fast.partition import NodePartition, PartitionedTable, local_graph
@@ -117,21 +118,11 @@ def worker(a) -> None:
            "hit_rate": d["rows"]["hits"] / d["rows"]["rows_remote"] if d["rows"]["rows_remote"] else 0.0,
            "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
            **{k + "_ms": 1000 * v / measured for k, v in times.items()}}
-    out = all_gather_object(res, ctx)
-    if me == 0:
-        with open(a.out, "w") as f:
-            json.dump(out, f)
-    if ctx.is_distributed:
-        torch.distributed.destroy_process_group()
+    finish_worker(res, ctx, a.out)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--worker", action="store_true")
-    quick = os.environ.get("LMGNN_BENCH", "quick") != "full"
-    ap.add_argument("--graph")
-    ap.add_argument("--parts")
-    ap.add_argument("--out")
+    ap, quick = worker_parser()
     ap.add_argument("--nodes", type=int, default=20_000 if quick else 200_000)
     ap.add_argument("--edges", type=int, default=200_000 if quick else 2_000_000)
     ap.add_argument("--dim", type=int, default=64 if quick else 384)

@@ -195,3 +195,31 @@ class Table:
 
 def results_dir() -> Path:
     return Path(os.environ.get("LMGNN_BENCH_OUT", "bench-results"))
+
+
+def worker_parser(with_parts: bool = True):
+    """``(parser, quick)``: the argument parser every torchrun benchmark's launcher and workers
+    share (``--worker``, ``--graph``, ``--out``, ``--parts`` when ``with_parts``); the script adds
+    its own sizes. ``quick`` is true unless ``LMGNN_BENCH=full``."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--worker", action="store_true")
+    ap.add_argument("--graph")
+    if with_parts:
+        ap.add_argument("--parts")
+    ap.add_argument("--out")
+    return ap, os.environ.get("LMGNN_BENCH", "quick") != "full"
+
+
+def finish_worker(res, ctx, path: str) -> None:
+    """End of a torchrun benchmark worker: gather every rank's ``res``, rank 0 writes the list
+    as JSON to ``path``, the process group is torn down."""
+    from lmgnn_fast.distributed import all_gather_object
+
+    out = all_gather_object(res, ctx)
+    if ctx.rank == 0:
+        with open(path, "w") as f:
+            json.dump(out, f)
+    if ctx.is_distributed:
+        torch.distributed.destroy_process_group()

@@ -54,6 +54,11 @@ VARIANTS = {
     # the same without stage 3, for the aggregate to complete with the stage 3 of the same
     # seed's "s3glem" run (stages 1 and 2 are checked equal there first): see reconstruct_default
     "ensemble_s12": {"stage3.objective": "glem", "run.ensemble": "true", "run.stages": "1,2"},
+    # the current defaults with gnn.model auto (stage 2 keeps the better of R-GCN and HGT on
+    # validation). run_grid trains stages 1-2 first; where HGT is chosen it resumes the run for
+    # stage 3; where R-GCN is chosen the run so far equals the default recipe's, so the
+    # aggregate completes it from that run (complete_auto)
+    "auto": {"stage3.objective": "glem", "run.ensemble": "true", "gnn.model": "auto"},
     "s3joint": {"stage3.objective": "joint"},
     "hgt": {"gnn.model": "hgt"},
     # the frozen-LM comparison of the encoders (stage 2 alone, same settings as (b))
@@ -68,6 +73,7 @@ LABELS = {"default": "default recipe (final model by validation)",
           "s3glem": "recipe, stage 3 glem", "s3joint": "recipe, stage 3 joint",
           "ensemble": "recipe with the stage 1 + 2 ensemble",
           "ensemble_s12": "stages 1-2 + ensemble (completed with s3glem's stage 3)",
+          "auto": "recipe, encoder chosen on validation (gnn.model auto)",
           "hgt": "recipe with HGT", "rgat": "recipe with RGAT",
           "frozen_hgt": "(b) with HGT", "frozen_rgat": "(b) with RGAT"}
 
@@ -215,10 +221,13 @@ def run_grid(datasets, seeds, kinds, variants, max_nodes, extra, partial: str = 
                     if (ds, task, v, seed, max_nodes.get(ds)) in done:
                         continue
                     with tempfile.TemporaryDirectory() as d:
-                        cfg = _config(ds, task, seed, d, max_nodes.get(ds), {**extra, **over})
                         t0 = time.time()
-                        tr = Trainer(cfg, graph=graph, log=lambda *a: None)
-                        res = tr.run()
+                        if v == "auto":
+                            tr, res = _run_auto(ds, task, seed, d, max_nodes.get(ds), {**extra, **over}, graph)
+                        else:
+                            cfg = _config(ds, task, seed, d, max_nodes.get(ds), {**extra, **over})
+                            tr = Trainer(cfg, graph=graph, log=lambda *a: None)
+                            res = tr.run()
                         times.append(time.time() - t0)
                         # the final model: a stage, or the ensemble of stages 1 and 2 (run.ensemble)
                         last = tr.ensemble if tr.ensemble_chosen else res[f"stage{tr.final_stage}"]
@@ -246,13 +255,69 @@ def run_grid(datasets, seeds, kinds, variants, max_nodes, extra, partial: str = 
                                                       "test": tr.ensemble["test"].get(metric),
                                                       "chosen": tr.ensemble["chosen"]},
                                                   "edges": edges, "max_nodes": max_nodes.get(ds),
-                                                  "overrides": {**extra, **over}})
+                                                  "overrides": {**extra, **over},
+                                                  **_encoder_fields(res, metric)})
                 if not vals:
                     continue
                 print(f"{ds} {task} {v}: {vals} ({statistics.mean(times):.0f}s)", flush=True)
                 rows.append({"dataset": ds, "task": task, "metric": metric, "variant": v, "values": vals,
                              "time_s": statistics.mean(times), "sizes": sizes, "edges": edges})
     return rows
+
+
+def _run_auto(ds, task, seed, d, max_nodes, over, graph):
+    """Variant ``auto``: stages 1-2 (the encoder chosen on validation); when the choice is not
+    R-GCN the run is resumed for stage 3 (``run.resume``: stages 1-2 are kept); when it is
+    R-GCN, stages 1-2 are the default recipe's (same draws) and stage 3 is left to
+    :func:`complete_auto`."""
+    from lmgnn_fast.train import Trainer
+
+    cfg = _config(ds, task, seed, d, max_nodes, {**over, "run.stages": "1,2"})
+    tr = Trainer(cfg, graph=graph, log=lambda *a: None)
+    res = tr.run()
+    if res["stage2"].get("gnn_model") != "rgcn":
+        cfg = _config(ds, task, seed, d, max_nodes, {**over, "run.stages": "1,2,3", "run.resume": "true"})
+        tr = Trainer(cfg, graph=graph, log=lambda *a: None)
+        res = tr.run()
+    return tr, res
+
+
+def _encoder_fields(res: dict, metric: str) -> dict:
+    """The encoder stage 2 used and, with ``gnn.model auto``, each candidate's val/test value."""
+    s2 = res.get("stage2") or {}
+    if "encoders" not in s2:
+        return {}
+    return {"gnn_model": s2.get("gnn_model"),
+            "encoders": {n: {"val": (e.get("val") or {}).get(metric), "test": (e.get("test") or {}).get(metric)}
+                         for n, e in s2["encoders"].items()}}
+
+
+def complete_auto(records: list, defaults: list) -> list:
+    """Records of variant ``auto`` ready for the tables: full ones as they are; those whose
+    stage 2 chose R-GCN (stages 1-2 only) completed with the same task and seed's default
+    recipe run (variant ``ensemble``, full or completed), after checking that both trained
+    the same stages 1 and 2 to the last bit — with R-GCN chosen the auto run's stages 1-2 are
+    the default run's (the same draws; ``tests/test_encoder_choice.py``), so its stage 3 and
+    final choice are the default run's too. Each completed record says
+    ``"stage3_from": "ensemble"``."""
+    key = lambda r: (r["dataset"], r["task"], r["seed"], r.get("max_nodes"))  # noqa: E731
+    base = {key(r): r for r in defaults}
+    out = []
+    for r in records:
+        if r["variant"] != "auto":
+            continue
+        if "stage3" in (r.get("stage_vals") or {}):
+            out.append(r)
+            continue
+        g = base.get(key(r))
+        if g is None:
+            continue
+        if not _same_stages(r, g):
+            raise ValueError(f"{key(r)}: stages 1-2 of the auto run (R-GCN chosen) differ from the default run "
+                             f"({r['stage_vals']} vs {g['stage_vals']}); cannot complete it")
+        out.append({**g, "variant": "auto", "stage3_from": "ensemble", "gnn_model": r.get("gnn_model"),
+                    "encoders": r.get("encoders"), "time_s": r["time_s"]})  # stages 1-2 only
+    return out
 
 
 def cache_speedup(dataset, task, seed, max_nodes, extra, lm_nodes=16, steps=4):
@@ -386,6 +451,38 @@ def ensemble_markdown(runs) -> str:
     return "\n".join(out)
 
 
+def encoder_markdown(runs) -> str:
+    """Per task, the recipe with ``gnn.model auto`` against the R-GCN default recipe (variant
+    ``ensemble``) over the same seeds: test mean ± std of both, the difference and the pooled
+    std, which encoder validation chose per seed, and each candidate's stage-2 val/test mean."""
+    key = lambda r: (r["dataset"], r["task"], r.get("max_nodes"))  # noqa: E731
+    auto, base = {}, {}
+    for r in runs:
+        if r["variant"] == "auto":
+            auto.setdefault(key(r), []).append(r)
+        elif r["variant"] == "ensemble":
+            base.setdefault(key(r), {})[r["seed"]] = r
+    out = ["| task | seeds | auto: test | R-GCN default: test | diff | pooled std | ahead by > 1 pooled std "
+           "| encoder chosen per seed | stage 2 val / test per encoder (mean) |", "|" + "---|" * 9]
+
+    def ms(v):
+        return (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else float("nan"))
+    for k, rs in sorted(auto.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+        rs = sorted((r for r in rs if r["seed"] in base.get(k, {})), key=lambda r: r["seed"])
+        if not rs:
+            continue
+        (a_m, a_s), (b_m, b_s) = ms([r["value"] for r in rs]), ms([base[k][r["seed"]]["value"] for r in rs])
+        pooled = ((a_s ** 2 + b_s ** 2) / 2) ** 0.5
+        names = sorted({n for r in rs for n in (r.get("encoders") or {})})
+        per = "; ".join(f"{n} {statistics.mean(r['encoders'][n]['val'] for r in rs):.4f} / "
+                        f"{statistics.mean(r['encoders'][n]['test'] for r in rs):.4f}" for n in names)
+        name = f"{k[0]} / {k[1]}" + (f" ({k[2]} nodes)" if k[2] else "")
+        out.append(f"| {name} | {','.join(str(r['seed']) for r in rs)} | {a_m:.4f} ± {a_s:.4f} | {b_m:.4f} ± {b_s:.4f} "
+                   f"| {a_m - b_m:+.4f} | {pooled:.4f} | {'yes' if a_m - b_m > pooled else 'no'} "
+                   f"| {','.join(str(r.get('gnn_model')) for r in rs)} | {per} |")
+    return "\n".join(out)
+
+
 def targets_markdown(rows) -> str:
     """The issue's targets per task: the default recipe's test mean against the better of (a)
     and (b) and against (e), with the pooled standard deviation (sqrt of the mean of the two
@@ -475,14 +572,16 @@ def main(argv=None):
         rows = [row for p in paths for row in rows_from_records([r for r in read_records([p])
                                                                   if r["variant"] != "ensemble"])]
         rows += rows_from_records([r for r in records if r["variant"] == "ensemble"] + made)
-        records += made
+        autos = complete_auto(records, [r for r in records if r["variant"] == "ensemble"] + made)
+        rows = [r for r in rows if r["variant"] != "auto"] + rows_from_records(autos)
+        records = [r for r in records if r["variant"] != "auto"] + made + autos
         if args.default_variant != "default":  # the variant that is the default recipe now
             rows = [r for r in rows if r["variant"] != "default"]
             for r in rows:
                 if r["variant"] == args.default_variant:
                     r["variant"] = "default"
         print(targets_markdown(rows) + "\n\n" + stage3_markdown(records) + "\n\n"
-              + ensemble_markdown(records) + "\n\n" + grouped_markdown(rows))
+              + ensemble_markdown(records) + "\n\n" + encoder_markdown(records) + "\n\n" + grouped_markdown(rows))
         return 0
     variants = [v for v in args.variants.split(",") if v]
     rows = run_grid(args.datasets.split(","), args.seeds, args.tasks.split(","), variants, max_nodes, extra,

@@ -47,7 +47,10 @@ class LMConfig:
 
 @dataclass
 class GNNConfig:
-    model: str = "rgcn"  # rgcn | rgat | hgt (the graph encoder)
+    # the graph encoder: rgcn | rgat | hgt, or auto: stage 2 trains each of auto_models and
+    # keeps the best on validation (docs/training.md, "Choosing the encoder")
+    model: str = "rgcn"
+    auto_models: list = field(default_factory=lambda: ["rgcn", "hgt"])
     heads: int = 4  # attention heads of rgat and hgt (hidden must be divisible by it)
     hidden: int = 128
     num_layers: int = 2

@@ -13,7 +13,7 @@ __all__ = ["CHOICES", "AUTO", "RANGES", "config_problems"]
 CHOICES: dict[str, tuple[str, ...]] = {
     "lm.pooling": ("cls", "mean"),
     "lm.precision": ("auto", "bf16", "fp16", "fp32"),
-    "gnn.model": ("rgcn", "rgat", "hgt"),
+    "gnn.model": ("rgcn", "rgat", "hgt", "auto"),
     "gnn.aggr": ("mean", "sum"),
     "gnn.feature_norm": ("layer", "none"),
     "task.decoder": ("distmult", "dot"),
@@ -128,8 +128,13 @@ def config_problems(cfg) -> list[str]:
     g = cfg.gnn
     if g.num_bases is not None and (isinstance(g.num_bases, bool) or g.num_bases < 1):
         out.append(f"gnn.num_bases must be >= 1 or null, got {g.num_bases!r}")
-    if g.model in ("rgat", "hgt") and isinstance(g.heads, int) and isinstance(g.hidden, int) and g.heads >= 1 \
-            and g.hidden % g.heads:
+    auto = list(g.auto_models) if isinstance(g.auto_models, (list, tuple)) else None
+    if g.model == "auto" and (not auto or len(set(map(str, auto))) != len(auto)
+                              or any(m not in ("rgcn", "rgat", "hgt") for m in auto)):
+        out.append("gnn.auto_models must be a list of distinct encoders among 'rgcn', 'rgat', 'hgt' "
+                   f"(the candidates of gnn.model auto), got {g.auto_models!r}")
+    attn = [m for m in ([g.model] + (auto or [] if g.model == "auto" else [])) if m in ("rgat", "hgt")]
+    if attn and isinstance(g.heads, int) and isinstance(g.hidden, int) and g.heads >= 1 and g.hidden % g.heads:
         out.append(f"gnn.hidden ({g.hidden}) must be divisible by gnn.heads ({g.heads}) for gnn.model {g.model}")
     fan = list(g.fanouts or [])
     bad = [f for f in fan if isinstance(f, bool) or not isinstance(f, int) or not (f == -1 or f >= 1)]

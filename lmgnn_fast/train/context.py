@@ -150,6 +150,7 @@ class RunContext:
             ConfigError, DataError, TrainingError: a setting that cannot work, named.
         """
         from lmgnn_fast.train.checkpoint import CheckpointManager
+        from lmgnn_fast.train.encoder_choice import resolve_encoder
 
         # one process reads a finished run, partitioned or not (its checkpoints are the same)
         cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, partitioned=False)).validate()
@@ -159,9 +160,11 @@ class RunContext:
             torch.set_num_threads(cfg.run.num_threads)
         graph = graph if graph is not None else builders.load_graph(cfg.data.name, cfg.data.options)
         task, relations, texts = _resolve_task_parts(cfg, graph)
+        ckpt = CheckpointManager(cfg.run.out_dir, log=log, clean=False)
+        cfg = dataclasses.replace(cfg, gnn=dataclasses.replace(cfg.gnn))
+        resolve_encoder(cfg, ckpt)  # gnn.model auto: the encoder stage 2 chose
         return cls(cfg=cfg, graph=graph, task=task, relations=relations, text_types=texts, stages=cfg.stage_list,
-                   device=device, dist=DistContext(device=device),
-                   ckpt=CheckpointManager(cfg.run.out_dir, log=log, clean=False), out_dir=cfg.run.out_dir, log=log)
+                   device=device, dist=DistContext(device=device), ckpt=ckpt, out_dir=cfg.run.out_dir, log=log)
 
 
 def _resolve_task_parts(cfg: Config, graph) -> tuple[TargetTask, list[tuple], list[str]]:

@@ -12,6 +12,7 @@ inference reads) and prints the results table.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import time
@@ -19,9 +20,10 @@ import time
 import torch
 
 from lmgnn_fast.train.checkpoint import atomic_write_json, seed_everything
-from lmgnn_fast.train.config import Config
+from lmgnn_fast.train.config import Config, ConfigError
 from lmgnn_fast.train.context import RunContext
 from lmgnn_fast.train.data import TargetTask
+from lmgnn_fast.train.encoder_choice import EncoderChoice, is_auto, resolve_encoder
 from lmgnn_fast.train.ensemble import Ensemble, choose_ensemble
 from lmgnn_fast.train.errors import TrainingError
 from lmgnn_fast.train.features import FeatureSource
@@ -51,7 +53,9 @@ class Trainer:
     """
 
     def __init__(self, cfg: Config, graph=None, log=None):
-        self.ctx = RunContext.create(cfg, graph=graph, log=log)
+        # a copy: with gnn.model auto the run sets the encoder it chose in its own config
+        self.ctx = RunContext.create(copy.deepcopy(cfg), graph=graph, log=log)
+        self.auto_encoder = is_auto(self.ctx.cfg)
         self.features = FeatureSource(self.ctx)
         self.gnn_task = GNNTask(self.ctx)
         self.results: dict[str, dict] = {}
@@ -111,6 +115,7 @@ class Trainer:
                 resume = ResumeState(*last)
         else:
             ctx.ckpt.clear_last()
+        self._resolve_auto_encoder()
         for number in ctx.stages:
             key = f"stage{number}"
             if cfg.run.resume and key in self.results and ctx.ckpt.has_stage(number) and \
@@ -122,14 +127,14 @@ class Trainer:
                 ctx.log(f"resume: the checkpoint of stage {number} is unusable ({problem}); stage {number} "
                         "runs again")
             t0 = time.time()
+            own = resume if resume is not None and resume.stage == number else None
             with out_of_memory_hint(cfg, number):
-                stage = STAGES[number](ctx, self.features, self.gnn_task)
-                run_epochs(stage, ctx, resume if resume is not None and resume.stage == number else None)
-                if resume is not None and resume.stage == number:
-                    resume = None
-                extra = stage.finish()
-                res = self.evaluate_stage(number)
-            res.update(extra)
+                if number == 2 and self.auto_encoder:
+                    res = EncoderChoice(ctx, lambda rs: self._train_stage(2, rs)).run(own)
+                else:
+                    res = self._train_stage(number, own)
+            if own is not None:
+                resume = None
             res["time_s"] = round(time.time() - t0, 2)
             self.results[key] = res
             self._write_metrics()
@@ -148,6 +153,31 @@ class Trainer:
                 self._write_metrics()
         ctx.log(format_table(self.results, ctx.task, self.final_stage, self.ensemble))
         return self.results
+
+    def _train_stage(self, number: int, resume) -> dict:
+        """Build stage ``number``, run its epochs (from ``resume`` when given), save its
+        checkpoint; returns its evaluation plus what ``finish`` reported."""
+        stage = STAGES[number](self.ctx, self.features, self.gnn_task)
+        run_epochs(stage, self.ctx, resume)
+        extra = stage.finish()
+        res = self.evaluate_stage(number)
+        res.update(extra)
+        return res
+
+    def _resolve_auto_encoder(self) -> None:
+        """With ``gnn.model auto``: when stage 2 will not train in this run (not among the
+        stages, or done and skipped on resume), take the encoder its checkpoint chose; a
+        stage 3 with no stage 2 to choose one is a configuration error."""
+        ctx = self.ctx
+        if not self.auto_encoder:
+            return
+        trains2 = 2 in ctx.stages and not (ctx.cfg.run.resume and "stage2" in self.results
+                                          and ctx.ckpt.has_stage(2) and ctx.ckpt.stage_problem(2) is None)
+        if trains2:
+            return
+        if resolve_encoder(ctx.cfg, ctx.ckpt) is None and 3 in ctx.stages:
+            raise ConfigError("gnn.model auto chooses the encoder in stage 2: run stage 2 (run.stages) before "
+                              "stage 3, or name the encoder (gnn.model rgcn|rgat|hgt)")
 
     def _consider_ensemble(self) -> None:
         """With ``run.ensemble`` and ``run.final_stage best``: the mixture of stage 1's and

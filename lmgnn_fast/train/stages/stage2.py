@@ -122,5 +122,6 @@ class Stage2(GNNCheckpointReader):
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         self.ctx.ckpt.save_stage(2, {f"gnn.{k}": v for k, v in self.model.state_dict().items()},
-                                 {"lm_source": self.source, "best_epoch": str(self.best_epoch)})
+                                 {"lm_source": self.source, "best_epoch": str(self.best_epoch),
+                                  "gnn_model": self.ctx.cfg.gnn.model})
         return {}
