@@ -53,6 +53,25 @@ def test_matches_reference(device, order, bases, aggr, index_dtype):
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("order,bases", [(0, False), (1, True)])
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_large_block_matches_reference_with_gradients(order, bases, index_dtype):
+    # pairs x width above 2^20: the CPU kernel goes relation by relation (a parallel region
+    # each) instead of the small-block path every other test here takes
+    layout, g = _graph(num_src=20000, num_dst=8000, num_rel=4, num_edges=60000, index_dtype=index_dtype)
+    assert layout.num_pairs * 128 > 1 << 20
+    args = [None if t is None else t.requires_grad_() for t in _params(layout, 128, 16, 2 if bases else None,
+                                                                       torch.float32, "cpu", g)]
+    got = rgcn_aggregate(args[0], layout, *args[1:], aggr="mean", order=order)
+    want = rgcn_aggregate_ref(args[0], layout, *args[1:], aggr="mean")
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    grad = torch.randn(got.shape, generator=g)
+    gots = torch.autograd.grad(got, [t for t in args if t is not None], grad)
+    wants = torch.autograd.grad(want, [t for t in args if t is not None], grad)
+    for a, b in zip(gots, wants):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
 @with_devices
 @pytest.mark.parametrize("case", ["single_relation", "no_edges", "no_dst", "no_root_no_bias", "bias_only",
                                   "many_relations", "one_edge"])

@@ -10,13 +10,17 @@ from lmgnn_fast.ops.layout import layout_from_coo
 
 # (num_src, num_dst, num_edges, relations, F_in, F_out, bases): a narrow output over long
 # reductions (the weight gradients sum over up to ~20k pairs, cut into several chunks),
-# one relation with a handful of pairs, bases with a long dcomp reduction (F_in * F_out).
+# one relation with a handful of pairs, bases with a long dcomp reduction (F_in * F_out);
+# orders 0 and 1 on small blocks (every relation's GEMMs in one parallel region) and above.
 SHAPES = [
     (2000, 1024, 8000, 6, 128, 10, None),
     (20000, 8000, 60000, 3, 32, 3, None),
     (2000, 1024, 20000, 6, 128, 10, 4),
     (5000, 3000, 30000, 5, 64, 64, 2),
     (300, 100, 3000, 4, 16, 8, None),
+    # above the small-block size (pairs x width > 2^20): relation by relation, a region each
+    (20000, 8000, 60000, 4, 128, 16, None),
+    (20000, 8000, 60000, 4, 128, 16, 2),
 ]
 
 

@@ -2,8 +2,6 @@
 #include "utils/cpu_fixed_order.h"
 
 #include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
-#include <ATen/ThreadLocalState.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 
@@ -26,19 +24,6 @@ inline std::pair<int64_t, int64_t> chunking(int64_t K) {
   return {n, (K + n - 1) / n};
 }
 
-// Runs f(t) for t in [0, tasks) in parallel. At least two tasks are handed to parallel_for,
-// so that with more than one thread even a single tile runs inside the parallel region,
-// where MKL is sequential, exactly as with one thread. The caller's thread-local state
-// (dispatch keys below autograd, grad mode) goes with every task: the tiles call ATen ops.
-template <typename F>
-void for_tiles(int64_t tasks, F&& f) {
-  const at::ThreadLocalState state;
-  at::parallel_for(0, std::max<int64_t>(tasks, 2), 1, [&](int64_t b, int64_t e) {
-    at::ThreadLocalStateGuard guard(state);
-    for (int64_t t = b; t < std::min(e, tasks); ++t) f(t);
-  });
-}
-
 }  // namespace
 
 at::Tensor& mm_fixed_order_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {
@@ -52,7 +37,7 @@ at::Tensor& mm_fixed_order_out(at::Tensor& out, const at::Tensor& a, const at::T
   const auto [chunks, chunk] = chunking(K);
   const int64_t blocks = (M + kRowBlock - 1) / kRowBlock;
   at::Tensor part = chunks > 1 ? at::empty({chunks, M, b.size(1)}, out.options()) : out;
-  for_tiles(blocks * chunks, [&](int64_t t) {
+  for_each_task(blocks * chunks, [&](int64_t t) {
     const int64_t c = t / blocks, m0 = (t % blocks) * kRowBlock, m = std::min(kRowBlock, M - m0);
     const int64_t k0 = std::min(c * chunk, K), k = std::min(chunk, K - k0);
     const auto a_t = a.narrow(0, m0, m).narrow(1, k0, k);
@@ -96,7 +81,7 @@ at::Tensor column_sum_fixed_order(const at::Tensor& x_in) {
     using acc_t = at::opmath_type<scalar_t>;
     std::vector<acc_t> part(chunks * F, acc_t(0));
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    for_tiles(chunks, [&](int64_t c) {
+    for_each_task(chunks, [&](int64_t c) {
       acc_t* p = part.data() + c * F;
       for (int64_t i = std::min(c * chunk, N); i < std::min((c + 1) * chunk, N); ++i) {
         const scalar_t* row = xp + i * F;

@@ -5,7 +5,8 @@
 // output row), the per-relation GEMMs go to MKL on contiguous row ranges of the pair buffer,
 // tiled in a fixed order (utils/cpu_fixed_order.h). Orders 0 and 1 go relation by relation: sum the relation's pairs,
 // multiply them into a buffer the size of the largest relation, add the products onto
-// their destination rows (distinct within a relation) while they are still in cache; every
+// their destination rows (distinct within a relation) while they are still in cache (small
+// blocks: all relations' GEMMs in one parallel region, then the rows -- fused_relations); every
 // row thus sums its terms in relation order — deterministic for any thread count, no
 // atomics; the GEMMs and the weight gradients' long reductions run in a fixed order too, so
 // every output and gradient has the same bits for any thread count. Rows named by the edges are prefetched a few edges ahead (utils/prefetch.h); the
@@ -133,6 +134,49 @@ void add_pair_rows(const at::Tensor& y, const Layout& l, int64_t p0, int64_t n, 
       acc_t* o = ap + static_cast<int64_t>(pdst[q]) * F;
       const scalar_t* row = yp + q * F;
       for (int64_t f = 0; f < F; ++f) o[f] += static_cast<acc_t>(row[f]);
+    }
+  });
+}
+
+// Small blocks: when every pair's row fits in a few MB, the per-relation GEMMs of orders 0
+// and 1 run in one parallel region (one task per relation) instead of one region per
+// relation, and the products are added per destination row. A sampled mini-batch of a graph
+// with many relations has many relations of a few dozen pairs, where entering a region costs
+// more than the GEMM; with 2 threads the per-relation regions made such a batch slower than
+// with one. Same per-relation GEMM calls and the same per-row order of the sums (relation
+// order) as relation by relation: the same bits, for any thread count.
+constexpr int64_t kFusedRelationsElems = int64_t(1) << 20;
+
+inline bool fused_relations(const Layout& l, int64_t F) { return l.P * F <= kFusedRelationsElems; }
+
+// y[lo_r : lo_r + n_r] = a[lo_r : lo_r + n_r] @ w[r] (transposed: @ w[r]^T) for every relation r,
+// one task per relation.
+void relation_gemms(const at::Tensor& a, const at::Tensor& w, const Layout& l, bool transpose_w, at::Tensor& y) {
+  const int64_t* rp = l.rel_ptr.const_data_ptr<int64_t>();
+  for_each_task(l.R, [&](int64_t r) {
+    const int64_t lo = rp[r], n = rp[r + 1] - rp[r];
+    if (n == 0) return;
+    auto y_r = y.narrow(0, lo, n);
+    mm_fixed_order_out(y_r, a.narrow(0, lo, n), transpose_w ? w.select(0, r).t() : w.select(0, r));
+  });
+}
+
+// acc[i] += y[p] for the pairs p of each destination i, in increasing p -- relation order, the
+// order in which add_pair_rows adds them relation by relation.
+template <typename scalar_t, typename index_t, typename acc_t>
+void add_dst_rows(const at::Tensor& y, const Layout& l, at::Tensor& acc) {
+  const int64_t F = acc.size(1);
+  const scalar_t* yp = y.const_data_ptr<scalar_t>();
+  const int64_t* dptr = l.dst_ptr.const_data_ptr<int64_t>();
+  const index_t* dpairs = l.dst_pairs.const_data_ptr<index_t>();
+  acc_t* ap = acc.data_ptr<acc_t>();
+  at::parallel_for(0, l.N_dst, grain_for(F * 2), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      acc_t* o = ap + i * F;
+      for (int64_t k = dptr[i]; k < dptr[i + 1]; ++k) {
+        const scalar_t* row = yp + static_cast<int64_t>(dpairs[k]) * F;
+        for (int64_t f = 0; f < F; ++f) o[f] += static_cast<acc_t>(row[f]);
+      }
     }
   });
 }
@@ -379,15 +423,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cpu(
         } else {
           acc = empty_large({l.N_dst, F_out}, x.options().dtype(acc_type)).zero_();
         }
-        const int64_t* rp = l.rel_ptr.const_data_ptr<int64_t>();
-        auto y = empty_large({largest_relation(l), F_out}, x.options());
-        for (int64_t r = 0; r < l.R; ++r) {
-          const int64_t lo = rp[r], n = rp[r + 1] - rp[r];
-          if (n == 0) continue;
-          segment_sum<scalar_t, index_t>(x, l, mean, lo, lo + n, agg);
-          auto y_r = y.narrow(0, 0, n);
-          mm_fixed_order_out(y_r, agg.narrow(0, lo, n), w.select(0, r));
-          add_pair_rows<scalar_t, index_t, acc_t>(y_r, l, lo, n, acc);
+        if (fused_relations(l, std::max(F_in, F_out))) {
+          segment_sum<scalar_t, index_t>(x, l, mean, 0, l.P, agg);
+          auto y = empty_large({l.P, F_out}, x.options());
+          relation_gemms(agg, w, l, /*transpose_w=*/false, y);
+          add_dst_rows<scalar_t, index_t, acc_t>(y, l, acc);
+        } else {
+          const int64_t* rp = l.rel_ptr.const_data_ptr<int64_t>();
+          auto y = empty_large({largest_relation(l), F_out}, x.options());
+          for (int64_t r = 0; r < l.R; ++r) {
+            const int64_t lo = rp[r], n = rp[r + 1] - rp[r];
+            if (n == 0) continue;
+            segment_sum<scalar_t, index_t>(x, l, mean, lo, lo + n, agg);
+            auto y_r = y.narrow(0, 0, n);
+            mm_fixed_order_out(y_r, agg.narrow(0, lo, n), w.select(0, r));
+            add_pair_rows<scalar_t, index_t, acc_t>(y_r, l, lo, n, acc);
+          }
         }
         out = acc.scalar_type() == x.scalar_type() ? acc : acc.to(x.scalar_type());
       }
@@ -459,26 +510,45 @@ rgcn_aggregate_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_i
         const bool need_dw = order == kPairGemm ? needs[1] : (needs[1] || needs[2]);
         if (needs[0] || need_dw) {
           const auto w = order == kPairGemm ? weight : form_weight(comp_in->contiguous(), weight);
-          // Relation by relation: gather grad_out at its pairs' destinations into a buffer the
-          // size of the largest relation (no [P, F_out] copy), then both GEMMs read it in cache.
           at::Tensor dw;
           if (needs[0]) dagg = empty_large({l.P, F_in}, x_in.options());
           if (need_dw) dw = empty_large({l.R, F_in, F_out}, x_in.options());
           const int64_t* rp = l.rel_ptr.const_data_ptr<int64_t>();
-          auto gbuf = empty_large({largest_relation(l), F_out}, g.options());
-          for (int64_t r = 0; r < l.R; ++r) {
+          // relation r's dagg rows and dW_r from its pairs' grad_out rows g_r (r has pairs)
+          auto one_relation = [&](int64_t r, const at::Tensor& g_r) {
             const int64_t lo = rp[r], n = rp[r + 1] - rp[r];
-            if (n == 0) {
-              if (need_dw) dw.select(0, r).zero_();  // a relation without edges
-              continue;
-            }
-            auto g_r = gbuf.narrow(0, 0, n);
-            at::index_select_out(g_r, g, 0, l.pair_dst.narrow(0, lo, n));
             if (needs[0]) {
               auto d_r = dagg.narrow(0, lo, n);
               mm_fixed_order_out(d_r, g_r, w.select(0, r).t());
             }
             if (need_dw) weight_grad_mm(agg.narrow(0, lo, n), g_r, dw.select(0, r));
+          };
+          if (fused_relations(l, std::max(F_in, F_out))) {
+            // small block: every pair's grad_out row at once, then one task per relation
+            auto gall = empty_large({l.P, F_out}, g.options());
+            at::index_select_out(gall, g, 0, l.pair_dst);
+            for_each_task(l.R, [&](int64_t r) {
+              const int64_t n = rp[r + 1] - rp[r];
+              if (n > 0) {
+                one_relation(r, gall.narrow(0, rp[r], n));
+              } else if (need_dw) {
+                dw.select(0, r).zero_();  // a relation without edges
+              }
+            });
+          } else {
+            // Relation by relation: gather grad_out at its pairs' destinations into a buffer the
+            // size of the largest relation (no [P, F_out] copy), then both GEMMs read it in cache.
+            auto gbuf = empty_large({largest_relation(l), F_out}, g.options());
+            for (int64_t r = 0; r < l.R; ++r) {
+              const int64_t lo = rp[r], n = rp[r + 1] - rp[r];
+              if (n == 0) {
+                if (need_dw) dw.select(0, r).zero_();  // a relation without edges
+                continue;
+              }
+              auto g_r = gbuf.narrow(0, 0, n);
+              at::index_select_out(g_r, g, 0, l.pair_dst.narrow(0, lo, n));
+              one_relation(r, g_r);
+            }
           }
           if (need_dw) weight_grads_from_dw(dw, weight, comp_in, order, needs, dweight, dcomp);
         }
