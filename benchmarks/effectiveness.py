@@ -55,9 +55,7 @@ VARIANTS = {
     # seed's "s3glem" run (stages 1 and 2 are checked equal there first): see reconstruct_default
     "ensemble_s12": {"stage3.objective": "glem", "run.ensemble": "true", "run.stages": "1,2"},
     # the current defaults with gnn.model auto (stage 2 keeps the better of R-GCN and HGT on
-    # validation). run_grid trains stages 1-2 first; where HGT is chosen it resumes the run for
-    # stage 3; where R-GCN is chosen the run so far equals the default recipe's, so the
-    # aggregate completes it from that run (complete_auto)
+    # validation); run_grid trains stages 1-2, then resumes the run for stage 3 (_run_auto)
     "auto": {"stage3.objective": "glem", "run.ensemble": "true", "gnn.model": "auto"},
     "s3joint": {"stage3.objective": "joint"},
     "hgt": {"gnn.model": "hgt"},
@@ -266,20 +264,16 @@ def run_grid(datasets, seeds, kinds, variants, max_nodes, extra, partial: str = 
 
 
 def _run_auto(ds, task, seed, d, max_nodes, over, graph):
-    """Variant ``auto``: stages 1-2 (the encoder chosen on validation); when the choice is not
-    R-GCN the run is resumed for stage 3 (``run.resume``: stages 1-2 are kept); when it is
-    R-GCN, stages 1-2 are the default recipe's (same draws) and stage 3 is left to
-    :func:`complete_auto`."""
+    """Variant ``auto``: stages 1-2 (the encoder chosen on validation), then the run resumed
+    for stage 3 (``run.resume``: stages 1-2 are kept), so the record holds stage 2's choice
+    and every candidate's values, and the full run."""
     from lmgnn_fast.train import Trainer
 
     cfg = _config(ds, task, seed, d, max_nodes, {**over, "run.stages": "1,2"})
+    Trainer(cfg, graph=graph, log=lambda *a: None).run()
+    cfg = _config(ds, task, seed, d, max_nodes, {**over, "run.stages": "1,2,3", "run.resume": "true"})
     tr = Trainer(cfg, graph=graph, log=lambda *a: None)
-    res = tr.run()
-    if res["stage2"].get("gnn_model") != "rgcn":
-        cfg = _config(ds, task, seed, d, max_nodes, {**over, "run.stages": "1,2,3", "run.resume": "true"})
-        tr = Trainer(cfg, graph=graph, log=lambda *a: None)
-        res = tr.run()
-    return tr, res
+    return tr, tr.run()
 
 
 def _encoder_fields(res: dict, metric: str) -> dict:
@@ -290,34 +284,6 @@ def _encoder_fields(res: dict, metric: str) -> dict:
     return {"gnn_model": s2.get("gnn_model"),
             "encoders": {n: {"val": (e.get("val") or {}).get(metric), "test": (e.get("test") or {}).get(metric)}
                          for n, e in s2["encoders"].items()}}
-
-
-def complete_auto(records: list, defaults: list) -> list:
-    """Records of variant ``auto`` ready for the tables: full ones as they are; those whose
-    stage 2 chose R-GCN (stages 1-2 only) completed with the same task and seed's default
-    recipe run (variant ``ensemble``, full or completed), after checking that both trained
-    the same stages 1 and 2 to the last bit — with R-GCN chosen the auto run's stages 1-2 are
-    the default run's (the same draws; ``tests/test_encoder_choice.py``), so its stage 3 and
-    final choice are the default run's too. Each completed record says
-    ``"stage3_from": "ensemble"``."""
-    key = lambda r: (r["dataset"], r["task"], r["seed"], r.get("max_nodes"))  # noqa: E731
-    base = {key(r): r for r in defaults}
-    out = []
-    for r in records:
-        if r["variant"] != "auto":
-            continue
-        if "stage3" in (r.get("stage_vals") or {}):
-            out.append(r)
-            continue
-        g = base.get(key(r))
-        if g is None:
-            continue
-        if not _same_stages(r, g):
-            raise ValueError(f"{key(r)}: stages 1-2 of the auto run (R-GCN chosen) differ from the default run "
-                             f"({r['stage_vals']} vs {g['stage_vals']}); cannot complete it")
-        out.append({**g, "variant": "auto", "stage3_from": "ensemble", "gnn_model": r.get("gnn_model"),
-                    "encoders": r.get("encoders"), "time_s": r["time_s"]})  # stages 1-2 only
-    return out
 
 
 def cache_speedup(dataset, task, seed, max_nodes, extra, lm_nodes=16, steps=4):
@@ -572,9 +538,7 @@ def main(argv=None):
         rows = [row for p in paths for row in rows_from_records([r for r in read_records([p])
                                                                   if r["variant"] != "ensemble"])]
         rows += rows_from_records([r for r in records if r["variant"] == "ensemble"] + made)
-        autos = complete_auto(records, [r for r in records if r["variant"] == "ensemble"] + made)
-        rows = [r for r in rows if r["variant"] != "auto"] + rows_from_records(autos)
-        records = [r for r in records if r["variant"] != "auto"] + made + autos
+        records += made
         if args.default_variant != "default":  # the variant that is the default recipe now
             rows = [r for r in rows if r["variant"] != "default"]
             for r in rows:
