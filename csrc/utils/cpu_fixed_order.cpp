@@ -1,5 +1,6 @@
 // Thread-count-independent CPU reductions (see cpu_fixed_order.h).
 #include "utils/cpu_fixed_order.h"
+#include "utils/cpu_tasks.h"
 
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>

@@ -29,6 +29,7 @@
 #include "utils/check.h"
 #include "utils/cpu_buffer.h"
 #include "utils/cpu_fixed_order.h"
+#include "utils/cpu_tasks.h"
 #include "utils/dispatch.h"
 #include "utils/prefetch.h"
 
