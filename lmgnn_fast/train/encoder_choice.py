@@ -111,12 +111,12 @@ class EncoderChoice:
                 continue
             ctx.cfg.gnn.model = name
             ctx.history["stage2"] = []
-            first_step = ctx.global_step if resume is None else None
+            # the global step at which this candidate's training began (resumed: before its checkpoint)
+            first_step = ctx.global_step if resume is None else \
+                int(progress.get("next_first_step", progress["start_step"]))
             ctx.log(f"stage 2 (gnn.model auto): training the {name} encoder "
                     f"({self.candidates.index(name) + 1} of {len(self.candidates)})")
             t0 = time.time()
-            if resume is not None:  # the interrupted candidate: its steps began before its checkpoint's
-                first_step = int(progress.get("next_first_step", progress["start_step"]))
             res = self.train(resume)
             resume = None
             meta = ctx.ckpt.stage_metadata(2)

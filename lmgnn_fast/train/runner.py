@@ -12,7 +12,7 @@ inference reads) and prints the results table.
 from __future__ import annotations
 
 import contextlib
-import copy
+import dataclasses
 import json
 import os
 import time
@@ -53,8 +53,9 @@ class Trainer:
     """
 
     def __init__(self, cfg: Config, graph=None, log=None):
-        # a copy: with gnn.model auto the run sets the encoder it chose in its own config
-        self.ctx = RunContext.create(copy.deepcopy(cfg), graph=graph, log=log)
+        # its own gnn section: with gnn.model auto the run sets the encoder it chose there
+        self.ctx = RunContext.create(dataclasses.replace(cfg, gnn=dataclasses.replace(cfg.gnn)), graph=graph,
+                                     log=log)
         self.auto_encoder = is_auto(self.ctx.cfg)
         self.features = FeatureSource(self.ctx)
         self.gnn_task = GNNTask(self.ctx)
