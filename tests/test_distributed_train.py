@@ -142,6 +142,25 @@ def test_two_processes_all_stages_link_prediction_and_resume(toy, tmp_path):
     assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == [f"stage{s}.safetensors" for s in (1, 2, 3)]
 
 
+def test_two_processes_choose_the_encoder_as_one_process(toy, tmp_path):
+    """gnn.model auto under DDP: every rank trains the same candidates, they agree on the
+    choice (the one process's), and only the chosen model's checkpoint is left."""
+    cfg = _config(toy, tmp_path / "run.yaml", "2,3")
+    runs = {}
+    for n in (1, 2):
+        out = str(tmp_path / str(n))
+        p, _ = _run(["--config", cfg, "--run.out_dir", out, "--gnn.model", "auto", "--gnn.heads", "2"], n)
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert p.stdout.count("stage 2 (gnn.model auto): chose") == 1
+        runs[n] = json.load(open(os.path.join(out, "metrics.json")))
+        assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["stage2.safetensors", "stage3.safetensors"]
+    one, two = runs[1]["stages"]["stage2"], runs[2]["stages"]["stage2"]
+    assert two["gnn_model"] == one["gnn_model"] and sorted(two["encoders"]) == ["hgt", "rgcn"]
+    for name in ("rgcn", "hgt"):
+        assert two["encoders"][name]["val"] == pytest.approx(one["encoders"][name]["val"], abs=TOL)
+    assert "stage3" in runs[2]["stages"]
+
+
 def test_killed_rank_stops_the_job(toy, tmp_path):
     cfg = _config(toy, tmp_path / "run.yaml", "2")
     shm = tmp_path / "shm"
