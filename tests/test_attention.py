@@ -432,21 +432,8 @@ def test_config_model_and_heads_are_checked():
 
 
 # --------------------------------------------------------------------------- training
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory):
-    from _toy_graph import write_toy_dir
-    from lmgnn_fast.io import read_dir
-    from lmgnn_fast.lm import make_tiny_bert
-
-    root = tmp_path_factory.mktemp("toy_attn")
-    data = write_toy_dir(str(root / "data"), num_papers=45)
-    g = read_dir(data)
-    bert = make_tiny_bert([x for t in g.node_types for x in (g.text[t] or [])], str(root / "bert"))
-    return {"data": data, "bert": bert}
-
-
 @pytest.mark.parametrize("model", ["hgt", "rgat"])
-def test_stage2_trains_with_attention_encoder(toy_run, tmp_path, model):
+def test_stage2_trains_with_attention_encoder(toy, tmp_path, model):
     import json
     import math
 
@@ -455,7 +442,7 @@ def test_stage2_trains_with_attention_encoder(toy_run, tmp_path, model):
     from lmgnn_fast.train.config import apply_overrides
 
     c = Config()
-    c.data.name, c.lm.name, c.lm.max_length = toy_run["data"], toy_run["bert"], 16
+    c.data.name, c.lm.name, c.lm.max_length = toy["data"], toy["bert"], 16
     c.run.out_dir, c.run.progress, c.run.num_threads = str(tmp_path / "run"), False, 1
     apply_overrides(c, ["--gnn.model", model, "--gnn.heads", "2", "--gnn.hidden", "16", "--gnn.fanouts", "[4, 4]",
                         "--task.name", "topic", "--run.stages", "2", "--stage2.epochs", "20",

@@ -14,19 +14,6 @@ BASE = ["--gnn.heads", "2", "--gnn.hidden", "16", "--gnn.fanouts", "[4, 4]", "--
 STAGE3 = ["--stage3.epochs", "1", "--stage3.gnn_epochs", "2", "--stage3.lm_items", "24", "--stage3.batch_size", "16"]
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    from _toy_graph import write_toy_dir
-    from lmgnn_fast.io import read_dir
-    from lmgnn_fast.lm import make_tiny_bert
-
-    root = tmp_path_factory.mktemp("toy_auto")
-    data = write_toy_dir(str(root / "data"), num_papers=45)
-    g = read_dir(data)
-    bert = make_tiny_bert([x for t in g.node_types for x in (g.text[t] or [])], str(root / "bert"))
-    return {"data": data, "bert": bert}
-
-
 def _config(toy, out, extra):
     from lmgnn_fast.train import Config
     from lmgnn_fast.train.config import apply_overrides
