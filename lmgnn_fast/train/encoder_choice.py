@@ -23,6 +23,7 @@ import json
 import os
 import time
 
+from lmgnn_fast.distributed import barrier
 from lmgnn_fast.train.checkpoint import atomic_write_json, load_tensors, rng_state, save_tensors, set_rng_state
 from lmgnn_fast.train.config import ConfigError
 
@@ -87,13 +88,7 @@ class EncoderChoice:
     def _save_progress(self, progress: dict) -> None:
         if self.ctx.dist.is_main:
             atomic_write_json(self.path, progress)
-        self._barrier()
-
-    def _barrier(self) -> None:
-        from lmgnn_fast.train.data_parallel import barrier
-
-        if self.ctx.dist.is_distributed:
-            barrier(self.ctx.dist)
+        barrier(self.ctx.dist)
 
     def run(self, resume=None) -> dict:
         """Train every candidate not yet finished, keep the best; returns the chosen
@@ -143,7 +138,7 @@ class EncoderChoice:
         ctx.log(f"stage 2 (gnn.model auto): chose {chosen} on validation {metric} ({vals})")
         encoders = {n: {k: v for k, v in done[n].items() if k != "history"} for n in self.candidates}
         out = {"val": done[chosen]["val"], "test": done[chosen]["test"], "gnn_model": chosen, "encoders": encoders}
-        self._barrier()
+        barrier(ctx.dist)
         if ctx.dist.is_main:
             for n in self.candidates:
                 if os.path.exists(self._file(n)):

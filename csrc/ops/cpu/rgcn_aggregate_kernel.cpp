@@ -150,15 +150,14 @@ constexpr int64_t kFusedRelationsElems = int64_t(1) << 20;
 
 inline bool fused_relations(const Layout& l, int64_t F) { return l.P * F <= kFusedRelationsElems; }
 
-// y[lo_r : lo_r + n_r] = a[lo_r : lo_r + n_r] @ w[r] (transposed: @ w[r]^T) for every relation r,
-// one task per relation.
-void relation_gemms(const at::Tensor& a, const at::Tensor& w, const Layout& l, bool transpose_w, at::Tensor& y) {
+// y[lo_r : lo_r + n_r] = a[lo_r : lo_r + n_r] @ w[r] for every relation r, one task per relation.
+void relation_gemms(const at::Tensor& a, const at::Tensor& w, const Layout& l, at::Tensor& y) {
   const int64_t* rp = l.rel_ptr.const_data_ptr<int64_t>();
   for_each_task(l.R, [&](int64_t r) {
     const int64_t lo = rp[r], n = rp[r + 1] - rp[r];
     if (n == 0) return;
     auto y_r = y.narrow(0, lo, n);
-    mm_fixed_order_out(y_r, a.narrow(0, lo, n), transpose_w ? w.select(0, r).t() : w.select(0, r));
+    mm_fixed_order_out(y_r, a.narrow(0, lo, n), w.select(0, r));
   });
 }
 
@@ -427,7 +426,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rgcn_aggregate_cpu(
         if (fused_relations(l, std::max(F_in, F_out))) {
           segment_sum<scalar_t, index_t>(x, l, mean, 0, l.P, agg);
           auto y = empty_large({l.P, F_out}, x.options());
-          relation_gemms(agg, w, l, /*transpose_w=*/false, y);
+          relation_gemms(agg, w, l, y);
           add_dst_rows<scalar_t, index_t, acc_t>(y, l, acc);
         } else {
           const int64_t* rp = l.rel_ptr.const_data_ptr<int64_t>();
